@@ -1,0 +1,1 @@
+"""Gymnasium environments of metasym-control: quadrotor, spring mesh, open quantum system."""

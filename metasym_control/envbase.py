@@ -1,0 +1,64 @@
+"""What every MetaSym environment offers beyond Gymnasium: state access, task, action checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from metasym_control.params import Split, SystemParams
+from metasym_control.task import Task
+
+
+class MetaSymEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Base of the project's environments.
+
+    A subclass sets, in its constructor, `dt` (control period, s), `task`, `params`,
+    `state_names`, `state_units` and `action_names`, and implements `get_state`,
+    `set_state`; `reset(options={"params": p})` must use `p`, otherwise draw from the
+    `split` range given to the constructor.
+    """
+
+    env_id: str = ""
+    dt: float
+    task: Task
+    params: SystemParams
+    split: Split = "train"
+    state_names: list[str]
+    state_units: list[str]
+    action_names: list[str]
+
+    def get_state(self) -> np.ndarray:
+        """(nx,) float64 Markov physical state, as documented by the environment."""
+        raise NotImplementedError
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Set the physical state from an (nx,) vector (inverse of `get_state`)."""
+        raise NotImplementedError
+
+    def check_action(self, action: Any) -> tuple[np.ndarray, bool]:
+        """Validate and clip an action.
+
+        Args:
+            action: array-like of the action space's shape, normalised to [-1, 1].
+
+        Returns:
+            The float64 action clipped to the space, and whether clipping changed it.
+
+        Raises:
+            ValueError: wrong shape or a non-finite entry, naming the environment.
+        """
+        space = self.action_space
+        assert isinstance(space, gym.spaces.Box)
+        name = self.env_id or type(self).__name__
+        try:
+            a = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name}: action {action!r} is not numeric") from e
+        if a.shape != space.shape:
+            raise ValueError(f"{name}: action of shape {a.shape}, expected {space.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}: non-finite action {a.tolist()}")
+        clipped = np.clip(a, space.low.astype(np.float64), space.high.astype(np.float64))
+        return clipped, bool(np.any(clipped != a))

@@ -1,0 +1,1 @@
+"""Dynamics models: analytic physics, symplectic encoder, active decoder, MetaSym, baselines."""
