@@ -43,7 +43,9 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q -ra tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_envs.py
+	$(PY) benchmarks/bench_quadrotor.py
+	$(PY) benchmarks/bench_spring_mesh.py
+	$(PY) benchmarks/bench_open_quantum.py
 
 bench-models: $(STAMP)
 	$(PY) benchmarks/bench_models.py

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -96,6 +96,19 @@ class DynamicsModel(Protocol):
 
     def adapt(self, support: Trajectory, budget: AdaptBudget) -> DynamicsModel:
         """A model adapted to the system that produced `support`; `self` is left untouched."""
+        ...
+
+
+@runtime_checkable
+class SymbolicModel(Protocol):
+    """A model that can also be written in CasADi (the analytic models).
+
+    `casadi_step` must implement exactly the same discrete map as the torch `step` (same
+    integrator, same substeps), so a CasADi MPC and a torch MPPI see the same model.
+    """
+
+    def casadi_step(self, x: Any, u: Any) -> Any:
+        """Symbolic step: CasADi (nx, 1) state and (nu, 1) action -> (nx, 1) next state."""
         ...
 
 
