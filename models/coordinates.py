@@ -1,0 +1,214 @@
+"""Canonical-coordinate maps: environment state <-> (q, p, rest) for the symplectic encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# Nominal mass of the Skydio X2 reference quadrotor (0.325 kg body + 4 x 0.25 kg rotors).
+QUADROTOR_NOMINAL_MASS = 1.325
+
+
+@dataclass(frozen=True)
+class CoordinateMap:
+    """Which state components form the canonical pair (q, p) and which are left over.
+
+    The encoder sees `q = x[q_index]` and `p = p_scale * x[p_index]` (e.g. the quadrotor's
+    linear momentum `m v` from its velocity `v`); the remaining components `rest` are carried
+    by the decoder alone. A quadrotor map also renormalises the quaternion after each step.
+
+    Attributes:
+        kind: "quadrotor", "spring_mesh", "quantum" or "generic" (for the docs and checks).
+        state_dim: nx.
+        q_index: indices of the generalised coordinates (d of them).
+        p_index: indices of the conjugate momenta (d of them, paired with `q_index`).
+        p_scale: factor from the stored component to the momentum (a nominal mass, kg); 1 if
+            the state already holds momenta.
+        quaternion_index: start of a unit quaternion (w, x, y, z) renormalised after each
+            predicted step with w >= 0, or -1 for none.
+    """
+
+    kind: str
+    state_dim: int
+    q_index: tuple[int, ...]
+    p_index: tuple[int, ...]
+    p_scale: float = 1.0
+    quaternion_index: int = -1
+    rest_index: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if len(self.q_index) != len(self.p_index) or not self.q_index:
+            raise ValueError(
+                f"CoordinateMap: q_index ({len(self.q_index)}) and p_index "
+                f"({len(self.p_index)}) must be non-empty and of equal length"
+            )
+        used = list(self.q_index) + list(self.p_index)
+        if len(set(used)) != len(used) or min(used) < 0 or max(used) >= self.state_dim:
+            raise ValueError(
+                f"CoordinateMap: indices must be distinct and in [0, {self.state_dim})"
+            )
+        if not self.p_scale > 0:
+            raise ValueError(f"CoordinateMap.p_scale must be > 0, got {self.p_scale}")
+        if self.quaternion_index >= 0 and self.quaternion_index + 4 > self.state_dim:
+            raise ValueError("CoordinateMap.quaternion_index out of range")
+        rest = tuple(i for i in range(self.state_dim) if i not in set(used))
+        object.__setattr__(self, "rest_index", rest)
+
+    @property
+    def dim_q(self) -> int:
+        """d, the number of canonical pairs (the encoder works on 2d coordinates)."""
+        return len(self.q_index)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (inverse: `from_dict`)."""
+        return {
+            "kind": self.kind,
+            "state_dim": self.state_dim,
+            "q_index": list(self.q_index),
+            "p_index": list(self.p_index),
+            "p_scale": self.p_scale,
+            "quaternion_index": self.quaternion_index,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CoordinateMap:
+        """Rebuild a map written by `to_dict`."""
+        return cls(
+            kind=str(data["kind"]),
+            state_dim=int(data["state_dim"]),
+            q_index=tuple(int(i) for i in data["q_index"]),
+            p_index=tuple(int(i) for i in data["p_index"]),
+            p_scale=float(data["p_scale"]),
+            quaternion_index=int(data["quaternion_index"]),
+        )
+
+    def canonical_index(self) -> list[int]:
+        """Indices of (q, p) in the state, q first: the gather that `to_canonical` applies."""
+        return list(self.q_index) + list(self.p_index)
+
+    def to_canonical(self, x: torch.Tensor) -> torch.Tensor:
+        """State (..., nx) -> canonical coordinates (..., 2d) = (q, p), p in momentum units."""
+        idx = torch.as_tensor(self.canonical_index(), device=x.device)
+        z = x.index_select(-1, idx)
+        if self.p_scale != 1.0:
+            d = self.dim_q
+            z = torch.cat([z[..., :d], z[..., d:] * self.p_scale], dim=-1)
+        return z
+
+    def canonical_delta_to_state(self, dz: torch.Tensor) -> torch.Tensor:
+        """A change of (q, p) (..., 2d) as a change of the state (..., nx), zero on `rest`."""
+        d = self.dim_q
+        if self.p_scale != 1.0:
+            dz = torch.cat([dz[..., :d], dz[..., d:] / self.p_scale], dim=-1)
+        out = dz.new_zeros(*dz.shape[:-1], self.state_dim)
+        idx = torch.as_tensor(self.canonical_index(), device=dz.device)
+        return out.index_copy(-1, idx, dz)
+
+    def postprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Project a predicted state (..., nx) back onto the state manifold.
+
+        Quadrotor: the quaternion is renormalised to unit length and its sign chosen so that
+        w >= 0 (q and -q are the same rotation). Other maps: identity.
+        """
+        if self.quaternion_index < 0:
+            return x
+        i = self.quaternion_index
+        quat = x[..., i : i + 4]
+        quat = quat / quat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        quat = torch.where(quat[..., :1] < 0, -quat, quat)
+        return torch.cat([x[..., :i], quat, x[..., i + 4 :]], dim=-1)
+
+
+def quadrotor_coordinates(
+    state_dim: int = 13, mass: float = QUADROTOR_NOMINAL_MASS
+) -> CoordinateMap:
+    """Quadrotor: q = position (m), p = nominal mass x linear velocity (kg m/s).
+
+    Rigid-body rotation has no global canonical pair, so the encoder takes the translation
+    and the decoder the rotation (quaternion, body rates) and rotor thrusts.
+
+    Args:
+        state_dim: 13, or 17 with the motor-lag thrust states.
+        mass: nominal mass (kg) turning velocity into momentum.
+    """
+    if state_dim not in (13, 17):
+        raise ValueError(f"quadrotor state_dim must be 13 or 17, got {state_dim}")
+    return CoordinateMap(
+        kind="quadrotor",
+        state_dim=state_dim,
+        q_index=(0, 1, 2),
+        p_index=(7, 8, 9),
+        p_scale=mass,
+        quaternion_index=3,
+    )
+
+
+def spring_mesh_coordinates(state_dim: int) -> CoordinateMap:
+    """Spring mesh: the state [q (2n), p (2n)] is canonical as it stands."""
+    if state_dim % 2:
+        raise ValueError(f"spring mesh state_dim must be even, got {state_dim}")
+    d = state_dim // 2
+    return CoordinateMap(
+        kind="spring_mesh",
+        state_dim=state_dim,
+        q_index=tuple(range(d)),
+        p_index=tuple(range(d, 2 * d)),
+    )
+
+
+def quantum_coordinates(state_dim: int) -> CoordinateMap:
+    """Open quantum system: q = Re vec(rho), p = Im vec(rho) (N^2 each).
+
+    The unitary part of the evolution is a Schrödinger flow with a Hermitian generator, which
+    is Hamiltonian in these coordinates; dissipation and measurement backaction go to the
+    decoder.
+    """
+    if state_dim % 2:
+        raise ValueError(f"quantum state_dim must be even (2 N^2), got {state_dim}")
+    d = state_dim // 2
+    return CoordinateMap(
+        kind="quantum",
+        state_dim=state_dim,
+        q_index=tuple(range(d)),
+        p_index=tuple(range(d, 2 * d)),
+    )
+
+
+def generic_coordinates(
+    state_dim: int, q_index: Sequence[int], p_index: Sequence[int], p_scale: float = 1.0
+) -> CoordinateMap:
+    """A user-given split of the state into (q, p, rest)."""
+    return CoordinateMap(
+        kind="generic",
+        state_dim=state_dim,
+        q_index=tuple(q_index),
+        p_index=tuple(p_index),
+        p_scale=p_scale,
+    )
+
+
+def coordinates_for_env(env_id: str, state_dim: int) -> CoordinateMap:
+    """The documented canonical coordinates of a project environment (or the toy family).
+
+    Args:
+        env_id: Gymnasium id with version, e.g. "MetaSymQuadrotor-v0".
+        state_dim: nx of the data.
+
+    Raises:
+        ValueError: an environment without a known map (use `generic_coordinates`).
+    """
+    name = env_id.split("-v")[0]
+    if name == "MetaSymQuadrotor":
+        return quadrotor_coordinates(state_dim)
+    if name == "MetaSymSpringMesh":
+        return spring_mesh_coordinates(state_dim)
+    if name == "MetaSymOpenQuantum":
+        return quantum_coordinates(state_dim)
+    if name == "ToyOscillator":
+        return generic_coordinates(
+            state_dim, range(state_dim // 2), range(state_dim // 2, state_dim)
+        )
+    raise ValueError(f"no canonical coordinates known for {env_id!r}; use generic_coordinates")

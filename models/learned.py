@@ -1,0 +1,235 @@
+"""Common base of the learned dynamics models: normalisation, window loss, fast weights, spec."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from metasym_control.dynamics import AdaptBudget, DynamicsModel, Memory
+from metasym_control.models.coordinates import CoordinateMap
+from metasym_control.trajectory import Trajectory
+
+# Every concrete learned model class, by name, so a checkpoint can name its class.
+MODEL_REGISTRY: dict[str, type[LearnedModel]] = {}
+
+# A batch of training windows (see `metasym_control.adaptation.make_windows`):
+#   hs (B, L, nx) history states, ha (B, L, nu) history actions, hv (B, L) bool validity,
+#   x0 (B, nx) current state, ua (B, H, nu) future actions, y (B, H, nx) future states.
+Batch = dict[str, torch.Tensor]
+
+
+class LearnedModel(nn.Module):
+    """Base of MetaSym and the learned baselines, implementing `DynamicsModel`.
+
+    Subclasses implement `init_memory`, `step`, `fast_weight_names` and may override
+    `rollout` (default: repeated `step`) and `auxiliary_loss`. The base holds the
+    normalisation statistics as buffers (so they travel in checkpoints), the window loss that
+    meta-training and adaptation minimise, and `adapt`.
+
+    Attributes:
+        state_dim: nx; action_dim: nu; dt: control period (s); history_len: L.
+        config: the subclass's frozen config dataclass.
+        coords: canonical-coordinate map (None for models that do not use one).
+        env_id: id (with version) of the environment the model is meant for.
+    """
+
+    config_class: ClassVar[type]
+    config: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        MODEL_REGISTRY[cls.__name__] = cls
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        dt: float,
+        history_len: int,
+        coords: CoordinateMap | None = None,
+        env_id: str = "",
+    ) -> None:
+        super().__init__()
+        if coords is not None and coords.state_dim != state_dim:
+            raise ValueError(f"coordinate map is for nx={coords.state_dim}, model nx={state_dim}")
+        self.state_dim = int(state_dim)
+        self.action_dim = int(action_dim)
+        self.dt = float(dt)
+        self.history_len = int(history_len)
+        self.coords = coords
+        self.env_id = env_id
+        self.register_buffer("state_mean", torch.zeros(state_dim, dtype=torch.float64))
+        self.register_buffer("state_std", torch.ones(state_dim, dtype=torch.float64))
+        self.register_buffer("action_mean", torch.zeros(action_dim, dtype=torch.float64))
+        self.register_buffer("action_std", torch.ones(action_dim, dtype=torch.float64))
+        self.register_buffer("delta_std", torch.ones(state_dim, dtype=torch.float64))
+        self.register_buffer(
+            "trusted_lo", torch.full((state_dim,), -torch.inf, dtype=torch.float64)
+        )
+        self.register_buffer("trusted_hi", torch.full((state_dim,), torch.inf, dtype=torch.float64))
+
+    # ---------------------------------------------------------------- normalisation
+    def fit_normalization(
+        self, data: Trajectory | Sequence[Trajectory], margin: float = 0.1
+    ) -> None:
+        """Set the normalisation statistics and the trusted region from training data.
+
+        Args:
+            data: trajectories of the training systems.
+            margin: the trusted box is the data's state range widened by this fraction of it.
+        """
+        parts = [data] if isinstance(data, Trajectory) else list(data)
+        xs, us, dxs = [], [], []
+        for tr in parts:
+            mask = tr.valid_mask()
+            us.append(tr.actions[mask])
+            xs.append(tr.states[:, :-1][mask])
+            dxs.append((tr.states[:, 1:] - tr.states[:, :-1])[mask])
+        x, u, dx = np.concatenate(xs), np.concatenate(us), np.concatenate(dxs)
+        if len(x) < 2:
+            raise ValueError("fit_normalization needs at least two valid transitions")
+
+        def _std(a: np.ndarray) -> np.ndarray:
+            s = a.std(0)
+            return np.where(s > 1e-9, s, 1.0)
+
+        lo, hi = x.min(0), x.max(0)
+        span = hi - lo
+        dev, dt = self.state_mean.device, self.state_mean.dtype
+        with torch.no_grad():
+            self.state_mean.copy_(torch.as_tensor(x.mean(0), device=dev, dtype=dt))
+            self.state_std.copy_(torch.as_tensor(_std(x), device=dev, dtype=dt))
+            self.action_mean.copy_(torch.as_tensor(u.mean(0), device=dev, dtype=dt))
+            self.action_std.copy_(torch.as_tensor(_std(u), device=dev, dtype=dt))
+            self.delta_std.copy_(torch.as_tensor(_std(dx), device=dev, dtype=dt))
+            self.trusted_lo.copy_(torch.as_tensor(lo - margin * span, device=dev, dtype=dt))
+            self.trusted_hi.copy_(torch.as_tensor(hi + margin * span, device=dev, dtype=dt))
+        self._on_normalization()
+
+    def _on_normalization(self) -> None:
+        """Hook for subclasses that derive more statistics from the fitted buffers."""
+
+    @property
+    def trusted_lower(self) -> np.ndarray | None:
+        """(nx,) lower corner of the training data's state box (widened), or None if unfitted."""
+        lo = self.trusted_lo.detach().cpu().numpy().astype(np.float64)
+        return None if not np.all(np.isfinite(lo)) else lo
+
+    @property
+    def trusted_upper(self) -> np.ndarray | None:
+        """(nx,) upper corner of the training data's state box (widened), or None if unfitted."""
+        hi = self.trusted_hi.detach().cpu().numpy().astype(np.float64)
+        return None if not np.all(np.isfinite(hi)) else hi
+
+    def norm_state(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised state: (x - mean) / std, shape kept."""
+        return (x - self.state_mean) / self.state_std
+
+    def norm_action(self, u: torch.Tensor) -> torch.Tensor:
+        """Standardised action: (u - mean) / std, shape kept."""
+        return (u - self.action_mean) / self.action_std
+
+    # ---------------------------------------------------------------- protocol
+    def fast_weight_names(self) -> list[str]:
+        """Names (as in `named_parameters`) of the fast weights adapted per system."""
+        raise NotImplementedError
+
+    def init_memory(
+        self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> Memory:
+        """See `metasym_control.dynamics.DynamicsModel.init_memory`."""
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
+        """See `metasym_control.dynamics.DynamicsModel.step`."""
+        raise NotImplementedError
+
+    def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
+        """Predict T steps: x0 (..., nx), actions (..., T, nu) -> (..., T, nx), x0 excluded."""
+        xs = []
+        x = x0
+        for k in range(actions.shape[-2]):
+            x, memory = self.step(x, actions[..., k, :], memory)
+            xs.append(x)
+        return torch.stack(xs, dim=-2)
+
+    def adapt(self, support: Trajectory, budget: AdaptBudget) -> DynamicsModel:
+        """A copy whose fast weights are fitted to `support`; `self` is left untouched.
+
+        Runs the shared inner loop of `metasym_control.adaptation.adapt_model` (the same for
+        every learned model) within `budget`.
+        """
+        from metasym_control.adaptation import adapt_model
+
+        return adapt_model(self, support, budget)
+
+    # ---------------------------------------------------------------- training
+    def predict_windows(self, batch: Batch) -> torch.Tensor:
+        """Rollouts of a batch of windows: (B, H, nx) predictions of `batch["y"]`."""
+        memory = self.init_memory(batch["hs"], batch["ha"], batch["hv"])
+        return self.rollout(batch["x0"], batch["ua"], memory)
+
+    def auxiliary_loss(self, batch: Batch) -> torch.Tensor:
+        """Extra training loss beyond the rollout error (MetaSym: time reversal); default 0."""
+        return batch["x0"].new_zeros(())
+
+    def forward(self, batch: Batch, aux: bool = False) -> torch.Tensor:
+        """Training loss of a batch of windows (a scalar).
+
+        The mean squared rollout error in units of the one-step change's standard deviation,
+        plus `auxiliary_loss` when `aux`. This is what `torch.func.functional_call` calls in
+        the inner and outer loops.
+        """
+        pred = self.predict_windows(batch)
+        err = (pred - batch["y"]) / self.delta_std
+        loss = err.pow(2).mean()
+        if aux:
+            loss = loss + self.auxiliary_loss(batch)
+        return loss
+
+    # ---------------------------------------------------------------- description
+    def spec(self) -> dict[str, Any]:
+        """JSON-ready description from which `build_model` rebuilds the architecture."""
+        return {
+            "class": type(self).__name__,
+            "config": dataclasses.asdict(self.config),
+            "state_dim": self.state_dim,
+            "action_dim": self.action_dim,
+            "dt": self.dt,
+            "coords": self.coords.to_dict() if self.coords is not None else None,
+            "env_id": self.env_id,
+        }
+
+    def num_parameters(self) -> int:
+        """Number of trainable scalars."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(spec: dict[str, Any]) -> LearnedModel:
+    """Rebuild an (untrained) model from `LearnedModel.spec()`.
+
+    Raises:
+        ValueError: an unknown model class.
+    """
+    # importing the model modules fills the registry
+    from metasym_control.models import baselines, metasym  # noqa: F401
+
+    name = spec.get("class")
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model class {name!r}; known: {sorted(MODEL_REGISTRY)}")
+    cls = MODEL_REGISTRY[name]
+    coords = CoordinateMap.from_dict(spec["coords"]) if spec.get("coords") else None
+    config = cls.config_class(**spec["config"])
+    return cls(  # type: ignore[call-arg]
+        state_dim=int(spec["state_dim"]),
+        action_dim=int(spec["action_dim"]),
+        dt=float(spec["dt"]),
+        config=config,
+        coords=coords,
+        env_id=str(spec.get("env_id", "")),
+    )
