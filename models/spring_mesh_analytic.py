@@ -1,0 +1,454 @@
+"""Analytic Hooke-spring model of the spring mesh: batched torch, symbolic CasADi, LS adaptation."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import casadi as ca
+import numpy as np
+import torch
+
+from metasym_control.dynamics import AdaptBudget, Memory
+from metasym_control.envs.spring_mesh import (
+    BENCHMARK_TIMESTEP,
+    DEFAULT_SUBSTEPS,
+    GRAVITY,
+    LENGTH_EPS,
+    SpringMeshParams,
+    particle_masses,
+    spring_stiffnesses,
+)
+from metasym_control.trajectory import Trajectory
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DT = DEFAULT_SUBSTEPS * BENCHMARK_TIMESTEP
+"""Control period of the default 5×5 environment, s (52 · 2π/805 ≈ 0.4059 s)."""
+
+MODEL_MAX_SUBSTEP = 0.05
+"""Largest RK4 substep the model takes by default, s: ω_max·h ≈ 0.13 at k = 1 N/m, m = 1 kg,
+so a control step of the default mesh is predicted to about 1e-5 of its change while costing
+9 instead of the simulator's 52 substeps."""
+
+MODEL_MAX_OMEGA_H = 0.2
+"""Default substeps also keep `h · ω_bound <= 0.2` (ω_bound: `omega_bound`), so stiff or
+light meshes get proportionally more substeps."""
+
+
+def omega_bound(params: SpringMeshParams) -> float:
+    """Gershgorin upper bound on the fastest mode's angular frequency, rad/s.
+
+    `ω_max² <= max_n 2 Σ_{s at n} k_s / m_n` (each spring adds a unit-norm projector to the
+    stiffness matrix's blocks at both ends); 4.0 rad/s for the default mesh (true: 2.63).
+    """
+    lay = params.layout
+    ksum = np.abs(lay.incidence).T @ spring_stiffnesses(params)  # (nf,) N/m
+    return float(np.sqrt(np.max(2.0 * ksum / particle_masses(params))))
+
+
+@dataclass(frozen=True)
+class SpringMeshAdaptConfig:
+    """How `SpringMeshModel.adapt` identifies parameters.
+
+    Attributes:
+        masses: "each" identifies one mass per free particle, "scale" one common mass scale
+            (keeping the model's per-particle ratios): fewer unknowns for large meshes.
+        max_iter: Gauss-Newton (Levenberg-Marquardt) iterations at most.
+        tol: stop when the relative decrease of the residual sum of squares is below this.
+        chunk_elems: residual-Jacobian entries evaluated at once (bounds memory).
+    """
+
+    masses: Literal["each", "scale"] = "each"
+    max_iter: int = 30
+    tol: float = 1e-12
+    chunk_elems: int = 20_000_000
+
+
+class SpringMeshModel:
+    """Hooke-spring dynamics of a `SpringMeshParams` mesh, the env's discrete map in torch/CasADi.
+
+    State x = [q (2·n_free) m, p (2·n_free) kg·m/s] (canonical; see `SpringMeshEnv`); action
+    u (nu = 2·n_act) normalised to [-1, 1], clipped to it and mapped to forces `u · max_force`
+    N on the actuated particles. Continuous dynamics:
+    `dq/dt = p / m`, `dp/dt = Σ_s k_s (L_s - L0_s) e_s - γ p + F(u) (- m g ŷ)`,
+    integrated with classical RK4 over `n_substeps` equal substeps per control period `dt`,
+    the control held constant (MuJoCo's RK4 with the same substeps is the same map).
+
+    Implements `metasym_control.dynamics.DynamicsModel` (history_len 0, memory `{}`) and
+    `SymbolicModel.casadi_step`.
+
+    Args:
+        params: the mesh.
+        dt: control period, s (use the env's `dt`; `from_env` does).
+        n_substeps: RK4 substeps per control period; None = `ceil(dt / 0.05 s)` (9 for the
+            default dt), a few times cheaper than the simulator's step and accurate to ~1e-5
+            of a step's change; pass the env's `n_substeps` for the simulator's exact map.
+        device: torch device of the model's tensors.
+        dtype: torch dtype (float64 default).
+    """
+
+    history_len = 0
+    trusted_lower: np.ndarray | None = None
+    trusted_upper: np.ndarray | None = None
+
+    def __init__(
+        self,
+        params: SpringMeshParams,
+        dt: float = DEFAULT_DT,
+        n_substeps: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        if not (math.isfinite(dt) and dt > 0):
+            raise ValueError(f"SpringMeshModel: dt must be > 0, got {dt}")
+        if n_substeps is None:
+            h_max = min(MODEL_MAX_SUBSTEP, MODEL_MAX_OMEGA_H / omega_bound(params))
+            n_substeps = max(1, math.ceil(dt / h_max - 1e-9))
+        if n_substeps < 1:
+            raise ValueError(f"SpringMeshModel: n_substeps must be >= 1, got {n_substeps}")
+        self.params = params
+        self.dt = float(dt)
+        self.n_substeps = int(n_substeps)
+        self.h = self.dt / self.n_substeps
+        self.device = torch.device(device)
+        self.dtype = dtype
+        lay = params.layout
+        self.n_free = lay.n_free
+        self.state_dim = 4 * lay.n_free
+        self.action_dim = 2 * len(lay.actuated_slot)
+        nf, nu = self.n_free, self.action_dim
+
+        # Constant geometry: d_s = x_second - x_first = -(inc @ Q) + d_pin.
+        inc = np.asarray(lay.incidence)  # (S, nf)
+        rest_all = np.concatenate([lay.rest[lay.free], lay.rest[lay.pinned]])  # (N, 2)
+        ps = lay.pair_slots
+        pin_part = np.zeros((lay.n_springs, 2))
+        for s, (a, b) in enumerate(ps):
+            if b >= nf:
+                pin_part[s] += rest_all[b]
+            if a >= nf:
+                pin_part[s] -= rest_all[a]
+        act = np.zeros((2 * nf, nu))  # (2nf, nu) force map per unit action, N
+        for a, slot in enumerate(lay.actuated_slot):
+            act[2 * slot, 2 * a] = params.max_force
+            act[2 * slot + 1, 2 * a + 1] = params.max_force
+        grav = np.zeros(2 * nf)
+        if params.gravity:
+            grav[1::2] = -GRAVITY  # acceleration; times mass below
+        self._np = {
+            "inc": inc,
+            "pin": pin_part,
+            "L0": np.asarray(lay.rest_length),
+            "scale": np.asarray(lay.spring_scale),
+            "act": act,
+            "grav": grav,
+        }
+        t = {k: torch.tensor(v, dtype=dtype, device=self.device) for k, v in self._np.items()}
+        self._inc, self._pin, self._L0 = t["inc"], t["pin"], t["L0"]
+        self._act_map, self._grav = t["act"], t["grav"]
+        self._k = torch.as_tensor(spring_stiffnesses(params), dtype=dtype, device=self.device)
+        self._m2 = torch.as_tensor(
+            np.repeat(particle_masses(params), 2), dtype=dtype, device=self.device
+        )
+        self._gamma = float(params.damping)
+        self._casadi_fn: Any = None
+
+    @classmethod
+    def from_env(
+        cls, env: Any, n_substeps: int | None = None, exact: bool = False
+    ) -> SpringMeshModel:
+        """The model of a `SpringMeshEnv` (or a wrapper of one) with its params and dt.
+
+        Args:
+            env: the environment (unwrapped or wrapped).
+            n_substeps: RK4 substeps; None = the model's default (see the class doc).
+            exact: use the env's own substeps (the simulator's exact discrete map).
+        """
+        base = env.unwrapped
+        n = base.n_substeps if exact else n_substeps
+        return cls(base.params, dt=base.dt, n_substeps=n)
+
+    # --- torch dynamics --------------------------------------------------------------------
+
+    def _deriv(
+        self,
+        x: torch.Tensor,
+        force: torch.Tensor,
+        k: torch.Tensor,
+        gamma: torch.Tensor | float,
+        m2: torch.Tensor,
+    ) -> torch.Tensor:
+        """Time derivative of x (..., nx) under external forces (..., 2nf) N -> (..., nx)."""
+        nf = self.n_free
+        q, p = x[..., : 2 * nf], x[..., 2 * nf :]
+        qm = q.reshape(*q.shape[:-1], nf, 2)  # (..., nf, 2)
+        d = self._pin - torch.matmul(self._inc, qm)  # (..., S, 2)
+        length = torch.sqrt((d * d).sum(-1) + LENGTH_EPS)  # (..., S)
+        coef = k * (length - self._L0) / length  # (..., S)
+        f = coef.unsqueeze(-1) * d  # (..., S, 2) on each spring's first end
+        fs = torch.matmul(self._inc.transpose(0, 1), f)  # (..., nf, 2)
+        fs = fs.reshape(*fs.shape[:-2], 2 * nf)  # (..., 2nf)
+        dp = fs + force - gamma * p + m2 * self._grav
+        return torch.cat([p / m2, dp], dim=-1)
+
+    def _step_with(
+        self,
+        x: torch.Tensor,
+        u: torch.Tensor,
+        k: torch.Tensor,
+        gamma: torch.Tensor | float,
+        m2: torch.Tensor,
+    ) -> torch.Tensor:
+        """RK4 control step with explicit parameters (for identification)."""
+        force = torch.matmul(u.clamp(-1.0, 1.0), self._act_map.transpose(0, 1))  # (..., 2nf)
+        h = self.h
+        for _ in range(self.n_substeps):
+            k1 = self._deriv(x, force, k, gamma, m2)
+            k2 = self._deriv(x + 0.5 * h * k1, force, k, gamma, m2)
+            k3 = self._deriv(x + 0.5 * h * k2, force, k, gamma, m2)
+            k4 = self._deriv(x + h * k3, force, k, gamma, m2)
+            x = x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        return x
+
+    def _check(self, x: torch.Tensor, u: torch.Tensor) -> None:
+        if x.shape[-1] != self.state_dim or u.shape[-1] != self.action_dim:
+            raise ValueError(
+                f"SpringMeshModel: x (..., {self.state_dim}) and u (..., {self.action_dim}) "
+                f"expected, got {tuple(x.shape)} and {tuple(u.shape)}"
+            )
+
+    def init_memory(
+        self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> Memory:
+        """Markov model: the memory is empty `{}`."""
+        return {}
+
+    def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
+        """One control step: x (..., nx), u (..., nu) in [-1, 1] -> (x_next (..., nx), {})."""
+        self._check(x, u)
+        return self._step_with(x, u, self._k, self._gamma, self._m2), memory
+
+    def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
+        """Predict T steps: x0 (..., nx), actions (..., T, nu) -> (..., T, nx), x0 excluded."""
+        self._check(x0, actions)
+        xs = []
+        x = x0
+        for t in range(actions.shape[-2]):
+            x = self._step_with(x, actions[..., t, :], self._k, self._gamma, self._m2)
+            xs.append(x)
+        return torch.stack(xs, dim=-2)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Hamiltonian H = Σ p²/(2m) + Σ_s k_s (L_s - L0_s)²/2 (+ Σ m g y), J.
+
+        Args:
+            x: (..., nx) states.
+
+        Returns:
+            (...) energy, J.
+        """
+        nf = self.n_free
+        q, p = x[..., : 2 * nf], x[..., 2 * nf :]
+        qm = q.reshape(*q.shape[:-1], nf, 2)  # (..., nf, 2)
+        d = self._pin - torch.matmul(self._inc, qm)  # (..., S, 2)
+        length = torch.sqrt((d * d).sum(-1) + LENGTH_EPS)  # (..., S)
+        pot = 0.5 * (self._k * (length - self._L0) ** 2).sum(-1)
+        kin = 0.5 * (p * p / self._m2).sum(-1)
+        grav = -(self._m2 * self._grav * q).sum(-1)  # m g y with grav_y = -g
+        return kin + pot + grav
+
+    # --- CasADi ----------------------------------------------------------------------------
+
+    def _build_casadi(self) -> ca.Function:
+        nf, nx, nu = self.n_free, self.state_dim, self.action_dim
+        c = self._np
+        inc = ca.DM(c["inc"])  # (S, nf)
+        pin_t = ca.DM(c["pin"].T)  # (2, S)
+        l0 = ca.DM(c["L0"].reshape(1, -1))  # (1, S)
+        k = ca.DM(spring_stiffnesses(self.params).reshape(1, -1))  # (1, S)
+        m2 = ca.DM(np.repeat(particle_masses(self.params), 2))  # (2nf, 1)
+        act = ca.DM(c["act"])  # (2nf, nu)
+        grav = ca.DM(c["grav"])  # (2nf, 1)
+        gamma = float(self.params.damping)
+
+        def deriv(x: ca.SX, force: ca.SX) -> ca.SX:
+            q, p = x[: 2 * nf], x[2 * nf :]
+            qm = ca.reshape(q, 2, nf)  # (2, nf): column n = (x_n, y_n)
+            d = pin_t - ca.mtimes(qm, inc.T)  # (2, S)
+            length = ca.sqrt(ca.sum1(d * d) + LENGTH_EPS)  # (1, S)
+            coef = k * (length - l0) / length  # (1, S)
+            f = d * ca.repmat(coef, 2, 1)  # (2, S)
+            fs = ca.reshape(ca.mtimes(f, inc), 2 * nf, 1)  # (2nf, 1)
+            dp = fs + force - gamma * p + m2 * grav
+            return ca.vertcat(p / m2, dp)
+
+        xs = ca.SX.sym("x", nx)
+        us = ca.SX.sym("u", nu)
+        force = ca.mtimes(act, ca.fmin(ca.fmax(us, -1.0), 1.0))
+        h = self.h
+        k1 = deriv(xs, force)
+        k2 = deriv(xs + 0.5 * h * k1, force)
+        k3 = deriv(xs + 0.5 * h * k2, force)
+        k4 = deriv(xs + h * k3, force)
+        sub = ca.Function(
+            "spring_mesh_substep", [xs, us], [xs + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)]
+        )
+        xm = ca.MX.sym("x", nx)
+        um = ca.MX.sym("u", nu)
+        x = xm
+        for _ in range(self.n_substeps):
+            x = sub(x, um)
+        return ca.Function("spring_mesh_step", [xm, um], [x])
+
+    def casadi_step(self, x: Any, u: Any) -> Any:
+        """Symbolic step: CasADi (nx, 1) state and (nu, 1) action -> (nx, 1) next state.
+
+        The same RK4 map as `step` (same substeps, same clipping of u to [-1, 1]).
+        """
+        if self._casadi_fn is None:
+            self._casadi_fn = self._build_casadi()
+        return self._casadi_fn(x, u)
+
+    # --- identification --------------------------------------------------------------------
+
+    def with_params(self, params: SpringMeshParams) -> SpringMeshModel:
+        """A model of the same dt, substeps, device and dtype for other `params`."""
+        return SpringMeshModel(params, self.dt, self.n_substeps, self.device, self.dtype)
+
+    def adapt(
+        self,
+        support: Trajectory,
+        budget: AdaptBudget | None = None,
+        config: SpringMeshAdaptConfig | None = None,
+    ) -> SpringMeshModel:
+        """Identify stiffness scale, damping and masses from `support` by least squares.
+
+        Levenberg-Marquardt (Gauss-Newton) on the one-step prediction residuals of every
+        valid transition, each state component weighted by the inverse RMS of its change,
+        over θ = (log k, γ, log m_n) starting from this model's parameters; spring-scale
+        ratios, geometry and the force bound are kept. `budget` is accepted for the common
+        interface; an analytic model needs no inner steps or learning rate.
+
+        Args:
+            support: trajectories of one system, with `support.dt == self.dt`.
+            budget: ignored (see above).
+            config: identification options.
+
+        Returns:
+            A new `SpringMeshModel`; `self` is untouched.
+
+        Raises:
+            ValueError: mismatched dt or state/action size, or no valid transition.
+        """
+        cfg = config or SpringMeshAdaptConfig()
+        if abs(support.dt - self.dt) > 1e-9 * self.dt:
+            raise ValueError(
+                f"SpringMeshModel.adapt: support dt {support.dt} != model dt {self.dt}"
+            )
+        if support.state_dim != self.state_dim or support.action_dim != self.action_dim:
+            raise ValueError("SpringMeshModel.adapt: support of another state or action size")
+        mask = support.valid_mask()
+        if not mask.any():
+            raise ValueError("SpringMeshModel.adapt: no valid transition in the support data")
+        kw = {"dtype": self.dtype, "device": self.device}
+        x0 = torch.as_tensor(support.states[:, :-1][mask], **kw)  # (B, nx)
+        x1 = torch.as_tensor(support.states[:, 1:][mask], **kw)  # (B, nx)
+        u = torch.as_tensor(support.actions[mask], **kw)  # (B, nu)
+        w = 1.0 / torch.sqrt(((x1 - x0) ** 2).mean(0) + 1e-24)  # (nx,) residual weights
+
+        p0 = self.params
+        m_base = torch.as_tensor(particle_masses(p0), **kw)  # (nf,)
+        k_ratio = torch.as_tensor(p0.layout.spring_scale, **kw)  # (S,)
+        each = cfg.masses == "each"
+        n_m = self.n_free if each else 1
+        theta = torch.cat(
+            [
+                torch.tensor([math.log(p0.stiffness), p0.damping], **kw),
+                torch.log(m_base) if each else torch.zeros(1, **kw),
+            ]
+        )
+
+        def unpack(th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            k = torch.exp(th[0]) * k_ratio
+            m = torch.exp(th[2:]) if each else m_base * torch.exp(th[2])
+            return k, th[1], torch.repeat_interleave(m, 2)
+
+        def residual(th: torch.Tensor, xa: torch.Tensor, ua: torch.Tensor, xb: torch.Tensor):
+            k, g, m2 = unpack(th)
+            return ((self._step_with(xa, ua, k, g, m2) - xb) * w).reshape(-1)
+
+        n_theta = 2 + n_m
+        chunk = max(1, cfg.chunk_elems // (self.state_dim * n_theta))
+        jac = torch.func.jacfwd(residual)
+
+        def normal_eq(th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+            jtj = torch.zeros(n_theta, n_theta, **kw)
+            jtr = torch.zeros(n_theta, **kw)
+            sse = 0.0
+            for s in range(0, x0.shape[0], chunk):
+                sl = slice(s, s + chunk)
+                with torch.no_grad():
+                    r = residual(th, x0[sl], u[sl], x1[sl])
+                j = jac(th, x0[sl], u[sl], x1[sl])  # (rows, n_theta)
+                jtj += j.T @ j
+                jtr += j.T @ r
+                sse += float((r * r).sum())
+            return jtj, jtr, sse
+
+        def sse_of(th: torch.Tensor) -> float:
+            with torch.no_grad():
+                return sum(
+                    float(
+                        (
+                            residual(th, x0[s : s + chunk], u[s : s + chunk], x1[s : s + chunk])
+                            ** 2
+                        ).sum()
+                    )
+                    for s in range(0, x0.shape[0], chunk)
+                )
+
+        lam = 1e-3
+        jtj, jtr, sse = normal_eq(theta)
+        for it in range(cfg.max_iter):
+            diag = torch.diag(torch.diagonal(jtj)).clamp_min(1e-30)
+            step = torch.linalg.solve(jtj + lam * diag + 1e-30 * torch.eye(n_theta, **kw), -jtr)
+            trial = theta + step
+            trial[1] = trial[1].clamp_min(0.0)
+            new_sse = sse_of(trial)
+            if math.isfinite(new_sse) and new_sse < sse:
+                rel = (sse - new_sse) / max(sse, 1e-300)
+                theta = trial
+                lam = max(lam / 10.0, 1e-12)
+                jtj, jtr, sse = normal_eq(theta)
+                logger.debug("adapt iter %d: sse %.3e (lambda %.1e)", it, sse, lam)
+                if rel < cfg.tol or sse < 1e-28:
+                    break
+            else:
+                lam *= 10.0
+                if lam > 1e12:
+                    break
+
+        g = theta[1]
+        stiffness = float(torch.exp(theta[0]))
+        masses = (torch.exp(theta[2:]) if each else m_base * torch.exp(theta[2])).cpu().numpy()
+        scale = float(masses.mean())
+        new = p0.replace(
+            stiffness=stiffness,
+            damping=max(float(g), 0.0),
+            mass=scale,
+            mass_scales=tuple(float(v) for v in masses / scale),
+        )
+        logger.info(
+            "SpringMeshModel.adapt: k %.4g -> %.4g N/m, gamma %.4g -> %.4g 1/s, mean mass "
+            "%.4g -> %.4g kg",
+            p0.stiffness,
+            new.stiffness,
+            p0.damping,
+            new.damping,
+            float(m_base.mean()),
+            scale,
+        )
+        return self.with_params(new)
