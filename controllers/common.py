@@ -1,0 +1,117 @@
+"""What both MPC controllers share: the history as a memory, plan checks and the fallback policy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from metasym_control.dynamics import DynamicsModel, Memory
+from metasym_control.task import Task
+
+logger = logging.getLogger(__name__)
+
+FallbackKind = Literal["none", "shifted_plan", "safe_action"]
+FaultKind = Literal["none", "non_finite", "untrusted", "solver_failed", "infeasible"]
+
+
+def history_memory(
+    model: DynamicsModel, history: Any, device: torch.device, dtype: torch.dtype
+) -> Memory:
+    """Encode the controller's history window with the model, once per control step.
+
+    Args:
+        model: the dynamics model; reads its last `model.history_len` transitions.
+        history: a `metasym_control.control.History` (states (L', nx), actions (L', nu), valid
+            (L',)) or None; a shorter or missing window is padded with invalid slots.
+        device, dtype: where the memory lives.
+
+    Returns:
+        The model's memory for a single history (no batch dimension).
+    """
+    n = int(model.history_len)
+    nx, nu = model.state_dim, model.action_dim
+    states = np.zeros((n, nx))
+    actions = np.zeros((n, nu))
+    valid = np.zeros(n, dtype=bool)
+    if history is not None and n > 0 and getattr(history, "length", 0) > 0:
+        m = min(n, int(history.length))
+        states[n - m :] = np.asarray(history.states)[-m:]
+        actions[n - m :] = np.asarray(history.actions)[-m:]
+        valid[n - m :] = np.asarray(history.valid)[-m:]
+    return model.init_memory(
+        torch.as_tensor(states, device=device, dtype=dtype),
+        torch.as_tensor(actions, device=device, dtype=dtype),
+        torch.as_tensor(valid, device=device),
+    )
+
+
+def trusted_bounds(model: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The model's declared trusted state region `(lower (nx,), upper (nx,))`, or None."""
+    lo = getattr(model, "trusted_lower", None)
+    hi = getattr(model, "trusted_upper", None)
+    if lo is None and hi is None:
+        return None
+    nx = int(model.state_dim)
+    lo_a = np.full(nx, -np.inf) if lo is None else np.asarray(lo, dtype=np.float64).reshape(nx)
+    hi_a = np.full(nx, np.inf) if hi is None else np.asarray(hi, dtype=np.float64).reshape(nx)
+    return lo_a, hi_a
+
+
+def check_plan(states: np.ndarray, bounds: tuple[np.ndarray, np.ndarray] | None) -> FaultKind:
+    """Classify a predicted plan.
+
+    Args:
+        states: (T, nx) predicted states of the plan (the current state excluded).
+        bounds: the model's trusted region or None.
+
+    Returns:
+        "non_finite" if any prediction is NaN/inf, "untrusted" if a state leaves the trusted
+        region, else "none".
+    """
+    if not np.all(np.isfinite(states)):
+        return "non_finite"
+    if bounds is not None:
+        lo, hi = bounds
+        if np.any(states < lo) or np.any(states > hi):
+            return "untrusted"
+    return "none"
+
+
+def safe_action(task: Task, t: float) -> np.ndarray:
+    """The documented safe action: the task's reference action at time `t` (hover, quadrotor).
+
+    Args:
+        task: the task; t: time in seconds.
+
+    Returns:
+        (nu,) action clipped to the task's action bounds.
+    """
+    _, u_ref = task.reference(np.array([t], dtype=np.float64))
+    return np.clip(np.asarray(u_ref[0], dtype=np.float64), task.action_lower, task.action_upper)
+
+
+class FallbackCounter:
+    """Counts fallbacks over an episode and writes them into a controller's info dict."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_fault: dict[str, int] = {}
+
+    def reset(self) -> None:
+        """Forget the counts (a new episode)."""
+        self.total = 0
+        self.by_fault = {}
+
+    def record(self, info: dict[str, Any], fallback: FallbackKind, fault: FaultKind) -> None:
+        """Write `fallback` (what was used) and `fault` (why) into `info` and count them."""
+        if fallback != "none":
+            self.total += 1
+            self.by_fault[fault] = self.by_fault.get(fault, 0) + 1
+            logger.debug("MPC fallback %s after fault %s", fallback, fault)
+        info["fallback"] = fallback
+        info["fault"] = fault
+        info["fallback_count"] = self.total
+        info["fallback_counts"] = dict(self.by_fault)

@@ -1,0 +1,371 @@
+"""Model-predictive path integral control (MPPI) in torch over any `DynamicsModel`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from metasym_control.controllers.common import (
+    FallbackCounter,
+    FallbackKind,
+    FaultKind,
+    check_plan,
+    history_memory,
+    safe_action,
+    trusted_bounds,
+)
+from metasym_control.dynamics import DynamicsModel, Memory, expand_memory
+from metasym_control.task import Task
+
+logger = logging.getLogger(__name__)
+
+# (x0 (nx,), U (T, nu), eps (K, T, nu), memory, x_ref (T+1, nx), u_ref (T+1, nu))
+#   -> (U_new (T, nu), plan (T, nx), costs (K,))
+PlanFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class MPPIConfig:
+    """MPPI settings (names after Williams et al.: K samples, horizon T, temperature λ).
+
+    Attributes:
+        horizon: T, planning steps of `model.dt` each.
+        num_samples: K, action sequences rolled out per iteration (one batch).
+        temperature: λ of the softmin weights `exp(-(S_k - min S) / λ)`, in cost units.
+        noise_sigma: exploration standard deviation in normalised action units, one value or
+            one per action component.
+        noise_beta: colour of the exploration noise along time, power spectrum ∝ f^-β
+            (0 white, 1 pink, 2 red/Brownian-like): larger β gives smoother sequences.
+        iterations: MPPI updates per control step (each with fresh noise).
+        include_mean: sample 0 is the noise-free warm start, so the update never loses it.
+        seed: seed of the controller's own torch generator (noise is reproducible per run).
+        compile: run the sample-and-weigh step through `torch.compile`.
+        cuda_graph: capture the sample-and-weigh step in a CUDA graph (CUDA devices only;
+            ignored with a warning elsewhere).
+    """
+
+    horizon: int = 20
+    num_samples: int = 1024
+    temperature: float = 1.0
+    noise_sigma: float | tuple[float, ...] = 0.2
+    noise_beta: float = 0.0
+    iterations: int = 1
+    include_mean: bool = True
+    seed: int = 0
+    compile: bool = False
+    cuda_graph: bool = False
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1 or self.num_samples < 2 or self.iterations < 1:
+            raise ValueError("MPPIConfig: horizon >= 1, num_samples >= 2, iterations >= 1")
+        if not self.temperature > 0:
+            raise ValueError(f"MPPIConfig.temperature must be > 0, got {self.temperature}")
+        sig = np.atleast_1d(np.asarray(self.noise_sigma, dtype=float))
+        if not np.all(np.isfinite(sig)) or np.any(sig < 0):
+            raise ValueError(f"MPPIConfig.noise_sigma must be finite and >= 0: {sig}")
+        if not (math.isfinite(self.noise_beta) and self.noise_beta >= 0):
+            raise ValueError(f"MPPIConfig.noise_beta must be >= 0, got {self.noise_beta}")
+
+
+class MPPI:
+    """Sampling-based MPC: K perturbed action sequences rolled out in one batch, softmin-averaged.
+
+    Each control step: encode the history once (`model.init_memory`), expand the memory to K
+    samples, draw coloured noise around the warm start (the previous plan shifted by one
+    step), roll all samples out under `torch.no_grad()`, score them with the task's torch
+    cost along the reference `task.reference(t + k·dt)`, and average them with softmin
+    weights. The first action of the new plan is applied; the plan, shifted, is the next warm
+    start.
+
+    Faults (never raised): non-finite predictions of a sample give it infinite cost; if the
+    new plan's prediction is non-finite or leaves the model's trusted region
+    (`model.trusted_lower/upper`), the shifted previous plan is used if its own prediction
+    passes the same checks, else the task's reference action at `t` (hover for the
+    quadrotor). `last_info` reports `fallback`, `fault` and `fallback_count`.
+
+    Args:
+        model: any `DynamicsModel`; its tensors must live on `device` in `dtype`.
+        task: the task giving the reference and the torch costs.
+        config: MPPI settings.
+        device: torch device of the rollouts (a CUDA device runs everything on the GPU).
+        dtype: floating dtype of the rollouts.
+    """
+
+    def __init__(
+        self,
+        model: DynamicsModel,
+        task: Task,
+        config: MPPIConfig | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        self.config = config or MPPIConfig()
+        self.task = task
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model: DynamicsModel | None = model
+        self.last_plan: np.ndarray | None = None
+        self.last_actions: np.ndarray | None = None
+        self.last_info: dict[str, Any] = {}
+        nu = task.action_dim
+        c = self.config
+        self._lo = torch.as_tensor(task.action_lower, device=self.device, dtype=dtype)
+        self._hi = torch.as_tensor(task.action_upper, device=self.device, dtype=dtype)
+        sig = np.broadcast_to(np.asarray(c.noise_sigma, dtype=float), (nu,))
+        self._sigma = torch.as_tensor(sig.copy(), device=self.device, dtype=dtype)
+        self._spectrum = _noise_spectrum(c.horizon, c.noise_beta, self.device, dtype)
+        self._gen = torch.Generator(device=self.device)
+        self._warm: torch.Tensor | None = None  # (T, nu) shifted previous plan
+        self._counter = FallbackCounter()
+        self._use_graph = c.cuda_graph and self.device.type == "cuda"
+        if c.cuda_graph and not self._use_graph:
+            logger.warning("MPPI: cuda_graph needs a CUDA device; running eagerly on %s", device)
+        self._plan_fn: PlanFn = self._build_plan_fn()
+        self.reset()
+
+    # ------------------------------------------------------------------ public API
+    def reset(self) -> None:
+        """Forget the warm start and fallback counters and reseed the noise generator."""
+        self._gen.manual_seed(self.config.seed)
+        self._warm = None
+        self._counter.reset()
+        self.last_plan = None
+        self.last_actions = None
+        self.last_info = {}
+
+    def set_model(self, model: DynamicsModel) -> None:
+        """Predict with `model` from the next `act` on (the warm start is kept)."""
+        self.model = model
+        self._plan_fn = self._build_plan_fn()
+
+    def act(self, state: np.ndarray, t: float, history: Any = None) -> np.ndarray:
+        """One MPPI control step.
+
+        Args:
+            state: (nx,) current state.
+            t: current time in seconds (indexes the reference).
+            history: the runner's `History` (its last `model.history_len` transitions are
+                encoded once), or None for Markov models.
+
+        Returns:
+            (nu,) float64 action within the task's action bounds.
+        """
+        assert self.model is not None
+        c = self.config
+        model = self.model
+        with torch.no_grad():
+            # reference and memory, once per control step
+            times = t + model.dt * np.arange(c.horizon + 1)
+            x_ref_np, u_ref_np = self.task.reference(times)
+            x_ref = torch.as_tensor(x_ref_np, device=self.device, dtype=self.dtype)  # (T+1, nx)
+            u_ref = torch.as_tensor(u_ref_np, device=self.device, dtype=self.dtype)  # (T+1, nu)
+            memory = history_memory(model, history, self.device, self.dtype)
+            x0 = torch.as_tensor(np.asarray(state), device=self.device, dtype=self.dtype)
+            # warm start: the shifted previous plan, or the reference actions
+            warm = self._warm
+            if warm is None:
+                warm = torch.clamp(u_ref[:-1], self._lo, self._hi)
+            plan_u = warm
+            # sample, roll out, weigh
+            costs = torch.zeros(c.num_samples, device=self.device, dtype=self.dtype)
+            for _ in range(c.iterations):
+                eps = self._sample_noise()  # (K, T, nu)
+                plan_u, plan_x, costs = self._plan_fn(x0, plan_u, eps, memory, x_ref, u_ref)
+            plan_x_np = plan_x.cpu().numpy()
+            plan_u_np = plan_u.cpu().numpy()
+            n_finite = int(torch.isfinite(costs).sum())
+            # fault checks and fallbacks
+            fault: FaultKind = "none"
+            fallback: FallbackKind = "none"
+            if not np.all(np.isfinite(plan_u_np)):
+                fault = "non_finite"
+            else:
+                fault = check_plan(plan_x_np, trusted_bounds(model))
+            if fault != "none":
+                plan_u_np, plan_x_np, fallback = self._fallback(
+                    x0, memory, t, warm if self._warm is not None else None
+                )
+            # warm start of the next step: this plan shifted by one, tail from the reference
+            if fallback == "safe_action":
+                self._warm = None
+            else:
+                nxt = torch.as_tensor(plan_u_np, device=self.device, dtype=self.dtype)
+                tail = torch.clamp(u_ref[-1:], self._lo, self._hi)
+                self._warm = torch.cat([nxt[1:], tail], dim=0)
+        finite_costs = costs[torch.isfinite(costs)]
+        self.last_plan = plan_x_np
+        self.last_actions = plan_u_np
+        self.last_info = {
+            "cost_min": float(finite_costs.min()) if n_finite else float("inf"),
+            "cost_mean": float(finite_costs.mean()) if n_finite else float("inf"),
+            "finite_samples": n_finite,
+        }
+        self._counter.record(self.last_info, fallback, fault)
+        return np.clip(
+            plan_u_np[0].astype(np.float64), self.task.action_lower, self.task.action_upper
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _sample_noise(self) -> torch.Tensor:
+        """(K, T, nu) coloured Gaussian noise of std `noise_sigma`, sample 0 zero if asked."""
+        c = self.config
+        nu = self.task.action_dim
+        nf = self._spectrum.shape[0]
+        if c.noise_beta == 0.0:
+            white = torch.randn(
+                c.num_samples,
+                c.horizon,
+                nu,
+                generator=self._gen,
+                device=self.device,
+                dtype=self.dtype,
+            )
+            eps = white * self._sigma
+        else:
+            z = torch.randn(
+                c.num_samples, nu, nf, 2, generator=self._gen, device=self.device, dtype=self.dtype
+            )
+            spec = torch.complex(z[..., 0], z[..., 1]) * self._spectrum  # (K, nu, nf)
+            eps = torch.fft.irfft(spec, n=c.horizon, dim=-1, norm="ortho")  # (K, nu, T)
+            eps = eps.transpose(1, 2) * self._sigma  # (K, T, nu)
+        if c.include_mean:
+            eps[0] = 0.0
+        return eps
+
+    def _plan_eager(
+        self,
+        x0: torch.Tensor,
+        u_mean: torch.Tensor,
+        eps: torch.Tensor,
+        memory: Memory,
+        x_ref: torch.Tensor,
+        u_ref: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One MPPI update (pure function of its inputs, so it compiles and graphs).
+
+        Args:
+            x0: (nx,) current state; u_mean: (T, nu) warm start; eps: (K, T, nu) noise;
+            memory: the model's memory for one history; x_ref: (T+1, nx); u_ref: (T+1, nu).
+
+        Returns:
+            New plan (T, nu), its predicted states (T, nx), sample costs (K,) (inf where a
+            prediction was not finite).
+        """
+        model = self.model
+        assert model is not None
+        k = eps.shape[0]
+        v = torch.maximum(torch.minimum(u_mean + eps, self._hi), self._lo)  # (K, T, nu)
+        xs = model.rollout(x0.expand(k, -1), v, expand_memory(memory, (k,)))  # (K, T, nx)
+        x_all = torch.cat([x0.expand(k, 1, -1), xs], dim=1)  # (K, T+1, nx)
+        stage = self.task.running_cost(x_all[:, :-1], v, x_ref[:-1], u_ref[:-1])  # (K, T)
+        costs = stage.sum(-1) + self.task.terminal_cost(x_all[:, -1], x_ref[-1])  # (K,)
+        costs = torch.where(torch.isfinite(costs), costs, torch.full_like(costs, math.inf))
+        w = torch.softmax(-(costs - costs.min()) / self.config.temperature, dim=0)  # (K,)
+        u_new = torch.einsum("k,ktu->tu", w, v)  # (T, nu)
+        plan = model.rollout(x0[None], u_new[None], expand_memory(memory, (1,)))[0]  # (T, nx)
+        return u_new, plan, costs
+
+    def _build_plan_fn(self) -> PlanFn:
+        """Resolve compile / CUDA-graph options once into the function `act` calls."""
+        if self._use_graph:
+            return _GraphedPlan(self._plan_eager)
+        if self.config.compile:
+            return torch.compile(self._plan_eager, dynamic=False)  # type: ignore[return-value]
+        return self._plan_eager
+
+    def _fallback(
+        self, x0: torch.Tensor, memory: Memory, t: float, warm: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray, FallbackKind]:
+        """The shifted previous plan if its prediction is sound, else the safe action."""
+        assert self.model is not None
+        if warm is not None:
+            xs = self.model.rollout(x0[None], warm[None], expand_memory(memory, (1,)))[0]
+            xs_np = xs.cpu().numpy()
+            if check_plan(xs_np, trusted_bounds(self.model)) == "none":
+                return warm.cpu().numpy(), xs_np, "shifted_plan"
+        u_safe = safe_action(self.task, t)
+        plan_u = np.repeat(u_safe[None], self.config.horizon, axis=0)
+        return plan_u, np.full((self.config.horizon, self.task.state_dim), np.nan), "safe_action"
+
+
+def _noise_spectrum(
+    horizon: int, beta: float, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """(T//2+1,) amplitude of a power-law spectrum ∝ f^-β/2, scaled to unit variance in time.
+
+    With `irfft(norm="ortho")` of independent unit real and imaginary parts scaled by `s_k`,
+    each time sample has variance (s_0² + 4 Σ_inner s_k² + s_N²) / T (s_N only for even T);
+    the amplitudes are divided by its square root.
+    """
+    freqs = np.fft.rfftfreq(horizon)
+    freqs[0] = 1.0 / horizon  # keep a finite DC component (a constant offset of the sequence)
+    s = freqs ** (-beta / 2.0)
+    var = s[0] ** 2
+    if horizon % 2 == 0:
+        var += 4.0 * np.sum(s[1:-1] ** 2) + s[-1] ** 2
+    else:
+        var += 4.0 * np.sum(s[1:] ** 2)
+    s = s / math.sqrt(var / horizon)
+    return torch.as_tensor(s, device=device, dtype=dtype)
+
+
+class _GraphedPlan:
+    """The MPPI update captured in a CUDA graph; inputs are copied into static buffers.
+
+    A graph is (re)captured whenever the shapes or the memory's keys change; the model is
+    part of the captured work, so `MPPI.set_model` builds a new instance.
+    """
+
+    def __init__(self, fn: PlanFn) -> None:
+        self._fn = fn
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._key: tuple[Any, ...] | None = None
+        self._inputs: list[torch.Tensor] = []
+        self._mem_keys: list[str] = []
+        self._outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(
+        self,
+        x0: torch.Tensor,
+        u_mean: torch.Tensor,
+        eps: torch.Tensor,
+        memory: Memory,
+        x_ref: torch.Tensor,
+        u_ref: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mem_keys = sorted(memory)
+        args = [x0, u_mean, eps, x_ref, u_ref] + [memory[k] for k in mem_keys]
+        key = tuple((tuple(a.shape), a.dtype) for a in args) + tuple(mem_keys)
+        if key != self._key:
+            self._capture(args, mem_keys)
+            self._key = key
+        for buf, a in zip(self._inputs, args):
+            buf.copy_(a)
+        assert self._graph is not None and self._outputs is not None
+        self._graph.replay()
+        return tuple(o.clone() for o in self._outputs)  # type: ignore[return-value]
+
+    def _run(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x0, u_mean, eps, x_ref, u_ref = self._inputs[:5]
+        memory = dict(zip(self._mem_keys, self._inputs[5:]))
+        return self._fn(x0, u_mean, eps, memory, x_ref, u_ref)
+
+    def _capture(self, args: list[torch.Tensor], mem_keys: list[str]) -> None:
+        self._inputs = [a.clone() for a in args]
+        self._mem_keys = mem_keys
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up outside the graph (allocator, lazy init)
+                self._run()
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._outputs = self._run()

@@ -1,0 +1,119 @@
+"""Gradient-based MPC on a float64 double integrator: optimality, bounds, RTI, Jacobians."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from controller_toy import DoubleIntegrator, QuadraticTask, TorchOnly, simulate
+
+from metasym_control.controllers.nmpc import NMPC, NMPCConfig
+
+X0 = np.array([1.0, -0.5, 0.0, 0.0])
+
+
+def riccati_first_action(
+    model: DoubleIntegrator, task: QuadraticTask, horizon: int, x0: np.ndarray
+) -> np.ndarray:
+    """Unconstrained finite-horizon LQR by the backward Riccati recursion: u_0 for x0 (nu,)."""
+    q, r = np.diag(task.q), task.r * np.eye(2)
+    p = task.qf * q
+    a, b = model.a, model.b
+    gain = np.zeros((2, 4))
+    for _ in range(horizon):
+        gain = np.linalg.solve(r + b.T @ p @ b, b.T @ p @ a)
+        p = q + a.T @ p @ (a - b @ gain)
+    return -gain @ x0
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        NMPCConfig(mode="ipopt"),
+        NMPCConfig(mode="rti", qp_solver="osqp"),
+        NMPCConfig(mode="rti", qp_solver="qrqp"),
+    ],
+    ids=["ipopt", "rti-osqp", "rti-qrqp"],
+)
+def test_unconstrained_first_action_is_the_lqr_action(cfg: NMPCConfig) -> None:
+    model, task = DoubleIntegrator(), QuadraticTask()
+    x0 = np.array([0.1, -0.05, 0.02, 0.0])  # small: no bound is active
+    u = NMPC(model, task, cfg).act(x0, 0.0)
+    np.testing.assert_allclose(u, riccati_first_action(model, task, 20, x0), atol=1e-5)
+
+
+@pytest.mark.parametrize("linearization", ["casadi", "fd", "jacrev", "jacfwd"])
+def test_rti_closed_loop_equals_ipopt_on_a_nonlinear_model(linearization: str) -> None:
+    """With drag the model is nonlinear; one SQP step per control period, warm-started, tracks
+    like the full ipopt solve (measured RMSE 0.4564 for both; zero action 1.32)."""
+    model = DoubleIntegrator(drag=3.0)
+    task = QuadraticTask(amp=1.0, omega=2.0)
+    xr, _ = task.reference(np.arange(61) * 0.1)
+
+    def rmse(xs: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(np.sum((xs - xr)[:, :2] ** 2, axis=1))))
+
+    ref_xs, _, _ = simulate(NMPC(model, task, NMPCConfig(mode="ipopt")), X0, 60, plant=model)
+    m = model if linearization == "casadi" else TorchOnly(model)
+    cfg = NMPCConfig(mode="rti", linearization=linearization)  # type: ignore[arg-type]
+    xs, us, infos = simulate(NMPC(m, task, cfg), X0, 60, plant=model)
+    assert rmse(ref_xs) < 0.5
+    assert rmse(xs) < 1.1 * rmse(ref_xs)
+    assert abs(rmse(xs) - rmse(ref_xs)) < 1e-3
+    assert all(i["fallback"] == "none" for i in infos)
+    assert np.all(np.abs(us) <= 1.0)
+
+
+def test_torch_jacobians_agree_with_casadi() -> None:
+    model = DoubleIntegrator(drag=3.0)
+    task = QuadraticTask()
+    rng = np.random.default_rng(0)
+    xs, us = rng.normal(size=(20, 4)), rng.uniform(-1, 1, size=(20, 2))
+    ref = NMPC(model, task, NMPCConfig(linearization="casadi"))._linearize(xs, us, {})
+    for lin, tol in (("fd", 1e-6), ("jacrev", 1e-12), ("jacfwd", 1e-12)):
+        ctrl = NMPC(TorchOnly(model), task, NMPCConfig(linearization=lin))  # type: ignore[arg-type]
+        got = ctrl._linearize(xs, us, {})
+        for r, g in zip(ref, got):
+            assert g.shape == r.shape
+            np.testing.assert_allclose(g, r, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["ipopt", "rti"])
+def test_state_and_action_bounds_hold(mode: str) -> None:
+    task = QuadraticTask(v_max=0.5)
+    xs, us, infos = simulate(NMPC(DoubleIntegrator(), task, NMPCConfig(mode=mode)), X0, 40)  # type: ignore[arg-type]
+    assert np.abs(xs[:, 2:]).max() <= 0.5 + 1e-6
+    assert np.abs(xs[:, 2:]).max() > 0.49  # the bound was active
+    assert np.all(np.abs(us) <= 1.0)
+    assert np.linalg.norm(xs[-1, :2]) < 0.05
+    assert infos[-1]["fallback_count"] == 0
+
+
+def test_torch_rti_holds_the_history_memory_fixed_and_uses_it() -> None:
+    """A model that reads a constant disturbance from its history removes the offset that a
+    Markov model keeps (measured 0.061 vs 1.2e-6)."""
+    bias = (0.0, 0.0, -0.1, 0.06)
+    plant = DoubleIntegrator(bias=bias)
+    task = QuadraticTask()
+    errs = {}
+    for hist in (0, 3):
+        ctrl = NMPC(TorchOnly(DoubleIntegrator(history_len=hist)), task)
+        xs, _, _ = simulate(ctrl, X0, 50, plant=plant)
+        errs[hist] = float(np.linalg.norm(xs[-10:, :2], axis=1).mean())
+    assert errs[3] < 1e-4
+    assert errs[0] > 0.03
+
+
+def test_set_model_keeps_the_qp_for_torch_models() -> None:
+    task = QuadraticTask()
+    ctrl = NMPC(TorchOnly(DoubleIntegrator()), task)
+    qp = ctrl._qp
+    ctrl.act(X0, 0.0)
+    ctrl.set_model(TorchOnly(DoubleIntegrator(drag=1.0)))
+    ctrl.act(X0, 0.1)
+    assert ctrl._qp is qp
+    assert ctrl.last_info["fallback"] == "none"
+
+
+def test_ipopt_needs_a_symbolic_model() -> None:
+    with pytest.raises(ValueError, match="casadi_step"):
+        NMPC(TorchOnly(DoubleIntegrator()), QuadraticTask(), NMPCConfig(mode="ipopt"))
