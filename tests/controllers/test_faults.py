@@ -1,0 +1,197 @@
+"""Faults injected through the model and solver interfaces: fallbacks, reports, never a raise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import casadi as ca
+import numpy as np
+import pytest
+import torch
+from controller_toy import DoubleIntegrator, QuadraticTask, TorchOnly, simulate
+
+from metasym_control.controllers.mppi import MPPI, MPPIConfig
+from metasym_control.controllers.nmpc import NMPC, NMPCConfig
+from metasym_control.dynamics import Memory
+
+X0 = np.array([1.0, -0.5, 0.0, 0.0])
+TASK = QuadraticTask(amp=0.5)  # u_ref(t) = (-0.25 sin t, 0): the documented safe action
+MPPI_CFG = MPPIConfig(horizon=10, num_samples=64, noise_sigma=0.5)
+
+
+class NaNModel(DoubleIntegrator):
+    """Predicts NaN for every step once `after` steps have been taken (torch and CasADi)."""
+
+    def __init__(self, after: int = 0, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.after = after
+        self.calls = 0
+
+    def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
+        self.calls += 1
+        xn, mem = super().step(x, u, memory)
+        return (xn * np.nan if self.calls > self.after else xn), mem
+
+    def casadi_step(self, x: Any, u: Any) -> Any:
+        return super().casadi_step(x, u) * ca.DM.nan()
+
+
+class NaNForLargeActions(DoubleIntegrator):
+    """Predicts NaN only where the first action component exceeds 0.3 (some MPPI samples)."""
+
+    def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
+        xn, mem = super().step(x, u, memory)
+        bad = (u[..., :1] > 0.3).expand_as(xn)
+        return torch.where(bad, torch.full_like(xn, np.nan), xn), mem
+
+
+class TinyTrustModel(DoubleIntegrator):
+    """Declares a trusted region of ±1 cm around the origin in position and velocity."""
+
+    trusted_lower = np.full(4, -0.01)
+    trusted_upper = np.full(4, 0.01)
+
+
+def u_ref(t: float) -> np.ndarray:
+    return TASK.reference(np.array([t]))[1][0]
+
+
+def controllers(model: Any, torch_only: bool = True) -> list[Any]:
+    out: list[Any] = [MPPI(model, TASK, MPPI_CFG)]
+    out.append(NMPC(TorchOnly(model) if torch_only else model, TASK, NMPCConfig(horizon=10)))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["mppi", "rti-torch", "rti-casadi", "ipopt"])
+def test_nan_model_falls_back_to_the_safe_action(kind: str) -> None:
+    model = NaNModel()
+    ctrl: Any
+    if kind == "mppi":
+        ctrl = MPPI(model, TASK, MPPI_CFG)
+    elif kind == "rti-torch":
+        ctrl = NMPC(TorchOnly(model), TASK, NMPCConfig(horizon=10))
+    elif kind == "rti-casadi":
+        ctrl = NMPC(model, TASK, NMPCConfig(horizon=10))
+    else:
+        ctrl = NMPC(model, TASK, NMPCConfig(horizon=10, mode="ipopt"))
+    xs, us, infos = simulate(ctrl, X0, 5)
+    for k, info in enumerate(infos):
+        assert info["fallback"] == "safe_action"
+        assert info["fault"] in ("non_finite", "solver_failed")
+        assert info["fallback_count"] == k + 1
+        np.testing.assert_allclose(us[k], u_ref(0.1 * k))
+    assert np.all(np.isfinite(xs))
+    ctrl.reset()
+    assert ctrl.last_info == {}
+
+
+def test_model_that_breaks_mid_run_uses_the_shifted_plan_first() -> None:
+    """NaN predictions from step 3 on: the shifted previous plan is itself re-predicted with
+    the broken model, so it fails too, and the safe action is used; counters add up."""
+    model = NaNModel(after=10**9)
+    ctrl = NMPC(TorchOnly(model), TASK, NMPCConfig(horizon=10))
+    hist = None
+    x = X0
+    for k in range(3):
+        ctrl.act(x, 0.1 * k, hist)
+    assert ctrl.last_info["fallback"] == "none"
+    model.after = model.calls  # every further step is NaN
+    u = ctrl.act(x, 0.3, hist)
+    assert ctrl.last_info["fault"] == "non_finite"
+    assert ctrl.last_info["fallback"] == "safe_action"
+    np.testing.assert_allclose(u, u_ref(0.3))
+    assert ctrl.last_info["fallback_counts"] == {"non_finite": 1}
+
+
+def test_mppi_ignores_samples_with_non_finite_predictions() -> None:
+    ctrl = MPPI(NaNForLargeActions(), TASK, MPPI_CFG)
+    xs, us, infos = simulate(ctrl, X0, 10)
+    assert all(i["fallback"] == "none" for i in infos)
+    assert all(0 < i["finite_samples"] < MPPI_CFG.num_samples for i in infos)
+    assert np.all(us[:, 0] <= 0.3 + 1e-12)  # no weight on the NaN samples
+    assert np.all(np.isfinite(xs))
+
+
+@pytest.mark.parametrize("kind", ["mppi", "rti"])
+def test_plan_leaving_the_trusted_region_falls_back(kind: str) -> None:
+    model = TinyTrustModel()
+    ctrl: Any = MPPI(model, TASK, MPPI_CFG) if kind == "mppi" else NMPC(model, TASK)
+    _, us, infos = simulate(ctrl, X0, 3)
+    assert all(i["fault"] == "untrusted" and i["fallback"] == "safe_action" for i in infos)
+    np.testing.assert_allclose(us[0], u_ref(0.0))
+    # inside the region, with a reference inside it, nothing falls back
+    quiet = QuadraticTask()
+    small = MPPIConfig(horizon=10, num_samples=64, noise_sigma=0.01)
+    ctrl2: Any = MPPI(model, quiet, small) if kind == "mppi" else NMPC(model, quiet)
+    _, _, infos2 = simulate(ctrl2, np.array([0.002, 0.0, 0.0, 0.0]), 3)
+    assert all(i["fallback"] == "none" for i in infos2)
+
+
+def test_failed_qp_falls_back_to_the_shifted_plan_then_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctrl = NMPC(DoubleIntegrator(), TASK, NMPCConfig(horizon=10))
+    ctrl.act(X0, 0.0)
+    planned = ctrl.last_actions.copy()  # type: ignore[union-attr]
+
+    def broken(**_kw: Any) -> dict[str, Any]:
+        raise RuntimeError("injected QP failure")
+
+    monkeypatch.setattr(ctrl, "_qp_solve", broken)
+    u = ctrl.act(X0, 0.1)
+    assert ctrl.last_info["fault"] == "solver_failed"
+    assert ctrl.last_info["fallback"] == "shifted_plan"
+    assert "injected" in ctrl.last_info["solver_error"]
+    np.testing.assert_allclose(u, planned[1])
+    u2 = ctrl.act(X0, 0.2)
+    np.testing.assert_allclose(u2, planned[2])
+    assert ctrl.last_info["fallback_count"] == 2
+    monkeypatch.undo()
+    ctrl.act(X0, 0.3)
+    assert ctrl.last_info["fallback"] == "none"
+    assert ctrl.last_info["fallback_count"] == 2
+
+
+def test_ipopt_with_no_iterations_is_a_failed_solve() -> None:
+    ctrl = NMPC(DoubleIntegrator(), TASK, NMPCConfig(horizon=10, mode="ipopt", ipopt_max_iter=0))
+    _, us, infos = simulate(ctrl, X0, 3)
+    assert all(i["fault"] == "solver_failed" for i in infos)
+    assert all(i["fallback"] == "safe_action" for i in infos)
+    np.testing.assert_allclose(us[2], u_ref(0.2))
+
+
+def test_osqp_with_too_few_iterations_is_a_failed_solve() -> None:
+    ctrl = NMPC(DoubleIntegrator(), TASK, NMPCConfig(horizon=10, qp_max_iter=1))
+    _, _, infos = simulate(ctrl, X0, 3)
+    assert all(i["fault"] == "solver_failed" for i in infos)
+
+
+def test_infeasible_state_bounds_fall_back() -> None:
+    """Starting at 1 m/s with |v| <= 0.1 and |a| <= 0.2 m/s² per step: no feasible plan."""
+    task = QuadraticTask(v_max=0.1)
+    for mode in ("rti", "ipopt"):
+        ctrl = NMPC(DoubleIntegrator(), task, NMPCConfig(horizon=10, mode=mode))  # type: ignore[arg-type]
+        u = ctrl.act(np.array([0.0, 0.0, 1.0, 0.0]), 0.0)
+        assert ctrl.last_info["fallback"] == "safe_action"
+        assert ctrl.last_info["fault"] in ("infeasible", "solver_failed")
+        np.testing.assert_allclose(u, 0.0)
+
+
+def test_mppi_failed_update_falls_back_to_the_shifted_plan() -> None:
+    ctrl = MPPI(DoubleIntegrator(), TASK, MPPI_CFG)
+    ctrl.act(X0, 0.0)
+    planned = ctrl.last_actions.copy()  # type: ignore[union-attr]
+    good = ctrl._plan_fn
+
+    def broken(*args: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        u, x, c = good(*args)
+        return u * np.nan, x, c
+
+    ctrl._plan_fn = broken
+    u = ctrl.act(X0, 0.1)
+    assert ctrl.last_info["fallback"] == "shifted_plan"
+    np.testing.assert_allclose(u, planned[1])
+    ctrl._plan_fn = good
+    ctrl.act(X0, 0.2)
+    assert ctrl.last_info["fallback"] == "none"
+    assert ctrl.last_info["fallback_count"] == 1
