@@ -1,0 +1,372 @@
+"""Cascaded geometric quadrotor controller (the MPC baseline) and the exploration policy."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from metasym_control.control import History
+from metasym_control.dynamics import DynamicsModel
+from metasym_control.task import Task
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class QuadrotorPhysics(Protocol):
+    """The physical facts the baseline reads (`QuadrotorParams` satisfies it structurally).
+
+    Attributes:
+        mass: kg. inertia: (Ixx, Iyy, Izz) kg·m², body frame. gravity: m/s².
+        min_thrust / max_thrust: rotor thrust at action -1 / +1, N.
+    """
+
+    @property
+    def mass(self) -> float: ...
+
+    @property
+    def inertia(self) -> tuple[float, float, float]: ...
+
+    @property
+    def gravity(self) -> float: ...
+
+    @property
+    def min_thrust(self) -> float: ...
+
+    @property
+    def max_thrust(self) -> float: ...
+
+    def mixer_matrix(self) -> np.ndarray:
+        """(4, 4) map rotor thrusts (N) -> [collective N, τx, τy, τz N·m] (body frame)."""
+        ...
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Gains of the cascaded controller (per axis x, y, z; units after the unit mass/inertia).
+
+    Attributes:
+        kp: position stiffness, 1/s².
+        kd: velocity damping, 1/s.
+        ki: integral of the position error, 1/s³ (absorbs mass, wind and drag errors).
+        integral_limit: bound of the integral term's acceleration, m/s².
+        k_att: attitude stiffness per unit inertia, 1/s².
+        k_rate: body-rate damping per unit inertia, 1/s.
+        max_tilt: tilt the position loop may ask for, rad.
+        max_accel: bound of the commanded acceleration's norm, m/s².
+        ff_delta: time step of the finite difference giving the reference acceleration, s.
+    """
+
+    kp: tuple[float, float, float] = (6.0, 6.0, 8.0)
+    kd: tuple[float, float, float] = (4.0, 4.0, 5.0)
+    ki: tuple[float, float, float] = (1.5, 1.5, 2.0)
+    integral_limit: float = 3.0
+    k_att: tuple[float, float, float] = (150.0, 150.0, 40.0)
+    k_rate: tuple[float, float, float] = (20.0, 20.0, 10.0)
+    max_tilt: float = 0.7
+    max_accel: float = 20.0
+    ff_delta: float = 1e-3
+
+
+class _PhysicsArrays:
+    """Per-slot physics as arrays (N, ...), so one numpy call serves N quadrotors."""
+
+    def __init__(self, physics: Sequence[QuadrotorPhysics]) -> None:
+        self.mass = np.array([p.mass for p in physics], dtype=np.float64)  # (N,)
+        self.inertia = np.array([p.inertia for p in physics], dtype=np.float64)  # (N, 3)
+        self.gravity = np.array([p.gravity for p in physics], dtype=np.float64)
+        self.tmin = np.array([p.min_thrust for p in physics], dtype=np.float64)
+        self.tmax = np.array([p.max_thrust for p in physics], dtype=np.float64)
+        self.mix_inv = np.stack([np.linalg.inv(p.mixer_matrix()) for p in physics])  # (N, 4, 4)
+
+    def set(self, i: int, p: QuadrotorPhysics) -> None:
+        self.mass[i] = p.mass
+        self.inertia[i] = p.inertia
+        self.gravity[i] = p.gravity
+        self.tmin[i] = p.min_thrust
+        self.tmax[i] = p.max_thrust
+        self.mix_inv[i] = np.linalg.inv(p.mixer_matrix())
+
+
+def _rotation(q: np.ndarray) -> np.ndarray:
+    """Rotation matrices (N, 3, 3) of quaternions (N, 4) (w, x, y, z), normalised here."""
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+    r = np.empty((q.shape[0], 3, 3))
+    r[:, 0, 0] = 1 - 2 * (y * y + z * z)
+    r[:, 0, 1] = 2 * (x * y - w * z)
+    r[:, 0, 2] = 2 * (x * z + w * y)
+    r[:, 1, 0] = 2 * (x * y + w * z)
+    r[:, 1, 1] = 1 - 2 * (x * x + z * z)
+    r[:, 1, 2] = 2 * (y * z - w * x)
+    r[:, 2, 0] = 2 * (x * z - w * y)
+    r[:, 2, 1] = 2 * (y * z + w * x)
+    r[:, 2, 2] = 1 - 2 * (x * x + y * y)
+    return r
+
+
+def geometric_control(
+    x: np.ndarray,
+    p_ref: np.ndarray,
+    v_ref: np.ndarray,
+    a_ref: np.ndarray,
+    yaw_ref: np.ndarray,
+    integral: np.ndarray,
+    phys: _PhysicsArrays,
+    cfg: BaselineConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cascaded PID position loop + geometric (SO(3)) attitude loop, batched over N.
+
+    Position loop: a = a_ref - kp e_p - kd e_v - ki ∫e_p, tilt- and norm-limited;
+    F = m (a + g e_z); collective f = F · R e_z; desired attitude R_d with b3 = F/|F| and the
+    reference yaw (Lee, Leok & McClamroch 2010). Attitude loop: τ = I (-k_att e_R - k_rate ω)
+    + ω × Iω with e_R = ½ vee(R_dᵀR - RᵀR_d). Thrusts = mixer⁻¹ [f, τ], clipped to the limits.
+
+    Args:
+        x: (N, nx) states [p, q, v, ω, ...].
+        p_ref, v_ref, a_ref: (N, 3) reference position m, velocity m/s, acceleration m/s².
+        yaw_ref: (N,) reference yaw, rad.
+        integral: (N, 3) integral of the position error, m·s.
+        phys: per-slot physics.
+        cfg: gains.
+
+    Returns:
+        Normalised actions (N, 4) in [-1, 1] and the unclipped rotor thrusts (N, 4), N.
+    """
+    n = x.shape[0]
+    kp, kd, ki = np.asarray(cfg.kp), np.asarray(cfg.kd), np.asarray(cfg.ki)
+    p, q, v, w = x[:, 0:3], x[:, 3:7], x[:, 7:10], x[:, 10:13]
+    r = _rotation(q)  # (N, 3, 3) body→world
+    g = phys.gravity
+
+    # position loop: commanded acceleration, integral term bounded
+    i_term = np.clip(ki * integral, -cfg.integral_limit, cfg.integral_limit)
+    acc = a_ref - kp * (p - p_ref) - kd * (v - v_ref) - i_term  # (N, 3)
+    acc_z = np.maximum(acc[:, 2] + g, 0.2 * g)  # never ask for less than 0.2 g upward
+    horiz = acc[:, 0:2]
+    h_max = acc_z * math.tan(cfg.max_tilt)
+    h_norm = np.linalg.norm(horiz, axis=1)
+    horiz = horiz * np.minimum(1.0, h_max / np.maximum(h_norm, 1e-9))[:, None]
+    force = np.concatenate([horiz, acc_z[:, None]], 1)  # (N, 3), per unit mass
+    f_norm = np.linalg.norm(force, axis=1)
+    force = force * np.minimum(1.0, cfg.max_accel / f_norm)[:, None] * phys.mass[:, None]
+
+    # desired attitude from the force direction and the reference yaw
+    b3 = force / np.linalg.norm(force, axis=1, keepdims=True)
+    b1c = np.stack([np.cos(yaw_ref), np.sin(yaw_ref), np.zeros(n)], 1)
+    b2 = np.cross(b3, b1c)
+    b2 /= np.maximum(np.linalg.norm(b2, axis=1, keepdims=True), 1e-9)
+    b1 = np.cross(b2, b3)
+    rd = np.stack([b1, b2, b3], 2)  # columns b1, b2, b3
+    collective = np.einsum("ni,ni->n", force, r[:, :, 2])
+
+    # attitude loop
+    m_err = np.einsum("nji,njk->nik", rd, r) - np.einsum("nji,njk->nik", r, rd)  # RdᵀR - RᵀRd
+    e_r = 0.5 * np.stack([m_err[:, 2, 1], m_err[:, 0, 2], m_err[:, 1, 0]], 1)
+    inertia = phys.inertia
+    tau = inertia * (-np.asarray(cfg.k_att) * e_r - np.asarray(cfg.k_rate) * w)
+    tau += np.cross(w, inertia * w)
+
+    wrench = np.concatenate([collective[:, None], tau], 1)  # (N, 4)
+    thrust = np.einsum("nij,nj->ni", phys.mix_inv, wrench)
+    lo, hi = phys.tmin[:, None], phys.tmax[:, None]
+    action = 2.0 * (np.clip(thrust, lo, hi) - lo) / (hi - lo) - 1.0
+    return action, thrust
+
+
+def _yaw_of(q: np.ndarray) -> np.ndarray:
+    """Yaw angles (N,) of quaternions (N, 4) (w, x, y, z), rad."""
+    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+    return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
+class BaselineController:
+    """Cascaded geometric controller that follows a task's reference (MPC's baseline).
+
+    Implements `metasym_control.control.Controller`. It reads only physical parameters
+    (`QuadrotorPhysics`), never a concrete model; `set_model` adopts the model's `params`
+    when they satisfy `QuadrotorPhysics` (so online identification improves it).
+
+    Args:
+        physics: mass, inertia, thrust limits and mixer of the quadrotor it believes it flies.
+        task: supplies the reference (positions, velocities, yaw from the reference
+            quaternion; acceleration by a central finite difference of the velocity).
+        config: gains.
+        dt: control period, s (integral term).
+        model: optional dynamics model (only its `params` are used).
+    """
+
+    def __init__(
+        self,
+        physics: QuadrotorPhysics,
+        task: Task,
+        config: BaselineConfig | None = None,
+        dt: float = 0.02,
+        model: DynamicsModel | None = None,
+    ) -> None:
+        self.config = config or BaselineConfig()
+        self.task = task
+        self.dt = float(dt)
+        self._phys = _PhysicsArrays([physics])
+        self.physics = physics
+        self.model: DynamicsModel | None = None
+        self.last_plan: np.ndarray | None = None
+        self.last_info: dict[str, Any] = {}
+        self._integral = np.zeros((1, 3))
+        if model is not None:
+            self.set_model(model)
+
+    def reset(self) -> None:
+        """Clear the integral term (a new episode)."""
+        self._integral[:] = 0.0
+        self.last_plan = None
+        self.last_info = {}
+
+    def set_model(self, model: DynamicsModel) -> None:
+        """Use `model`; its `params` replace the physics when they fit `QuadrotorPhysics`."""
+        self.model = model
+        params = getattr(model, "params", None)
+        if params is not None and isinstance(params, QuadrotorPhysics):
+            self.physics = params
+            self._phys.set(0, params)
+
+    def act(self, state: np.ndarray, t: float, history: History | None = None) -> np.ndarray:
+        """Action (4,) in [-1, 1] for `state` (nx,) at time `t` s; `history` is not used."""
+        x = np.asarray(state, dtype=np.float64).reshape(1, -1)
+        d = self.config.ff_delta
+        x_ref, _ = self.task.reference(np.array([t - d, t, t + d]))
+        p_ref, v_ref = x_ref[1:2, 0:3], x_ref[1:2, 7:10]
+        a_ref = (x_ref[2:3, 7:10] - x_ref[0:1, 7:10]) / (2 * d)
+        yaw = _yaw_of(x_ref[1:2, 3:7])
+        action, thrust = geometric_control(
+            x, p_ref, v_ref, a_ref, yaw, self._integral, self._phys, self.config
+        )
+        self._integral += (x[:, 0:3] - p_ref) * self.dt
+        lo, hi = self._phys.tmin[0], self._phys.tmax[0]
+        self.last_info = {
+            "saturated": bool(np.any(thrust < lo) or np.any(thrust > hi)),
+            "collective_thrust": float(thrust.sum()),
+        }
+        return action[0]
+
+
+@dataclass(frozen=True)
+class ExplorationConfig:
+    """Random references and excitation noise for collecting training data without crashing.
+
+    Attributes:
+        box_low / box_high: (3,) box the random goals are drawn from, m.
+        hold: (min, max) seconds a goal is held before the next is drawn.
+        ref_bandwidth: natural frequency of the critically damped filter the reference
+            follows towards the goal, rad/s (smooth p, v, a references).
+        yaw_range: goals' yaw drawn from ±yaw_range, rad.
+        noise_std: stationary std of the Ornstein–Uhlenbeck excitation added to the actions.
+        noise_tau: correlation time of that noise, s.
+        gains: the underlying controller's gains.
+    """
+
+    box_low: tuple[float, float, float] = (-1.5, -1.5, 0.8)
+    box_high: tuple[float, float, float] = (1.5, 1.5, 2.5)
+    hold: tuple[float, float] = (0.5, 2.0)
+    ref_bandwidth: float = 2.5
+    yaw_range: float = 0.6
+    noise_std: float = 0.08
+    noise_tau: float = 0.06
+    gains: BaselineConfig = BaselineConfig()
+
+
+class QuadrotorExplorationPolicy:
+    """Batched stabilising exploration policy: the baseline flying random smooth references
+    plus coloured excitation noise on the actions.
+
+    One slot per parallel environment; each slot keeps its own physics, goal, reference
+    filter state, integral term and noise, all drawn from a seeded numpy generator.
+
+    Args:
+        physics: one `QuadrotorPhysics` per slot (the true parameters: this is a data
+            generator, so it may know the system it flies).
+        config: exploration settings.
+        dt: control period, s.
+        seed: seed of the random goals and noise.
+    """
+
+    def __init__(
+        self,
+        physics: Sequence[QuadrotorPhysics],
+        config: ExplorationConfig | None = None,
+        dt: float = 0.02,
+        seed: int = 0,
+    ) -> None:
+        self.config = config or ExplorationConfig()
+        self.dt = float(dt)
+        self.n = len(physics)
+        self._phys = _PhysicsArrays(physics)
+        self.rng = np.random.default_rng(seed)
+        self._goal = np.zeros((self.n, 3))
+        self._goal_yaw = np.zeros(self.n)
+        self._next_goal = np.zeros(self.n)
+        self._p = np.zeros((self.n, 3))
+        self._v = np.zeros((self.n, 3))
+        self._a = np.zeros((self.n, 3))
+        self._yaw = np.zeros(self.n)
+        self._integral = np.zeros((self.n, 3))
+        self._noise = np.zeros((self.n, 4))
+        self._time = np.zeros(self.n)
+
+    def reset(self, index: int, state: np.ndarray, physics: QuadrotorPhysics | None = None) -> None:
+        """Start a new episode in slot `index` from `state` (nx,), optionally new physics."""
+        if physics is not None:
+            self._phys.set(index, physics)
+        x = np.asarray(state, dtype=np.float64)
+        self._p[index] = x[0:3]
+        self._v[index] = x[7:10]
+        self._a[index] = 0.0
+        self._yaw[index] = _yaw_of(x[None, 3:7])[0]
+        self._integral[index] = 0.0
+        self._noise[index] = 0.0
+        self._time[index] = 0.0
+        self._draw_goal(index)
+
+    def _draw_goal(self, i: int) -> None:
+        c = self.config
+        self._goal[i] = self.rng.uniform(c.box_low, c.box_high)
+        self._goal_yaw[i] = self.rng.uniform(-c.yaw_range, c.yaw_range)
+        self._next_goal[i] = self._time[i] + self.rng.uniform(*c.hold)
+
+    def act_batch(self, states: np.ndarray) -> np.ndarray:
+        """Actions (N, 4) in [-1, 1] for states (N, nx); advances every slot by dt."""
+        c, dt = self.config, self.dt
+        for i in np.nonzero(self._time >= self._next_goal)[0]:
+            self._draw_goal(int(i))
+        # critically damped reference filter towards the goal (semi-implicit Euler)
+        wn = c.ref_bandwidth
+        self._a = wn * wn * (self._goal - self._p) - 2.0 * wn * self._v
+        self._v = self._v + dt * self._a
+        self._p = self._p + dt * self._v
+        self._yaw += dt * wn * 0.5 * (self._goal_yaw - self._yaw)
+        action, _ = geometric_control(
+            states, self._p, self._v, self._a, self._yaw, self._integral, self._phys, c.gains
+        )
+        self._integral += (states[:, 0:3] - self._p) * dt
+        # Ornstein–Uhlenbeck excitation
+        decay = math.exp(-dt / c.noise_tau)
+        self._noise = decay * self._noise + c.noise_std * math.sqrt(
+            1 - decay * decay
+        ) * self.rng.standard_normal(self._noise.shape)
+        self._time += dt
+        return np.clip(action + self._noise, -1.0, 1.0)
+
+
+__all__ = [
+    "BaselineConfig",
+    "BaselineController",
+    "ExplorationConfig",
+    "QuadrotorExplorationPolicy",
+    "QuadrotorPhysics",
+    "geometric_control",
+]
