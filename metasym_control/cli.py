@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import tyro
 
+from metasym_control.demo import DemoConfig
+
+
+def demo(cfg: Annotated[DemoConfig, tyro.conf.OmitArgPrefixes] = DemoConfig()) -> None:
+    """Fly the figure-8 on an unseen quadrotor: MPC with nominal physics, adapted MetaSym, oracle."""
+    from metasym_control import demo as demo_module
+
+    demo_module.main(cfg)
+
 
 def _commands() -> dict[str, Callable[..., Any]]:
-    from metasym_control import demo
-
     return {
-        "demo": demo.main,
+        "demo": demo,
     }
 
 
