@@ -9,9 +9,11 @@ import tyro
 
 from metasym_control.demo import DemoConfig
 
+_DEMO_DEFAULTS = DemoConfig()
 
-def demo(cfg: Annotated[DemoConfig, tyro.conf.OmitArgPrefixes] = DemoConfig()) -> None:
-    """Fly the figure-8 on an unseen quadrotor: MPC with nominal physics, adapted MetaSym, oracle."""
+
+def demo(cfg: Annotated[DemoConfig, tyro.conf.OmitArgPrefixes] = _DEMO_DEFAULTS) -> None:
+    """Fly a figure-8 on an unseen quadrotor: MPC with nominal physics, MetaSym, oracle."""
     from metasym_control import demo as demo_module
 
     demo_module.main(cfg)

@@ -128,7 +128,8 @@ def main(cfg: DemoConfig) -> None:
     print(f"Unseen quadrotor (test split, seed {cfg.seed}):")
     print(
         f"  mass {true_params.mass:.3f} kg (nominal {nominal.mass}), "
-        f"wind {np.round(true_params.wind, 2).tolist()} N, drag {np.round(true_params.drag, 3).tolist()}"
+        f"wind {np.round(true_params.wind, 2).tolist()} N, "
+        f"drag {np.round(true_params.drag, 3).tolist()} N·s/m"
     )
 
     # 1. a few seconds of exploratory flight on the unseen system: the support data
