@@ -851,6 +851,7 @@ class QuadrotorEnv(MetaSymEnv):
         m.site_pos[:, :] = p.rotor_positions()
         if p.has_lag:
             m.actuator_dynprm[:, 0] = p.motor_tau
+        mujoco.mj_setConst(m, self.data)  # derived constants (subtree mass, dof_M0, ...)
         self.params = p
         self._half, self._bias = half, p.min_thrust + half
         self._drag = np.asarray(p.drag, dtype=np.float64)
