@@ -43,7 +43,7 @@ class DemoConfig:
         include_oracle: also fly MPC with the true parameters (the best any model can do).
     """
 
-    controller: Literal["mppi", "rti"] = "mppi"
+    controller: Literal["mppi", "rti"] = "rti"
     seconds: float = 8.0
     support_seconds: float = 3.0
     seed: int = 0
