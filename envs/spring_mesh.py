@@ -36,9 +36,9 @@ BENCHMARK_TIMESTEP = 2.0 * math.pi / 805.0
 DEFAULT_SUBSTEPS = 52
 """Physics steps per control step: dt = 52 · 2π/805 ≈ 0.4059 s (see `SpringMeshEnv`)."""
 
-LENGTH_EPS = 1e-12
+LENGTH_EPS = 1e-24
 """m², added under the square root of every spring length, so coincident particles stay finite
-(changes forces by a relative 1e-12 / L², far below round-off at the mesh's lengths)."""
+(lengths >= 1e-12 m; a relative 1e-24 / L² change, below round-off at the mesh's lengths)."""
 
 TRAIN_INIT_RADIUS = (0.0, 0.35)
 TEST_INIT_RADIUS = (0.35, 0.45)
