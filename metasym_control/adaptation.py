@@ -44,11 +44,12 @@ def make_windows(traj: Trajectory, history_len: int, horizon: int) -> dict[str, 
         Dict with hs (B, L, nx), ha (B, L, nu), hv (B, L) bool, x0 (B, nx), ua (B, H, nu),
         y (B, H, nx); B may be 0 if every trajectory is shorter than `horizon`.
     """
-    ii, cc = [], []
-    for i in range(traj.num):
-        n = int(traj.lengths[i]) - horizon + 1
+    ii: list[np.ndarray] = []
+    cc: list[np.ndarray] = []
+    for k in range(traj.num):
+        n = int(traj.lengths[k]) - horizon + 1
         if n > 0:
-            ii.append(np.full(n, i))
+            ii.append(np.full(n, k))
             cc.append(np.arange(n))
     nx, nu, L = traj.state_dim, traj.action_dim, history_len
     if not ii:
@@ -60,7 +61,8 @@ def make_windows(traj: Trajectory, history_len: int, horizon: int) -> dict[str, 
             "ua": np.zeros((0, horizon, nu)),
             "y": np.zeros((0, horizon, nx)),
         }
-    i, c = np.concatenate(ii), np.concatenate(cc)
+    i: np.ndarray = np.concatenate(ii)
+    c: np.ndarray = np.concatenate(cc)
     hidx = c[:, None] - L + np.arange(L)[None, :]  # (B, L)
     hv = hidx >= 0
     hclip = np.maximum(hidx, 0)

@@ -40,6 +40,13 @@ class LearnedModel(nn.Module):
 
     config_class: ClassVar[type]
     config: Any
+    state_mean: torch.Tensor
+    state_std: torch.Tensor
+    action_mean: torch.Tensor
+    action_std: torch.Tensor
+    delta_std: torch.Tensor
+    trusted_lo: torch.Tensor
+    trusted_hi: torch.Tensor
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -1,0 +1,216 @@
+"""MetaSym under the dynamics-model protocol: shapes, purity, memory sharing, adaptation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.func import jacrev, vmap
+
+from metasym_control.dynamics import AdaptBudget, DynamicsModel, expand_memory, rollout_by_steps
+from metasym_control.models.coordinates import (
+    coordinates_for_env,
+    generic_coordinates,
+    quadrotor_coordinates,
+    quantum_coordinates,
+    spring_mesh_coordinates,
+)
+from metasym_control.models.metasym import MetaSym, MetaSymConfig
+from metasym_control.models.symplectic import symplectic_form
+from metasym_control.toy import TOY_DT, TOY_ENV_ID, oscillator_family
+
+CFG = MetaSymConfig(history_len=4, d_model=16, n_heads=2)
+
+
+@pytest.fixture(scope="module")
+def tasks() -> list:
+    return oscillator_family(3, 3, 40, "train", seed=2)
+
+
+def _model(tasks: list, dtype: torch.dtype = torch.float64, config: MetaSymConfig = CFG) -> MetaSym:
+    torch.manual_seed(0)
+    m = MetaSym(2, 1, TOY_DT, config, coordinates_for_env(TOY_ENV_ID, 2), TOY_ENV_ID, dtype=dtype)
+    m.fit_normalization(tasks)
+    # a non-zero head, so the decoder really contributes to every check below
+    torch.nn.init.normal_(m.decoder.head.weight, std=0.3)
+    return m
+
+
+def _inputs(lead: tuple[int, ...], L: int, T: int, dtype: torch.dtype = torch.float64) -> tuple:
+    g = torch.Generator().manual_seed(1)
+    hs = torch.randn(*lead, L, 2, generator=g, dtype=dtype)
+    ha = torch.rand(*lead, L, 1, generator=g, dtype=dtype) * 2 - 1
+    x = torch.randn(*lead, 2, generator=g, dtype=dtype)
+    us = torch.rand(*lead, T, 1, generator=g, dtype=dtype) * 2 - 1
+    return hs, ha, x, us
+
+
+@pytest.mark.parametrize("lead", [(), (5,), (2, 3), (2, 1, 3)])
+def test_shapes_purity_and_rollout_equals_steps(tasks: list, lead: tuple[int, ...]) -> None:
+    m = _model(tasks)
+    assert isinstance(m, DynamicsModel)
+    hs, ha, x, us = _inputs(lead, 4, 7)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    mem = m.init_memory(hs, ha)
+    for v in mem.values():
+        assert v.shape[: len(lead)] == lead
+    xn, mem2 = m.step(x, us[..., 0, :], mem)
+    assert xn.shape == (*lead, 2) and xn.dtype == torch.float64
+    assert set(mem2) == set(mem)
+    roll = m.rollout(x, us, mem)
+    assert roll.shape == (*lead, 7, 2)
+    torch.testing.assert_close(roll, rollout_by_steps(m, x, us, mem), rtol=0, atol=1e-12)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), f"prediction changed {k}"
+
+
+def test_float32_and_history_masking(tasks: list) -> None:
+    m = _model(tasks, torch.float32)
+    hs, ha, x, us = _inputs((3,), 4, 5, torch.float32)
+    valid = torch.tensor([[False, False, True, True]] * 3)
+    mem = m.init_memory(hs, ha, valid)
+    out = m.rollout(x, us, mem)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    # padding slots do not matter: change them and nothing moves
+    hs2 = hs.clone()
+    hs2[:, :2] = 1e3
+    out2 = m.rollout(x, us, m.init_memory(hs2, ha, valid))
+    torch.testing.assert_close(out, out2)
+    # a window with no valid slot at all still predicts finite states
+    mem0 = m.init_memory(hs, ha, torch.zeros(3, 4, dtype=torch.bool))
+    assert torch.isfinite(m.rollout(x, us, mem0)).all()
+    with pytest.raises(ValueError, match="history_len"):
+        m.init_memory(hs[:, :3], ha[:, :3])
+
+
+def test_shared_history_broadcast_matches_copies(tasks: list) -> None:
+    m = _model(tasks)
+    hs, ha, _, _ = _inputs((), 4, 1)
+    mem1 = m.init_memory(hs, ha)
+    k = 64
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(k, 2, generator=g, dtype=torch.float64)
+    us = torch.rand(k, 9, 1, generator=g, dtype=torch.float64) * 2 - 1
+    shared = m.rollout(x, us, expand_memory(mem1, (k,)))
+    copied = m.rollout(x, us, {n: v.expand(k, *v.shape).contiguous() for n, v in mem1.items()})
+    torch.testing.assert_close(shared, copied, rtol=1e-12, atol=1e-12)
+    single = m.rollout(x[7], us[7], mem1)
+    torch.testing.assert_close(shared[7], single, rtol=1e-12, atol=1e-12)
+
+
+def test_own_context_variant(tasks: list) -> None:
+    m = _model(tasks, config=MetaSymConfig(history_len=3, d_model=16, own_context=2))
+    hs, ha, x, us = _inputs((4,), 3, 6)
+    mem = m.init_memory(hs, ha)
+    roll = m.rollout(x, us, mem)
+    torch.testing.assert_close(roll, rollout_by_steps(m, x, us, mem), rtol=0, atol=1e-12)
+    shared = m.rollout(x[:2], us[:2], expand_memory(m.init_memory(hs[0], ha[0]), (2,)))
+    torch.testing.assert_close(shared[0], m.rollout(x[0], us[0], m.init_memory(hs[0], ha[0])))
+
+
+def test_jacobians_under_torch_func(tasks: list) -> None:
+    m = _model(tasks)
+    hs, ha, _, us = _inputs((), 4, 1)
+    mem = m.init_memory(hs, ha)
+    xs = torch.randn(6, 2, dtype=torch.float64)
+    u = us[0]
+
+    def f(xx: torch.Tensor, uu: torch.Tensor) -> torch.Tensor:
+        return m.step(xx, uu, mem)[0]
+
+    jx, ju = vmap(jacrev(f, argnums=(0, 1)), in_dims=(0, None))(xs, u)
+    assert jx.shape == (6, 2, 2) and ju.shape == (6, 2, 1)
+    # agrees with finite differences
+    eps = 1e-6
+    e0 = torch.tensor([eps, 0.0], dtype=torch.float64)
+    fd = (f(xs[0] + e0, u) - f(xs[0] - e0, u)) / (2 * eps)
+    torch.testing.assert_close(jx[0][:, 0], fd, rtol=1e-5, atol=1e-7)
+
+
+def test_conservative_part_is_symplectic_in_physical_coordinates(tasks: list) -> None:
+    m = _model(tasks)
+    coords = m.coords
+
+    assert coords.canonical_index() == [0, 1] and coords.p_scale == 1.0
+
+    def phys_flow(z: torch.Tensor) -> torch.Tensor:  # here the state is (q, p) itself
+        _, dx = m._encode(z)
+        return z + dx
+
+    for seed in range(3):
+        z = torch.randn(2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        j = jacrev(phys_flow)(z)
+        om = symplectic_form(1)
+        assert (j.T @ om @ j - om).abs().max() / max(1.0, float(j.detach().pow(2).sum())) < 1e-10
+
+
+def test_adapt_leaves_meta_parameters_and_reduces_error(tasks: list) -> None:
+    m = _model(tasks)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    a = m.adapt(tasks[1], AdaptBudget(inner_steps=20, lr=1e-2))
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), f"adapt changed meta-parameter {k}"
+    fast = set(m.fast_weight_names())
+    assert fast and all(n.startswith("decoder.meta_attn.") for n in fast)
+    own, ref = dict(a.named_parameters()), dict(m.named_parameters())
+    assert any(not torch.equal(own[n], ref[n]) for n in fast)
+    assert all(torch.equal(own[n], ref[n]) for n in ref if n not in fast)
+    from metasym_control.adaptation import make_windows, to_batch
+
+    b = to_batch(make_windows(tasks[1], m.history_len, 1))
+    with torch.no_grad():
+        assert float(a(b)) < float(m(b))
+
+
+def test_fast_sets_and_trusted_region(tasks: list) -> None:
+    for fs, expect in [("meta_attention", 4), ("meta_attention_head", 6), ("none", 0)]:
+        m = MetaSym(2, 1, TOY_DT, MetaSymConfig(fast_set=fs), generic_coordinates(2, [0], [1]))
+        assert len(m.fast_weight_names()) == expect
+    m = _model(tasks)
+    lo, hi = m.trusted_lower, m.trusted_upper
+    assert lo is not None and hi is not None and np.all(lo < hi)
+    assert MetaSym(2, 1, TOY_DT, coords=generic_coordinates(2, [0], [1])).trusted_lower is None
+
+
+def test_coordinate_maps() -> None:
+    qc = quadrotor_coordinates(13)
+    x = torch.randn(4, 13, dtype=torch.float64)
+    z = qc.to_canonical(x)
+    torch.testing.assert_close(z[:, :3], x[:, :3])
+    torch.testing.assert_close(z[:, 3:], x[:, 7:10] * qc.p_scale)
+    dx = qc.canonical_delta_to_state(z)
+    torch.testing.assert_close(dx[:, 7:10], x[:, 7:10])
+    assert torch.all(dx[:, 3:7] == 0) and torch.all(dx[:, 10:] == 0)
+    y = qc.postprocess(x)
+    torch.testing.assert_close(y[:, 3:7].norm(dim=-1), torch.ones(4, dtype=torch.float64))
+    assert torch.all(y[:, 3] >= 0)
+    assert quadrotor_coordinates(17).rest_index == (3, 4, 5, 6, *range(10, 17))
+    assert spring_mesh_coordinates(8).p_index == (4, 5, 6, 7)
+    assert quantum_coordinates(8).q_index == (0, 1, 2, 3)
+    assert coordinates_for_env("MetaSymQuadrotor-v0", 17).kind == "quadrotor"
+    with pytest.raises(ValueError):
+        coordinates_for_env("Pendulum-v1", 3)
+    with pytest.raises(ValueError):
+        generic_coordinates(4, [0, 1], [1, 2])
+
+
+def test_quadrotor_model_keeps_unit_quaternion() -> None:
+    m = MetaSym(13, 4, 0.02, MetaSymConfig(d_model=16), quadrotor_coordinates(13))
+    torch.nn.init.normal_(m.decoder.head.weight, std=0.5)
+    x = torch.zeros(3, 13, dtype=torch.float64)
+    x[:, 3] = 1.0
+    mem = m.init_memory(x[:, None].expand(3, 8, 13), torch.zeros(3, 8, 4, dtype=torch.float64))
+    out = m.rollout(x, torch.zeros(3, 5, 4, dtype=torch.float64), mem)
+    torch.testing.assert_close(out[..., 3:7].norm(dim=-1), torch.ones(3, 5, dtype=torch.float64))
+    assert torch.all(out[..., 3] >= 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(tasks: list) -> None:
+    m = _model(tasks)
+    g = MetaSym(2, 1, TOY_DT, CFG, m.coords, device="cuda")
+    g.load_state_dict(m.state_dict())
+    hs, ha, x, us = _inputs((3,), 4, 5)
+    ref = m.rollout(x, us, m.init_memory(hs, ha))
+    out = g.rollout(x.cuda(), us.cuda(), g.init_memory(hs.cuda(), ha.cuda()))
+    torch.testing.assert_close(out.cpu(), ref)
