@@ -449,7 +449,7 @@ def static_equilibrium(
         while alpha > 1e-6:
             trial = q.copy()
             trial[mask] += alpha * step
-            if potential_energy(p, trial) <= e0 + 1e-14 * max(1.0, abs(e0)):
+            if float(potential_energy(p, trial)) <= float(e0) + 1e-14 * max(1.0, abs(float(e0))):
                 break
             alpha *= 0.5
         q = trial
@@ -967,6 +967,8 @@ class SpringMeshEnv(MetaSymEnv):
     """
 
     env_id = "MetaSymSpringMesh-v0"
+    params: SpringMeshParams
+    task: SpringMeshTask
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
 
     def __init__(

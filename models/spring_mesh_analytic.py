@@ -92,6 +92,9 @@ class SpringMeshModel:
             of a step's change; pass the env's `n_substeps` for the simulator's exact map.
         device: torch device of the model's tensors.
         dtype: torch dtype (float64 default).
+        maps: how spring vectors and forces are gathered: "dense" (one GEMM each way; fastest
+            for small meshes), "sparse" (index gather / scatter-add; memory linear in the
+            mesh), "auto" = dense up to `DENSE_MAX_FREE` free particles.
     """
 
     history_len = 0
@@ -105,7 +108,10 @@ class SpringMeshModel:
         n_substeps: int | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float64,
+        maps: Literal["auto", "dense", "sparse"] = "auto",
     ) -> None:
+        if maps not in ("auto", "dense", "sparse"):
+            raise ValueError(f"SpringMeshModel: maps must be auto, dense or sparse: {maps!r}")
         if not (math.isfinite(dt) and dt > 0):
             raise ValueError(f"SpringMeshModel: dt must be > 0, got {dt}")
         if n_substeps is None:
@@ -155,7 +161,8 @@ class SpringMeshModel:
         # Two equivalent ways to go between particle and spring coordinates: small meshes use
         # one dense GEMM each way over the flattened batch (few kernel launches), large ones
         # gather and scatter (the dense map grows as n_free · S).
-        self._dense = nf <= DENSE_MAX_FREE
+        self._dense = maps == "dense" or (maps == "auto" and nf <= DENSE_MAX_FREE)
+        self.maps: Literal["dense", "sparse"] = "dense" if self._dense else "sparse"
         if self._dense:
             dmat = np.zeros((2 * nf, 2 * lay.n_springs))  # d_flat = pin_flat + q @ dmat
             for c in range(2):
@@ -351,7 +358,9 @@ class SpringMeshModel:
 
     def with_params(self, params: SpringMeshParams) -> SpringMeshModel:
         """A model of the same dt, substeps, device and dtype for other `params`."""
-        return SpringMeshModel(params, self.dt, self.n_substeps, self.device, self.dtype)
+        return SpringMeshModel(
+            params, self.dt, self.n_substeps, self.device, self.dtype, maps=self.maps
+        )
 
     def adapt(
         self,
@@ -389,7 +398,7 @@ class SpringMeshModel:
         mask = support.valid_mask()
         if not mask.any():
             raise ValueError("SpringMeshModel.adapt: no valid transition in the support data")
-        kw = {"dtype": self.dtype, "device": self.device}
+        kw: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
         x0 = torch.as_tensor(support.states[:, :-1][mask], **kw)  # (B, nx)
         x1 = torch.as_tensor(support.states[:, 1:][mask], **kw)  # (B, nx)
         u = torch.as_tensor(support.actions[mask], **kw)  # (B, nu)
