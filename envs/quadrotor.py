@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import casadi as ca
 import gymnasium as gym
@@ -744,8 +744,10 @@ class QuadrotorEnv(MetaSymEnv):
     - v0: first version.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 50}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}  # noqa: RUF012
     env_id = ENV_ID
+    task: QuadrotorTask
+    params: QuadrotorParams
 
     def __init__(
         self,
@@ -792,12 +794,12 @@ class QuadrotorEnv(MetaSymEnv):
                 raise ValueError(f"{ENV_ID}: task.state_dim {task.state_dim} != state {nx}")
             self.task = task
         elif task in TASKS:
-            common = dict(
-                state_dim=nx,
-                hover_action=nominal.hover_action(),
-                hover_thrust=nominal.hover_thrust(),
-                thrust_bounds=(nominal.min_thrust, nominal.max_thrust),
-            )
+            common: dict[str, Any] = {
+                "state_dim": nx,
+                "hover_action": nominal.hover_action(),
+                "hover_thrust": nominal.hover_thrust(),
+                "thrust_bounds": (nominal.min_thrust, nominal.max_thrust),
+            }
             if task == "figure8":
                 self.task = Figure8Task(center=center, omega=omega, **common)
             elif task == "hover":

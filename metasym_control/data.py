@@ -82,7 +82,7 @@ def collect_trajectories(
         raise ValueError("collect_trajectories: no parameter sets given")
     kwargs = dict(env_kwargs or {})
     master = np.random.default_rng(seed)
-    episodes: list[list[tuple[np.ndarray, np.ndarray, bool]]] = []
+    episodes: list[tuple[np.ndarray, np.ndarray, bool]] = []
     bar: Any = None
     if progress:
         from tqdm import tqdm
@@ -91,7 +91,9 @@ def collect_trajectories(
     meta_env: dict[str, Any] = {}
     for start in range(0, len(params), num_envs):
         chunk = list(params[start : start + num_envs])
-        reset_seeds = [int(s) for s in master.integers(0, 2**31 - 1, size=len(chunk))]
+        reset_seeds: list[int | None] = [
+            int(s) for s in master.integers(0, 2**31 - 1, size=len(chunk))
+        ]
         policy_seed = int(master.integers(0, 2**31 - 1))
         fns = [
             partial(
@@ -112,7 +114,7 @@ def collect_trajectories(
             if not meta_env:
                 base = vec.envs[0].unwrapped
                 meta_env = {
-                    "dt": float(base.dt),
+                    "dt": float(getattr(base, "dt")),  # noqa: B009
                     "state_names": list(getattr(base, "state_names", [])),
                     "state_units": list(getattr(base, "state_units", [])),
                     "action_names": list(getattr(base, "action_names", [])),
@@ -167,7 +169,7 @@ def _run_chunk(
     chunk: Sequence[SystemParams],
     policy_factory: PolicyFactory,
     policy_seed: int,
-    reset_seeds: list[int],
+    reset_seeds: list[int | None],
     episodes_per_task: int,
 ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
     """Run one vector environment until each slot has its episodes; task-major output."""
