@@ -721,6 +721,8 @@ class OpenQuantumEnv(MetaSymEnv):
 
     metadata: dict[str, Any] = {"render_modes": [], "render_fps": 50}  # noqa: RUF012
     env_id = ENV_ID
+    task: StateTargetTask
+    params: OpenQuantumParams
 
     def __init__(
         self,

@@ -320,17 +320,31 @@ class OpenQuantumModel:
             )
         h, ns = self.h, self.substeps
         ux, uy = us[:, 0:1], us[:, 1:2]
+        nx = self.state_dim
+        # the five generators side by side, transposed and sparse: one product per stage
+        gcat_t = (
+            torch.cat([g["detuning"], g["drive_x"], g["drive_y"], gl, gz], dim=1)
+            .T.contiguous()
+            .to_sparse()
+        )  # (5 nx, nx)
 
-        def predict(th: torch.Tensor) -> torch.Tensor:
-            def f(z: torch.Tensor) -> torch.Tensor:
-                return (
-                    th[0] * (z @ g["detuning"])
-                    + th[1] * (ux * (z @ g["drive_x"]) + uy * (z @ g["drive_y"]))
-                    + th[2] * (z @ gl)
-                    + th[3] * (z @ gz)
-                )
+        def predict_with_sensitivities(th: torch.Tensor) -> torch.Tensor:
+            """RK4 on [x, ∂x/∂θ_1..4]: exactly the derivative of the discrete RK4 map.
 
-            return _rk4(f, xs, h, ns)
+            Returns (5, M, nx): the prediction and its four sensitivities.
+            """
+
+            def f(z: torch.Tensor) -> torch.Tensor:  # z (5, M, nx)
+                y = torch.sparse.mm(gcat_t, z.reshape(-1, nx).T).T  # (5M, 5nx)
+                y = y.reshape(5, -1, 5, nx)
+                yd, yx, yy, yl, yz = (y[:, :, i] for i in range(5))  # (5, M, nx) each
+                ydrive = ux * yx + uy * yy
+                az = th[0] * yd + th[1] * ydrive + th[2] * yl + th[3] * yz
+                forcing = torch.stack([torch.zeros_like(yd[0]), yd[0], ydrive[0], yl[0], yz[0]])
+                return az + forcing
+
+            z0 = torch.cat([xs[None], torch.zeros(4, *xs.shape, dtype=xs.dtype)])
+            return _rk4(f, z0, h, ns)
 
         # the innovation of a conditional state lies along g_k = vec(H[C]ρ_k); projecting
         # it out of the residuals removes the measurement noise from the drift fit
@@ -338,14 +352,14 @@ class OpenQuantumModel:
         gv = torch.as_tensor(gv_np, dtype=torch.float64)
         gn = gv / torch.clamp(gv.norm(dim=1, keepdim=True), min=1e-12)
 
-        def residual(th: torch.Tensor) -> torch.Tensor:
-            r = xn - predict(th)
-            return (r - (r * gn).sum(1, keepdim=True) * gn).reshape(-1)
+        def project(v: torch.Tensor) -> torch.Tensor:
+            return v - (v * gn).sum(-1, keepdim=True) * gn
 
         iters = max(3, min(budget.inner_steps, 20))
         for _ in range(iters):
-            r = residual(theta)
-            jac = torch.func.jacfwd(residual)(theta)  # (R, 4)
+            z = predict_with_sensitivities(theta)
+            r = project(xn - z[0]).reshape(-1)  # (R,)
+            jac = -project(z[1:]).reshape(4, -1).T  # (R, 4)
             jtj = jac.T @ jac
             lam = 1e-9 * torch.trace(jtj)
             delta = torch.linalg.solve(jtj + lam * torch.eye(4, dtype=jtj.dtype), -jac.T @ r)
@@ -356,7 +370,7 @@ class OpenQuantumModel:
         rabi, gam_l, gam_z = max(rabi, 0.0), max(gam_l, 0.0), max(gam_z, 0.0)
         # innovation size -> η Γm
         with torch.no_grad():
-            res = (xn - predict(theta)).numpy()
+            res = (xn - predict_with_sensitivities(theta)[0]).numpy()
         proj = np.sum(res * gv_np, axis=1)
         g2 = np.sum(gv_np * gv_np, axis=1)
         denom = self.dt * float(np.sum(g2 * g2))
