@@ -37,7 +37,10 @@ class MPPIConfig:
     Attributes:
         horizon: T, planning steps of `model.dt` each.
         num_samples: K, action sequences rolled out per iteration (one batch).
-        temperature: λ of the softmin weights `exp(-(S_k - min S) / λ)`, in cost units.
+        temperature: λ of the softmin weights `exp(-(S_k - min S) / λ)`: in cost units, or,
+            with `normalize_costs`, relative to the spread `mean S - min S` of the batch.
+        normalize_costs: divide the cost gaps by their batch mean, so one λ suits tasks of
+            any cost scale and the update never freezes on the noise-free sample.
         noise_sigma: exploration standard deviation in normalised action units, one value or
             one per action component.
         noise_beta: colour of the exploration noise along time, power spectrum ∝ f^-β
@@ -52,7 +55,8 @@ class MPPIConfig:
 
     horizon: int = 20
     num_samples: int = 1024
-    temperature: float = 1.0
+    temperature: float = 0.1
+    normalize_costs: bool = True
     noise_sigma: float | tuple[float, ...] = 0.2
     noise_beta: float = 0.0
     iterations: int = 1
@@ -267,7 +271,12 @@ class MPPI:
         stage = self.task.running_cost(x_all[:, :-1], v, x_ref[:-1], u_ref[:-1])  # (K, T)
         costs = stage.sum(-1) + self.task.terminal_cost(x_all[:, -1], x_ref[-1])  # (K,)
         costs = torch.where(torch.isfinite(costs), costs, torch.full_like(costs, math.inf))
-        w = torch.softmax(-(costs - costs.min()) / self.config.temperature, dim=0)  # (K,)
+        gap = costs - costs.min()  # (K,)
+        if self.config.normalize_costs:
+            finite = torch.isfinite(gap)
+            spread = torch.where(finite, gap, torch.zeros_like(gap)).sum() / finite.sum()
+            gap = gap / (spread + 1e-12)
+        w = torch.softmax(-gap / self.config.temperature, dim=0)  # (K,)
         u_new = torch.einsum("k,ktu->tu", w, v)  # (T, nu)
         plan = model.rollout(x0[None], u_new[None], expand_memory(memory, (1,)))[0]  # (T, nx)
         return u_new, plan, costs

@@ -39,7 +39,9 @@ class NMPCConfig:
         mode: "ipopt" solves the full multiple-shooting NLP every step (needs a model with
             `casadi_step`); "rti" takes `sqp_iters` Gauss-Newton-type SQP steps a control period
             (one: the real-time iteration), each a convex QP.
-        qp_solver: CasADi conic plugin of the RTI QP ("osqp" or "qrqp"; see docs/controllers.md).
+        qp_solver: CasADi conic plugin of the RTI QP ("qrqp" or "osqp"; see docs/controllers.md).
+        qp_backup: a second QP solver tried when the first fails or returns a point that
+            breaks the constraints (None: straight to the fallback plan).
         sqp_iters: SQP iterations per control step in "rti" mode (1 = real-time iteration).
         linearization: how "rti" gets the dynamics Jacobians: "casadi" (symbolic, needs
             `casadi_step`), "fd" (one batched torch forward pass of forward differences),
@@ -47,6 +49,11 @@ class NMPCConfig:
             model has `casadi_step`, else "fd".
         fd_step: relative finite-difference step; None picks sqrt(machine epsilon) of the
             model's dtype.
+        hessian: the QP's Hessian in "rti" mode: "cost" — the exact Hessian of the task's
+            cost only (Gauss-Newton-like, the dynamics' curvature dropped); "lagrangian" — plus
+            the dynamics' second derivatives weighted by the previous QP's multipliers
+            (exact-Hessian SQP; needs `casadi_step`, otherwise "cost" is used). Matters
+            where the cost is linear and the dynamics bilinear (the qubit).
         hess_min_eig: the stage cost Hessians are projected onto matrices with eigenvalues
             >= this value (the cost may be non-convex, e.g. a quaternion error), so every QP
             is convex.
@@ -62,10 +69,12 @@ class NMPCConfig:
 
     horizon: int = 20
     mode: Mode = "rti"
-    qp_solver: Literal["osqp", "qrqp"] = "osqp"
+    qp_solver: Literal["osqp", "qrqp"] = "qrqp"
+    qp_backup: Literal["osqp", "qrqp"] | None = "osqp"
     sqp_iters: int = 1
     linearization: Linearization = "auto"
     fd_step: float | None = None
+    hessian: Literal["cost", "lagrangian"] = "cost"
     hess_min_eig: float = 1e-6
     use_state_bounds: bool = True
     ipopt_max_iter: int = 100
@@ -80,7 +89,7 @@ class NMPCConfig:
             raise ValueError("NMPCConfig: horizon >= 1 and sqp_iters >= 1 required")
         if self.mode not in ("ipopt", "rti"):
             raise ValueError(f"NMPCConfig.mode must be 'ipopt' or 'rti', got {self.mode!r}")
-        if self.qp_solver not in ("osqp", "qrqp"):
+        if self.qp_solver not in ("osqp", "qrqp") or self.qp_backup not in ("osqp", "qrqp", None):
             raise ValueError(f"NMPCConfig.qp_solver must be osqp or qrqp: {self.qp_solver!r}")
         if self.linearization not in ("auto", "casadi", "fd", "jacrev", "jacfwd"):
             raise ValueError(f"NMPCConfig.linearization unknown: {self.linearization!r}")
@@ -149,6 +158,7 @@ class NMPC:
         self._w: np.ndarray | None = None  # (nw,) previous solution, stage-ordered
         self._lam_x: np.ndarray | None = None
         self._lam_g: np.ndarray | None = None
+        self._lam_dyn: np.ndarray | None = None  # (N, nx) multipliers of the RTI dynamics
         self._counter.reset()
         self.last_plan = None
         self.last_actions = None
@@ -188,6 +198,10 @@ class NMPC:
                 ],
             )
             self._lin_sym = jac.map(n)  # (nx, N), (nx, nx·N), (nx, nu·N)
+            lam = ca.SX.sym("lam", self.nx)
+            z = ca.vertcat(x, u)
+            h_dyn = ca.hessian(ca.dot(lam, self._f_sym(x, u)), z)[0]
+            self._dyn_hess = ca.Function("hf", [x, u, lam], [h_dyn]).map(n)  # (nz, nz·N)
         if c.mode == "ipopt":
             self._build_nlp()
 
@@ -236,6 +250,7 @@ class NMPC:
         if fallback == "safe_action":
             self._w = None
             self._lam_x = self._lam_g = None
+            self._lam_dyn = None
         else:
             self._w = w_sol
         self.last_plan = xs[1:]
@@ -427,7 +442,13 @@ class NMPC:
         self._assemble = ca.Function("assemble", [a_in, b_in, h_in, ht_in], [h_qp, a_qp])
         h_sp = self._assemble.sparsity_out(0)
         a_sp = self._assemble.sparsity_out(1)
-        if c.qp_solver == "osqp":
+        names = [c.qp_solver] + ([c.qp_backup] if c.qp_backup not in (None, c.qp_solver) else [])
+        self._qps = [(name, self._make_conic(name, h_sp, a_sp)) for name in names]
+
+    def _make_conic(self, name: str, h_sp: ca.Sparsity, a_sp: ca.Sparsity) -> ca.Function:
+        """A CasADi conic solver for the fixed QP sparsity."""
+        c = self.config
+        if name == "osqp":
             opts: dict[str, Any] = {
                 "osqp": {
                     "verbose": False,
@@ -447,7 +468,7 @@ class NMPC:
                 "max_iter": c.qp_max_iter,
                 "error_on_fail": False,
             }
-        self._qp = ca.conic("rti_qp", c.qp_solver, {"h": h_sp, "a": a_sp}, opts)
+        return ca.conic(f"rti_qp_{name}", name, {"h": h_sp, "a": a_sp}, opts)
 
     def _linearize(
         self, xs: np.ndarray, us: np.ndarray, memory: Memory
@@ -504,13 +525,29 @@ class NMPC:
             jac_u.detach().cpu().double().numpy(),
         )
 
+    def _use_lagrangian(self) -> bool:
+        return self.config.hessian == "lagrangian" and self._f_sym is not None
+
     def _cost_blocks(
-        self, xs: np.ndarray, us: np.ndarray, x_ref: np.ndarray, u_ref: np.ndarray
+        self,
+        xs: np.ndarray,
+        us: np.ndarray,
+        x_ref: np.ndarray,
+        u_ref: np.ndarray,
+        lam: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Convexified cost Hessians and gradients: (N, nz, nz), (N, nz), (nx, nx), (nx,)."""
+        """Convexified QP Hessians and cost gradients: (N, nz, nz), (N, nz), (nx, nx), (nx,).
+
+        `lam` (N, nx), the multipliers of the QP's dynamics rows, adds the dynamics'
+        curvature: CasADi's QP Lagrangian is `f + lam_aᵀ(A dw)` and our rows are
+        `dx_{k+1} - f_z dz_k`, so the NLP multiplier of `f(z_k) - x_{k+1} = 0` is `-lam_a`.
+        """
         n, nz = self.config.horizon, self.nx + self.nu
         h, g = self._stage_derivs(xs[:-1].T, us.T, x_ref[:-1].T, u_ref[:-1].T)
         h_np = np.asarray(h).reshape(nz, n, nz).transpose(1, 0, 2)
+        if lam is not None:
+            hd = self._dyn_hess(xs[:-1].T, us.T, -lam.T)
+            h_np = h_np + np.asarray(hd).reshape(nz, n, nz).transpose(1, 0, 2)
         g_np = np.asarray(g).T
         ht, gt = self._term_derivs(xs[-1], x_ref[-1])
         h_all = _project_psd(
@@ -541,7 +578,8 @@ class NMPC:
             if not (np.all(np.isfinite(f)) and np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
                 return None, "non_finite"
             t0 = time.perf_counter()
-            h_st, g_st, h_t, g_t = self._cost_blocks(xs, us, x_ref, u_ref)
+            lam = self._lam_dyn if self._use_lagrangian() else None
+            h_st, g_st, h_t, g_t = self._cost_blocks(xs, us, x_ref, u_ref, lam)
             h_qp, a_qp = self._assemble(
                 a.transpose(1, 0, 2).reshape(nx, n * nx),
                 b.transpose(1, 0, 2).reshape(nx, n * nu),
@@ -553,25 +591,11 @@ class NMPC:
             lbx = self._lbw - w
             ubx = self._ubw - w
             lbx[self._x0_index] = ubx[self._x0_index] = x0 - xs[0]
-            sol = self._qp_solve(h=h_qp, g=g_qp, a=a_qp, lba=defect, uba=defect, lbx=lbx, ubx=ubx)
+            qp_args = {"h": h_qp, "g": g_qp, "a": a_qp, "lba": defect, "uba": defect}
+            dw, fault = self._solve_qp(qp_args, lbx, ubx, info)
             t_qp += time.perf_counter() - t0
-            stats = self._qp.stats()
-            info["solver_status"] = str(stats.get("return_status", ""))
-            dw = np.asarray(sol["x"]).ravel()
-            if not stats.get("success", False) or not np.all(np.isfinite(dw)):
-                infeasible = "infeas" in info["solver_status"].lower()
-                return None, "infeasible" if infeasible else "solver_failed"
-            # trust no status alone: qrqp was seen reporting success on a point that broke
-            # its bounds (docs/controllers.md)
-            viol = max(
-                float(np.max(lbx - dw, initial=0.0)),
-                float(np.max(dw - ubx, initial=0.0)),
-                float(np.max(np.abs(np.asarray(a_qp @ dw).ravel() - defect), initial=0.0)),
-            )
-            info["qp_violation"] = viol
-            if viol > self.config.qp_feas_tol:
-                info["solver_status"] += f" (violation {viol:.2e})"
-                return None, "solver_failed"
+            if dw is None:
+                return None, fault
             w = w + dw
             # one SQP step lands on the linearisation; clip tiny bound violations of the QP
             w = np.minimum(np.maximum(w, self._lbw), self._ubw)
@@ -581,9 +605,46 @@ class NMPC:
         info["linearization"] = self.linearization
         return w, "none"
 
-    def _qp_solve(self, **kwargs: Any) -> dict[str, Any]:
-        """Call the CasADi conic solver (a seam tests use to inject a failing solve)."""
-        return self._qp(**kwargs)
+    def _solve_qp(
+        self, qp: dict[str, Any], lbx: np.ndarray, ubx: np.ndarray, info: dict[str, Any]
+    ) -> tuple[np.ndarray | None, FaultKind]:
+        """Solve the QP with the primary solver, then the backup; validate each answer.
+
+        Returns:
+            The step dw (nw,) or None, and the fault of the last try.
+        """
+        fault: FaultKind = "solver_failed"
+        for name, solver in self._qps:
+            sol = self._qp_solve(solver, lbx=lbx, ubx=ubx, **qp)
+            stats = solver.stats()
+            status = str(stats.get("return_status", ""))
+            info["qp_solver"], info["solver_status"] = name, status
+            dw = np.asarray(sol["x"]).ravel()
+            if not stats.get("success", False) or not np.all(np.isfinite(dw)):
+                fault = "infeasible" if "infeas" in status.lower() else "solver_failed"
+                continue
+            # trust no status alone: qrqp was seen reporting success on a point that broke
+            # its bounds (docs/controllers.md)
+            viol = max(
+                float(np.max(lbx - dw, initial=0.0)),
+                float(np.max(dw - ubx, initial=0.0)),
+                float(np.max(np.abs(np.asarray(qp["a"] @ dw).ravel() - qp["lba"]), initial=0.0)),
+            )
+            info["qp_violation"] = viol
+            if viol > self.config.qp_feas_tol:
+                info["solver_status"] = f"{status} (violation {viol:.2e})"
+                fault = "solver_failed"
+                continue
+            if self._use_lagrangian():
+                lam_a = np.asarray(sol["lam_a"]).ravel().reshape(self.config.horizon, self.nx)
+                # shifted by one stage for the next control step's linearisation point
+                self._lam_dyn = np.concatenate([lam_a[1:], lam_a[-1:]], axis=0)
+            return dw, "none"
+        return None, fault
+
+    def _qp_solve(self, solver: ca.Function, **kwargs: Any) -> dict[str, Any]:
+        """Call a CasADi conic solver (a seam tests use to inject a failing solve)."""
+        return solver(**kwargs)
 
 
 def _pad_block(m: np.ndarray, size: int) -> np.ndarray:

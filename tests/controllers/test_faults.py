@@ -134,7 +134,7 @@ def test_failed_qp_falls_back_to_the_shifted_plan_then_recovers(
     ctrl.act(X0, 0.0)
     planned = ctrl.last_actions.copy()  # type: ignore[union-attr]
 
-    def broken(**_kw: Any) -> dict[str, Any]:
+    def broken(*_a: Any, **_kw: Any) -> dict[str, Any]:
         raise RuntimeError("injected QP failure")
 
     monkeypatch.setattr(ctrl, "_qp_solve", broken)
@@ -161,7 +161,8 @@ def test_ipopt_with_no_iterations_is_a_failed_solve() -> None:
 
 
 def test_osqp_with_too_few_iterations_is_a_failed_solve() -> None:
-    ctrl = NMPC(DoubleIntegrator(), TASK, NMPCConfig(horizon=10, qp_max_iter=1))
+    cfg = NMPCConfig(horizon=10, qp_solver="osqp", qp_backup=None, qp_max_iter=1)
+    ctrl = NMPC(DoubleIntegrator(), TASK, cfg)
     _, _, infos = simulate(ctrl, X0, 3)
     assert all(i["fault"] == "solver_failed" for i in infos)
 

@@ -29,8 +29,8 @@ def riccati_first_action(
     "cfg",
     [
         NMPCConfig(mode="ipopt"),
-        NMPCConfig(mode="rti", qp_solver="osqp"),
-        NMPCConfig(mode="rti", qp_solver="qrqp"),
+        NMPCConfig(mode="rti", qp_solver="osqp", qp_backup=None),
+        NMPCConfig(mode="rti", qp_solver="qrqp", qp_backup=None),
     ],
     ids=["ipopt", "rti-osqp", "rti-qrqp"],
 )
@@ -106,11 +106,11 @@ def test_torch_rti_holds_the_history_memory_fixed_and_uses_it() -> None:
 def test_set_model_keeps_the_qp_for_torch_models() -> None:
     task = QuadraticTask()
     ctrl = NMPC(TorchOnly(DoubleIntegrator()), task)
-    qp = ctrl._qp
+    qp = ctrl._qps
     ctrl.act(X0, 0.0)
     ctrl.set_model(TorchOnly(DoubleIntegrator(drag=1.0)))
     ctrl.act(X0, 0.1)
-    assert ctrl._qp is qp
+    assert ctrl._qps is qp
     assert ctrl.last_info["fallback"] == "none"
 
 
