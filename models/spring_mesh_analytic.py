@@ -33,7 +33,7 @@ MODEL_MAX_SUBSTEP = 0.05
 so a control step of the default mesh is predicted to about 1e-5 of its change while costing
 9 instead of the simulator's 52 substeps."""
 
-DENSE_MAX_FREE = 120
+DENSE_MAX_FREE = 40
 """Meshes with at most this many free particles use dense maps (see `SpringMeshModel`)."""
 
 MODEL_MAX_OMEGA_H = 0.2
