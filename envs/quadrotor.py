@@ -340,11 +340,22 @@ class QuadrotorTask(Task):
         self.hover_thrust = float(hover_thrust)
         self.weights = weights or QuadrotorCostWeights()
         self.thrust_bounds = thrust_bounds
+        # per-component weights of the squared state error (quaternion and thrusts: 0)
+        w = self.weights
+        self._state_weights = np.zeros(state_dim)
+        self._state_weights[0:3] = w.position
+        self._state_weights[7:10] = w.velocity
+        self._state_weights[10:13] = w.rate
 
     # -- reference ---------------------------------------------------------------------
     def position_velocity(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Reference position (T, 3) m and velocity (T, 3) m/s at times `t` (T,) s."""
         raise NotImplementedError
+
+    def position_velocity_at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Reference position (3,) m and velocity (3,) m/s at one time `t` s (read only)."""
+        p, v = self.position_velocity(np.array([t]))
+        return p[0], v[0]
 
     def reference(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Reference states (T, nx) and actions (T, 4): level attitude, zero rate, hover."""
@@ -427,18 +438,13 @@ class QuadrotorTask(Task):
         self, x: np.ndarray, u: np.ndarray, x_ref: np.ndarray, u_ref: np.ndarray
     ) -> float:
         """The stage cost of one state (nx,) and action (4,) in numpy (the env's reward)."""
-        w = self.weights
-        dp = x[0:3] - x_ref[0:3]
-        dv = x[7:10] - x_ref[7:10]
-        dw = x[10:13] - x_ref[10:13]
-        du = u - u_ref
+        d = x - x_ref
         dot = float(x[3:7] @ x_ref[3:7])
+        du = u - u_ref
         return float(
-            w.position * (dp @ dp)
-            + w.velocity * (dv @ dv)
-            + w.attitude * (1.0 - dot * dot)
-            + w.rate * (dw @ dw)
-            + w.action * (du @ du)
+            (d * d) @ self._state_weights
+            + self.weights.attitude * (1.0 - dot * dot)
+            + self.weights.action * (du @ du)
         )
 
 
@@ -455,11 +461,16 @@ class HoverTask(QuadrotorTask):
     def __init__(self, target: tuple[float, float, float] = (0.0, 0.0, 1.5), **kwargs: Any):
         super().__init__(**kwargs)
         self.target = np.asarray(target, dtype=np.float64)
+        self._zero_velocity = np.zeros(3)
 
     def position_velocity(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Constant target, zero velocity: (T, 3), (T, 3)."""
         n = np.shape(t)[0]
         return np.broadcast_to(self.target, (n, 3)).copy(), np.zeros((n, 3))
+
+    def position_velocity_at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """The target (3,) and zero velocity (3,) (shared arrays: read only)."""
+        return self.target, self._zero_velocity
 
 
 class WaypointTask(QuadrotorTask):
@@ -540,6 +551,14 @@ class Figure8Task(QuadrotorTask):
         p[:, 2] = self.center[2] + az * np.sin(2 * w * t)
         v[:, 0] = ax * w * np.cos(w * t)
         v[:, 2] = 2 * az * w * np.cos(2 * w * t)
+        return p, v
+
+    def position_velocity_at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Scalar-time fast path of `position_velocity`: (3,), (3,)."""
+        w, ax, az, c = self.omega, self.amplitude_x, self.amplitude_z, self.center
+        wt = w * t
+        p = np.array([c[0] + ax * math.sin(wt), c[1], c[2] + az * math.sin(2 * wt)])
+        v = np.array([ax * w * math.cos(wt), 0.0, 2 * az * w * math.cos(2 * wt)])
         return p, v
 
 
@@ -893,6 +912,28 @@ class QuadrotorEnv(MetaSymEnv):
             d.act[:] = (x[13:17] - self._bias) / self._half
         mujoco.mj_forward(self.model, d)
 
+    def check_action(self, action: Any) -> tuple[np.ndarray, bool]:
+        """Validate and clip an action (same contract as `MetaSymEnv.check_action`, faster).
+
+        Returns:
+            The float64 action clipped to [-1, 1] and whether clipping changed it.
+
+        Raises:
+            ValueError: wrong shape or a non-finite entry, naming the environment.
+        """
+        try:
+            a = np.array(action, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{ENV_ID}: action {action!r} is not numeric") from e
+        if a.shape != (4,):
+            raise ValueError(f"{ENV_ID}: action of shape {a.shape}, expected (4,)")
+        lo, hi = a.min(), a.max()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{ENV_ID}: non-finite action {a.tolist()}")
+        if lo < -1.0 or hi > 1.0:
+            return np.clip(a, -1.0, 1.0), True
+        return a, False
+
     # -- gym API -------------------------------------------------------------------------
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -919,7 +960,8 @@ class QuadrotorEnv(MetaSymEnv):
         else:
             self.set_state(self._initial_state())
         x = self.get_state()
-        return self._observe(x, self._reference_pv(0.0)), self._info(x, False)
+        ref = self._reference_pv(0.0)
+        return self._observe(x, ref), self._info(x, ref[0], False)
 
     def _initial_state(self) -> np.ndarray:
         rng, s = self.np_random, self.init_noise
@@ -955,7 +997,7 @@ class QuadrotorEnv(MetaSymEnv):
         x_ref[7:10] = v_ref
         reward = -self.task.running_cost_numpy(x, a, x_ref, self._u_ref)
         term = self._termination(x)
-        info = self._info(x, clipped)
+        info = self._info(x, p_ref, clipped)
         if term:
             info["termination"] = term
         if self.render_mode == "rgb_array":
@@ -963,8 +1005,7 @@ class QuadrotorEnv(MetaSymEnv):
         return obs, reward, bool(term), False, info
 
     def _reference_pv(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        p, v = self.task.position_velocity(np.array([t]))
-        return p[0], v[0]
+        return self.task.position_velocity_at(t)
 
     def _external_force(self) -> None:
         """Drag at the step's start, constant wind and the OU gust, held over the step."""
@@ -1023,14 +1064,13 @@ class QuadrotorEnv(MetaSymEnv):
             return "flip"
         return ""
 
-    def _info(self, x: np.ndarray, clipped: bool) -> dict[str, Any]:
-        t = self._k * self.dt
-        p_ref, _ = self._reference_pv(t)
+    def _info(self, x: np.ndarray, p_ref: np.ndarray, clipped: bool) -> dict[str, Any]:
+        e = x[0:3] - p_ref
         return {
             "params": self.params,
-            "t": t,
+            "t": self._k * self.dt,
             "action_clipped": clipped,
-            "position_error": float(np.linalg.norm(x[0:3] - p_ref)),
+            "position_error": math.sqrt(float(e @ e)),
         }
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
