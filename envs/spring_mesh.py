@@ -1071,6 +1071,9 @@ class SpringMeshEnv(MetaSymEnv):
         self.model.tendon_stiffness[:] = spring_stiffnesses(p)
         self.model.body_mass[self._body_ids] = m
         self.model.dof_damping[:] = np.repeat(m * p.damping, 2)
+        # MuJoCo caches mass-derived constants at compile time (the dynamics otherwise keep
+        # the old masses): recompute them after writing new masses.
+        mujoco.mj_setConst(self.model, self.data)
         self.params = p
         self._mass2 = np.repeat(m, 2)
         self._rest_q = p.layout.rest[p.layout.free].reshape(-1).copy()
