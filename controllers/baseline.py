@@ -150,18 +150,18 @@ def geometric_control(
     acc_z = np.maximum(acc[:, 2] + g, 0.2 * g)  # never ask for less than 0.2 g upward
     horiz = acc[:, 0:2]
     h_max = acc_z * math.tan(cfg.max_tilt)
-    h_norm = np.linalg.norm(horiz, axis=1)
+    h_norm = np.sqrt((horiz * horiz).sum(1))
     horiz = horiz * np.minimum(1.0, h_max / np.maximum(h_norm, 1e-9))[:, None]
     force = np.concatenate([horiz, acc_z[:, None]], 1)  # (N, 3), per unit mass
-    f_norm = np.linalg.norm(force, axis=1)
+    f_norm = np.sqrt((force * force).sum(1))
     force = force * np.minimum(1.0, cfg.max_accel / f_norm)[:, None] * phys.mass[:, None]
 
     # desired attitude from the force direction and the reference yaw
-    b3 = force / np.linalg.norm(force, axis=1, keepdims=True)
+    b3 = force / np.sqrt((force * force).sum(1, keepdims=True))
     b1c = np.stack([np.cos(yaw_ref), np.sin(yaw_ref), np.zeros(n)], 1)
-    b2 = np.cross(b3, b1c)
-    b2 /= np.maximum(np.linalg.norm(b2, axis=1, keepdims=True), 1e-9)
-    b1 = np.cross(b2, b3)
+    b2 = _cross(b3, b1c)
+    b2 /= np.maximum(np.sqrt((b2 * b2).sum(1, keepdims=True)), 1e-9)
+    b1 = _cross(b2, b3)
     rd = np.stack([b1, b2, b3], 2)  # columns b1, b2, b3
     collective = np.einsum("ni,ni->n", force, r[:, :, 2])
 
@@ -170,13 +170,22 @@ def geometric_control(
     e_r = 0.5 * np.stack([m_err[:, 2, 1], m_err[:, 0, 2], m_err[:, 1, 0]], 1)
     inertia = phys.inertia
     tau = inertia * (-np.asarray(cfg.k_att) * e_r - np.asarray(cfg.k_rate) * w)
-    tau += np.cross(w, inertia * w)
+    tau += _cross(w, inertia * w)
 
     wrench = np.concatenate([collective[:, None], tau], 1)  # (N, 4)
     thrust = np.einsum("nij,nj->ni", phys.mix_inv, wrench)
     lo, hi = phys.tmin[:, None], phys.tmax[:, None]
     action = 2.0 * (np.clip(thrust, lo, hi) - lo) / (hi - lo) - 1.0
     return action, thrust
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross products (N, 3) × (N, 3) (np.cross is slow for small arrays)."""
+    out = np.empty_like(a)
+    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return out
 
 
 def _yaw_of(q: np.ndarray) -> np.ndarray:

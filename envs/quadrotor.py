@@ -754,6 +754,9 @@ class QuadrotorEnv(MetaSymEnv):
     | render_mode  | None       | "rgb_array" (tracking camera, headless with EGL)        |
     | width/height | 320 / 240  | rendered image size, pixels                             |
 
+    Attribute `fixed_params` holds the constructor's `params` (None: draw per reset); assigning
+    it changes the parameters of later resets (the data generator reuses environments so).
+
     `info`: `params` (the frozen `QuadrotorParams` in force), `t` (s), `action_clipped`,
     `position_error` (m), and on termination `termination` ("crash", "flip",
     "out_of_bounds", "non_finite").
@@ -801,7 +804,8 @@ class QuadrotorEnv(MetaSymEnv):
         self.init_noise = float(init_noise)
         self.render_mode = render_mode
         self.width, self.height = int(width), int(height)
-        self._fixed_params = params
+        # parameters of every reset without options; assignable (data generators reuse envs)
+        self.fixed_params: QuadrotorParams | None = params
         nominal = params or QuadrotorParams(motor_tau=0.03 if motor_lag else 0.0)
         self.params = nominal
         nx = nominal.state_dim
@@ -943,7 +947,7 @@ class QuadrotorEnv(MetaSymEnv):
         options = options or {}
         p = options.get("params")
         if p is None:
-            p = self._fixed_params
+            p = self.fixed_params
         if p is None:
             p = sample_quadrotor_params(self.np_random, self.split, motor_lag=self.motor_lag)
         if not isinstance(p, QuadrotorParams):

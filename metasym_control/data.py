@@ -53,7 +53,8 @@ def collect_trajectories(
     A *task* is one parameter set: its sub-environment is made with `params=p` (so every
     autoreset keeps the system) and runs `episodes_per_task` episodes of at most `steps`
     transitions (`TimeLimit`), ending earlier on termination. Tasks are processed in chunks of
-    `num_envs` on a `gymnasium.vector.SyncVectorEnv` in next-step autoreset mode; the step
+    `num_envs` on a `gymnasium.vector.SyncVectorEnv` in next-step autoreset mode (reused
+    from chunk to chunk when the sub-environments expose an assignable `fixed_params`); the step
     that performs an autoreset is dropped, and states come from `env.get_state()` (the exact
     physical state, not the noisy observation). The recorded actions are the ones the
     environment applied (float32 at the Gymnasium face, clipped to [-1, 1]).
@@ -89,25 +90,33 @@ def collect_trajectories(
 
         bar = tqdm(total=len(params), desc=f"collect {env_id}", unit="task")
     meta_env: dict[str, Any] = {}
-    for start in range(0, len(params), num_envs):
-        chunk = list(params[start : start + num_envs])
-        reset_seeds: list[int | None] = [
-            int(s) for s in master.integers(0, 2**31 - 1, size=len(chunk))
-        ]
-        policy_seed = int(master.integers(0, 2**31 - 1))
-        fns = [
-            partial(
-                gym.make,
-                env_id,
-                params=p,
-                max_episode_steps=steps,
-                disable_env_checker=True,
-                **kwargs,
-            )
-            for p in chunk
-        ]
-        vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
-        try:
+    vec: gym.vector.SyncVectorEnv | None = None
+    try:
+        for start in range(0, len(params), num_envs):
+            chunk = list(params[start : start + num_envs])
+            reset_seeds: list[int | None] = [
+                int(s) for s in master.integers(0, 2**31 - 1, size=len(chunk))
+            ]
+            policy_seed = int(master.integers(0, 2**31 - 1))
+            if vec is not None and vec.num_envs == len(chunk) and _reassign(vec, chunk):
+                pass  # sub-environments reused with the new systems (no recompilation)
+            else:
+                if vec is not None:
+                    vec.close()
+                fns = [
+                    partial(
+                        gym.make,
+                        env_id,
+                        params=p,
+                        max_episode_steps=steps,
+                        disable_env_checker=True,
+                        **kwargs,
+                    )
+                    for p in chunk
+                ]
+                vec = gym.vector.SyncVectorEnv(
+                    fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+                )
             episodes.extend(
                 _run_chunk(vec, chunk, policy_factory, policy_seed, reset_seeds, episodes_per_task)
             )
@@ -119,10 +128,11 @@ def collect_trajectories(
                     "state_units": list(getattr(base, "state_units", [])),
                     "action_names": list(getattr(base, "action_names", [])),
                 }
-        finally:
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if vec is not None:
             vec.close()
-        if bar is not None:
-            bar.update(len(chunk))
     if bar is not None:
         bar.close()
 
@@ -162,6 +172,16 @@ def collect_trajectories(
             "terminated_episodes": int(terminated.sum()),
         },
     )
+
+
+def _reassign(vec: gym.vector.SyncVectorEnv, chunk: Sequence[SystemParams]) -> bool:
+    """Give each sub-environment its new system through `fixed_params`, if it has one."""
+    bases = [e.unwrapped for e in vec.envs]
+    if not all(hasattr(b, "fixed_params") for b in bases):
+        return False
+    for b, p in zip(bases, chunk):
+        b.fixed_params = p  # type: ignore[attr-defined]
+    return True
 
 
 def _run_chunk(

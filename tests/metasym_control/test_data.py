@@ -36,10 +36,15 @@ def test_dataset_layout_and_metadata(small_dataset) -> None:
 
 
 def test_no_autoreset_transition_inside_episodes() -> None:
-    # no gusts: then every recorded transition must be the analytic model's step
-    params = [QuadrotorParams(mass=m, drag=(0.1, 0.1, 0.2), wind=(0.3, 0, 0)) for m in (1.2, 1.5)]
-    tr = collect_quadrotor_dataset(2, 3, 25, seed=0, num_envs=2, params=params)
-    assert tr.num == 6
+    # no gusts: then every recorded transition must be the analytic model's step of the
+    # recorded system (two chunks of two: the second reuses the sub-environments)
+    params = [
+        QuadrotorParams(mass=m, drag=(0.1, 0.1, 0.2), wind=(0.3, 0, 0))
+        for m in (1.2, 1.5, 1.0, 1.8)
+    ]
+    tr = collect_quadrotor_dataset(4, 3, 25, seed=0, num_envs=2, params=params)
+    assert tr.num == 12
+    assert [tr.params[i]["mass"] for i in range(0, 12, 3)] == [1.2, 1.5, 1.0, 1.8]
     for i in range(tr.num):
         p = QuadrotorParams.from_dict(tr.params[i])
         model = QuadrotorModel(p)
