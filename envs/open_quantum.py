@@ -713,7 +713,7 @@ class OpenQuantumEnv(MetaSymEnv):
 
     The default qubit (Ω = 10 rad/μs, γ1 = γφ = 0.2/μs, Γm = 1/μs, η = 0.8, dt = 0.02 μs)
     decoheres from +x at 1.3/μs with zero drive, while a π/2 rotation takes 8 steps: a
-    feedback drive can hold the conditional state near +x (F ≈ 0.9), zero drive leaves F = ½.
+    feedback drive can hold the conditional state near +x (F ≈ 0.88), zero drive leaves F = ½.
 
     ## Version history
     v0: first release.
