@@ -698,8 +698,9 @@ class OpenQuantumEnv(MetaSymEnv):
     eigenstate (|e> + |g>)/√2, oscillator coherent state |α=1>), w_u = `effort_weight`.
 
     ## Start state and episode end
-    Qubit ground state |g> (Bloch (0, 0, −1), F = ½ to +x) or oscillator vacuum. Never
-    terminates; the registered `TimeLimit` truncates after 400 steps.
+    Qubit ground state |g> (Bloch (0, 0, −1), F = ½ to +x) or oscillator vacuum, unless
+    `reset(options={"state": x})` gives another (2N²,) state. Never terminates; the
+    registered `TimeLimit` truncates after 400 steps.
 
     ## Info
     `measurement` (dY of the last period, √μs), `fidelity`, `purity`, `action_clipped`.
@@ -813,7 +814,8 @@ class OpenQuantumEnv(MetaSymEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start from the ground state; `options["params"]` fixes the system of this episode."""
+        """Start from the ground state (or `options["state"]`, a (2N²,) density-matrix state);
+        `options["params"]` fixes the system of this episode."""
         super().reset(seed=seed)
         options = options or {}
         p = options.get("params")
@@ -831,6 +833,8 @@ class OpenQuantumEnv(MetaSymEnv):
         self.dt = p.dt
         self._sim = SMEBatch([p])
         self._rho = ground_density(self.system, self.n)[None]
+        if options.get("state") is not None:
+            self.set_state(options["state"])
         self._record = []
         self._last_dy = 0.0
         return self._obs(), {"fidelity": self._fidelity(), "purity": self._purity()}

@@ -412,6 +412,10 @@ def test_set_state_roundtrip() -> None:
     x = density_to_state(fock_superposition(5))
     env.set_state(x)
     assert np.array_equal(env.get_state(), x)
+    env.reset(seed=1)
+    assert not np.array_equal(env.get_state(), x)
+    env.reset(seed=1, options={"state": x})
+    assert np.array_equal(env.get_state(), x)
     obs, *_ = env.step(np.zeros(2, np.float32))
     rho = env.density_matrix
     m = 10
