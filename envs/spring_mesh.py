@@ -268,7 +268,19 @@ class MeshLayout:
             if b < n_free:
                 incidence[k, b] -= 1.0
         act = np.asarray([slot[i] for i in p.actuated_indices], dtype=np.int64)
-        for arr in (free, pinned, slot, act, rest, pairs, pair_slots, rest_length, incidence):
+        for arr in (
+            free,
+            pinned,
+            slot,
+            act,
+            rest,
+            pairs,
+            pair_slots,
+            rest_length,
+            incidence,
+            spring_scale,
+            mass_scale,
+        ):
             arr.setflags(write=False)
         return MeshLayout(
             n_particles=n,
@@ -949,7 +961,9 @@ class SpringMeshEnv(MetaSymEnv):
 
     **Parameters** per reset: the constructor's `params` if given, else a draw from the
     `split` range of stiffness, damping and mass (`sample_spring_mesh_params`), around
-    `SpringMeshParams(rows=rows, cols=cols)`.
+    `SpringMeshParams(rows=rows, cols=cols)`. Attribute `fixed_params` holds the constructor's
+    `params` (None: draw per reset); assigning params of the same structure changes later
+    resets (the data generator reuses environments so).
 
     **Episode end**: truncation after 400 control steps (`gymnasium.make`'s TimeLimit);
     termination if the state becomes non-finite or a particle strays more than
@@ -1010,7 +1024,7 @@ class SpringMeshEnv(MetaSymEnv):
             n_substeps = default_substeps(base, timestep)
         if isinstance(n_substeps, bool) or int(n_substeps) != n_substeps or n_substeps < 1:
             raise ValueError(f"SpringMeshEnv: n_substeps must be an integer >= 1, got {n_substeps}")
-        self._fixed_params = params
+        self.fixed_params: SpringMeshParams | None = params
         self._base = base
         self.split = split
         self.task_name = task
@@ -1029,6 +1043,7 @@ class SpringMeshEnv(MetaSymEnv):
         self.model: Any = None
         self.data: Any = None
         self._apply_params(base)
+        self.task = make_task(task, base, self.edge_displacement)  # rebuilt at every reset
 
         nf = base.layout.n_free
         nu = action_dim(base)
@@ -1080,8 +1095,8 @@ class SpringMeshEnv(MetaSymEnv):
         self._n2 = 2 * p.layout.n_free
 
     def _draw_params(self) -> SpringMeshParams:
-        if self._fixed_params is not None:
-            return self._fixed_params
+        if self.fixed_params is not None:
+            return self.fixed_params
         return sample_spring_mesh_params(self.np_random, self.split, self._base)
 
     # --- state -----------------------------------------------------------------------------

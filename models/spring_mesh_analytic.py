@@ -406,7 +406,7 @@ class SpringMeshModel:
 
         p0 = self.params
         m_base = torch.as_tensor(particle_masses(p0), **kw)  # (nf,)
-        k_ratio = torch.as_tensor(p0.layout.spring_scale, **kw)  # (S,)
+        k_ratio = torch.tensor(p0.layout.spring_scale, **kw)  # (S,)
         each = cfg.masses == "each"
         n_m = self.n_free if each else 1
         theta = torch.cat(

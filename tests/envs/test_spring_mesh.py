@@ -75,6 +75,38 @@ def test_gymnasium_make_by_module_path() -> None:
     env.close()
 
 
+def test_vector_env_and_data_generator() -> None:
+    from metasym_control.data import collect_trajectories
+
+    vec = gym.make_vec("MetaSymSpringMesh-v0", num_envs=2, vectorization_mode="sync")
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (2, 120)
+    obs, rew, *_ = vec.step(np.zeros((2, 10), dtype=np.float32))
+    assert rew.shape == (2,) and np.all(np.isfinite(obs))
+    vec.close()
+
+    class Zero:
+        def reset(self, j: int, state: np.ndarray, params: object = None) -> None:
+            pass
+
+        def act_batch(self, states: np.ndarray) -> np.ndarray:
+            return np.zeros((states.shape[0], 10))
+
+    rng = np.random.default_rng(0)
+    params = [sample_spring_mesh_params(rng, "train") for _ in range(3)]
+    traj = collect_trajectories(
+        "MetaSymSpringMesh-v0", params, lambda chunk, seed: Zero(), 1, 4, num_envs=2
+    )
+    assert traj.states.shape == (3, 5, 80) and traj.actions.shape == (3, 4, 10)
+    assert traj.params[2] == params[2].to_dict()
+    assert traj.state_units[0] == "m" and traj.state_units[-1] == "kg*m/s"
+    env = SpringMeshEnv(params=params[0])
+    assert env.task.state_dim == 80  # a task exists before the first reset
+    env.fixed_params = params[1]
+    env.reset(seed=0)
+    assert env.params == params[1]
+
+
 def test_seeded_determinism() -> None:
     def run(seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
         env = SpringMeshEnv()
