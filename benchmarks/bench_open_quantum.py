@@ -164,7 +164,10 @@ def main() -> None:
         "env with 256 trajectories) beside QuTiP's `smesolve` (`dt=h`, serial map, CSR "
         "operators; its default Platen method with 8 and 256 trajectories, and its "
         "Rouchon method). Columns after the second: trajectory control steps per second "
-        "(one control period of one trajectory).\n\n"
+        "(one control period of one trajectory). `smesolve` integrates whole open-loop "
+        "trajectories (fixed drive) in compiled code; the env makes one Python call per "
+        "control period so that a controller can choose each drive — the price shows in "
+        "the one-trajectory column and is amortised by the vector env.\n\n"
         f"{table}\n\nIntegrator convergence on shared Brownian paths (2^10-step "
         f"reference):\n\n{orders}\n"
     )
