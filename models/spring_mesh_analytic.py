@@ -168,11 +168,13 @@ class SpringMeshModel:
             for c in range(2):
                 dmat[c::2, c::2] = -inc.T
             self._dmat = torch.tensor(dmat, dtype=dtype, device=self.device)
+            self._gather_t = (-self._dmat).transpose(0, 1).contiguous()  # (2S, 2nf)
             self._pin_flat = self._pin.reshape(-1)
         else:
             self._ends = torch.as_tensor(ps.T.copy(), device=self.device)  # (2, S) slots
             self._pins = torch.tensor(lay.rest[lay.pinned], dtype=dtype, device=self.device)
-        self._act_map, self._grav = t["act"], t["grav"]
+        self._act_map_t = t["act"].transpose(0, 1).contiguous()  # (nu, 2nf) N per unit
+        self._grav = t["grav"]
         self._k = torch.as_tensor(spring_stiffnesses(params), dtype=dtype, device=self.device)
         self._m2 = torch.as_tensor(
             np.repeat(particle_masses(params), 2), dtype=dtype, device=self.device
@@ -197,31 +199,36 @@ class SpringMeshModel:
 
     # --- torch dynamics --------------------------------------------------------------------
 
-    def _deriv(
-        self,
-        x: torch.Tensor,
-        force: torch.Tensor,
-        k: torch.Tensor,
-        gamma: torch.Tensor | float,
-        m2: torch.Tensor,
-    ) -> torch.Tensor:
-        """Time derivative of x (..., nx) under external forces (..., 2nf) N -> (..., nx)."""
-        nf = self.n_free
-        q, p = x[..., : 2 * nf], x[..., 2 * nf :]
+    def _spring_force(self, q: torch.Tensor, k: torch.Tensor, kl0: torch.Tensor) -> torch.Tensor:
+        """Net spring force on the free particles.
+
+        Args:
+            q: (..., 2nf) positions, m.
+            k: (S,) spring constants N/m (or broadcastable, e.g. (P, 1, S) in `adapt`).
+            kl0: k times the rest lengths, N (same shape as k).
+
+        Returns:
+            (..., 2nf) forces, N.
+        """
         d = self._spring_vectors(q)  # (..., S, 2)
-        length = torch.sqrt((d * d).sum(-1) + LENGTH_EPS)  # (..., S)
-        coef = k * (length - self._L0) / length  # (..., S)
-        f = coef.unsqueeze(-1) * d  # (..., S, 2) on each spring's first end
-        dp = self._spring_to_particles(f) + force - gamma * p + m2 * self._grav
-        return torch.cat([p / m2, dp], dim=-1)
+        length = self._lengths(d)  # (..., S)
+        coef = torch.addcdiv(k, kl0, length, value=-1.0)  # k (1 - L0/L), (..., S)
+        return self._spring_to_particles(d * coef.unsqueeze(-1))
+
+    @staticmethod
+    def _lengths(d: torch.Tensor) -> torch.Tensor:
+        """(..., S) lengths of spring vectors d (..., S, 2), floored at sqrt(LENGTH_EPS) m."""
+        return torch.linalg.vector_norm(d, dim=-1).clamp_min(LENGTH_EPS**0.5)
 
     def _spring_vectors(self, q: torch.Tensor) -> torch.Tensor:
         """Spring vectors, first end to second: q (..., 2nf) m -> (..., S, 2) m."""
+        lead = q.shape[:-1]
         if self._dense:
-            d = self._pin_flat + torch.matmul(q, self._dmat)  # (..., 2S)
-            return d.reshape(*q.shape[:-1], -1, 2)  # (..., S, 2)
-        qm = q.reshape(*q.shape[:-1], self.n_free, 2)  # (..., nf, 2)
-        pins = self._pins.expand(*q.shape[:-1], -1, 2)  # (..., n_pin, 2)
+            q2 = q.reshape(-1, 2 * self.n_free)  # (B, 2nf)
+            d = torch.addmm(self._pin_flat, q2, self._dmat)  # (B, 2S)
+            return d.reshape(*lead, -1, 2)  # (..., S, 2)
+        qm = q.reshape(*lead, self.n_free, 2)  # (..., nf, 2)
+        pins = self._pins.expand(*lead, -1, 2)  # (..., n_pin, 2)
         pos = torch.cat([qm, pins], dim=-2)  # (..., N, 2) in slot order
         return pos.index_select(-2, self._ends[1]) - pos.index_select(-2, self._ends[0])
 
@@ -229,13 +236,14 @@ class SpringMeshModel:
         """Net force on the free particles of spring forces f (..., S, 2) N on each spring's
         first end (the second end feels -f) -> (..., 2nf) N."""
         nf = self.n_free
+        lead = f.shape[:-2]
         if self._dense:
-            flat = f.reshape(*f.shape[:-2], -1)  # (..., 2S)
-            return -torch.matmul(flat, self._dmat.transpose(0, 1))  # (..., 2nf)
+            flat = f.reshape(-1, 2 * f.shape[-2])  # (B, 2S)
+            return torch.mm(flat, self._gather_t).reshape(*lead, 2 * nf)  # (..., 2nf)
         n_all = self.params.layout.n_particles
-        out = f.new_zeros(*f.shape[:-2], n_all, 2)
-        out = out.index_add(-2, self._ends[0], f).index_add(-2, self._ends[1], -f)
-        return out[..., :nf, :].reshape(*f.shape[:-2], 2 * nf)  # (..., 2nf)
+        out = f.new_zeros(*lead, n_all, 2)
+        out = out.index_add(-2, self._ends[0], f).index_add(-2, self._ends[1], f, alpha=-1.0)
+        return out[..., :nf, :].reshape(*lead, 2 * nf)  # (..., 2nf)
 
     def _step_with(
         self,
@@ -245,16 +253,49 @@ class SpringMeshModel:
         gamma: torch.Tensor | float,
         m2: torch.Tensor,
     ) -> torch.Tensor:
-        """RK4 control step with explicit parameters (for identification)."""
-        force = torch.matmul(u.clamp(-1.0, 1.0), self._act_map.transpose(0, 1))  # (..., 2nf)
+        """RK4 control step with explicit parameters (broadcastable, for identification).
+
+        Args:
+            x: (..., nx) states; u: (..., nu) normalised actions.
+            k: (S,) spring constants, N/m; gamma: damping rate, 1/s; m2: (2nf,) masses per
+                coordinate, kg (or broadcastable batches of them).
+
+        Returns:
+            (..., nx) states one control period later.
+        """
+        nf2 = 2 * self.n_free
+        inv_m = 1.0 / m2
+        kl0 = k * self._L0
+        # Forces constant over the control period: actuators and gravity, (..., 2nf) N.
+        const = torch.matmul(u.clamp(-1.0, 1.0), self._act_map_t) + m2 * self._grav
+        q, p = x[..., :nf2], x[..., nf2:]
+
+        def acc(qq: torch.Tensor, pp: torch.Tensor) -> torch.Tensor:
+            """dp/dt, (..., 2nf) N."""
+            f = self._spring_force(qq, k, kl0) + const
+            if isinstance(gamma, float):
+                return torch.add(f, pp, alpha=-gamma) if gamma else f
+            return f - gamma * pp
+
+        # Classical RK4 on (q, p), dq/dt = p / m; fused multiply-adds keep the passes over
+        # memory few (the batched model is memory-bound).
         h = self.h
         for _ in range(self.n_substeps):
-            k1 = self._deriv(x, force, k, gamma, m2)
-            k2 = self._deriv(x + 0.5 * h * k1, force, k, gamma, m2)
-            k3 = self._deriv(x + 0.5 * h * k2, force, k, gamma, m2)
-            k4 = self._deriv(x + h * k3, force, k, gamma, m2)
-            x = x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        return x
+            a1 = acc(q, p)
+            q2 = torch.addcmul(q, p, inv_m, value=0.5 * h)
+            p2 = torch.add(p, a1, alpha=0.5 * h)
+            a2 = acc(q2, p2)
+            q3 = torch.addcmul(q, p2, inv_m, value=0.5 * h)
+            p3 = torch.add(p, a2, alpha=0.5 * h)
+            a3 = acc(q3, p3)
+            q4 = torch.addcmul(q, p3, inv_m, value=h)
+            p4 = torch.add(p, a3, alpha=h)
+            a4 = acc(q4, p4)
+            sp = torch.add(p + p4, p2 + p3, alpha=2.0)  # p1 + 2 p2 + 2 p3 + p4
+            sa = torch.add(a1 + a4, a2 + a3, alpha=2.0)
+            q = torch.addcmul(q, sp, inv_m, value=h / 6.0)
+            p = torch.add(p, sa, alpha=h / 6.0)
+        return torch.cat([q, p], dim=-1)
 
     def _check(self, x: torch.Tensor, u: torch.Tensor) -> None:
         if x.shape[-1] != self.state_dim or u.shape[-1] != self.action_dim:
@@ -296,7 +337,7 @@ class SpringMeshModel:
         nf = self.n_free
         q, p = x[..., : 2 * nf], x[..., 2 * nf :]
         d = self._spring_vectors(q)  # (..., S, 2)
-        length = torch.sqrt((d * d).sum(-1) + LENGTH_EPS)  # (..., S)
+        length = self._lengths(d)  # (..., S)
         pot = 0.5 * (self._k * (length - self._L0) ** 2).sum(-1)
         kin = 0.5 * (p * p / self._m2).sum(-1)
         grav = -(self._m2 * self._grav * q).sum(-1)  # m g y with grav_y = -g
