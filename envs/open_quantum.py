@@ -511,7 +511,7 @@ class SMEBatch:
         d = 0.5 * self.S2
         a = pre["M0"] - h * d
         c = pre["C"]
-        once = sum(kron(j, j) for j in self.J)
+        once = np.sum([kron(j, j) for j in self.J], axis=0)  # (B, N², N²)
         s0 = kron(a, a) + 0.5 * h * h * (once @ once)
         for i in range(len(self.J)):
             s0 = s0 + h * kron(pre[f"JB{i}"], pre[f"JB{i}"])
