@@ -60,6 +60,8 @@ class BaselineConfig:
         max_tilt: tilt the position loop may ask for, rad.
         max_accel: bound of the commanded acceleration's norm, m/s².
         ff_delta: time step of the finite difference giving the reference acceleration, s.
+        lag_horizon: with a motor lag, the time in which the command should bring the rotor
+            thrusts to their targets, s (shorter = more aggressive lag inversion).
     """
 
     kp: tuple[float, float, float] = (6.0, 6.0, 8.0)
@@ -71,18 +73,30 @@ class BaselineConfig:
     max_tilt: float = 0.7
     max_accel: float = 20.0
     ff_delta: float = 1e-3
+    lag_horizon: float = 0.04
 
 
 class _PhysicsArrays:
-    """Per-slot physics as arrays (N, ...), so one numpy call serves N quadrotors."""
+    """Per-slot physics as arrays (N, ...), so one numpy call serves N quadrotors.
+
+    Beyond `QuadrotorPhysics`, optional attributes are used when present (`getattr`):
+    `wind` (3,) N and `drag` (3,) N·s/m as feed-forward of the known external force, and
+    `motor_tau` s to pre-compensate the motor lag.
+    """
 
     def __init__(self, physics: Sequence[QuadrotorPhysics]) -> None:
-        self.mass = np.array([p.mass for p in physics], dtype=np.float64)  # (N,)
-        self.inertia = np.array([p.inertia for p in physics], dtype=np.float64)  # (N, 3)
-        self.gravity = np.array([p.gravity for p in physics], dtype=np.float64)
-        self.tmin = np.array([p.min_thrust for p in physics], dtype=np.float64)
-        self.tmax = np.array([p.max_thrust for p in physics], dtype=np.float64)
-        self.mix_inv = np.stack([np.linalg.inv(p.mixer_matrix()) for p in physics])  # (N, 4, 4)
+        n = len(physics)
+        self.mass = np.zeros(n)  # (N,) kg
+        self.inertia = np.zeros((n, 3))  # (N, 3) kg·m²
+        self.gravity = np.zeros(n)
+        self.tmin = np.zeros(n)
+        self.tmax = np.zeros(n)
+        self.mix_inv = np.zeros((n, 4, 4))
+        self.wind = np.zeros((n, 3))
+        self.drag = np.zeros((n, 3))
+        self.tau = np.zeros(n)
+        for i, p in enumerate(physics):
+            self.set(i, p)
 
     def set(self, i: int, p: QuadrotorPhysics) -> None:
         self.mass[i] = p.mass
@@ -91,6 +105,9 @@ class _PhysicsArrays:
         self.tmin[i] = p.min_thrust
         self.tmax[i] = p.max_thrust
         self.mix_inv[i] = np.linalg.inv(p.mixer_matrix())
+        self.wind[i] = getattr(p, "wind", (0.0, 0.0, 0.0))
+        self.drag[i] = getattr(p, "drag", (0.0, 0.0, 0.0))
+        self.tau[i] = getattr(p, "motor_tau", 0.0)
 
 
 def _rotation(q: np.ndarray) -> np.ndarray:
@@ -119,6 +136,7 @@ def geometric_control(
     integral: np.ndarray,
     phys: _PhysicsArrays,
     cfg: BaselineConfig,
+    dt: float = 0.02,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cascaded PID position loop + geometric (SO(3)) attitude loop, batched over N.
 
@@ -126,6 +144,10 @@ def geometric_control(
     F = m (a + g e_z); collective f = F · R e_z; desired attitude R_d with b3 = F/|F| and the
     reference yaw (Lee, Leok & McClamroch 2010). Attitude loop: τ = I (-k_att e_R - k_rate ω)
     + ω × Iω with e_R = ½ vee(R_dᵀR - RᵀR_d). Thrusts = mixer⁻¹ [f, τ], clipped to the limits.
+    A known wind / drag (optional physics attributes) is fed forward; with the motor lag
+    (state of 17 and `motor_tau` > 0) the command inverts the lag over `cfg.lag_horizon`.
+    When the rotors saturate, the yaw moment is scaled down first (roll, pitch and collective
+    keep priority).
 
     Args:
         x: (N, nx) states [p, q, v, ω, ...].
@@ -134,6 +156,7 @@ def geometric_control(
         integral: (N, 3) integral of the position error, m·s.
         phys: per-slot physics.
         cfg: gains.
+        dt: control period, s (motor-lag compensation).
 
     Returns:
         Normalised actions (N, 4) in [-1, 1] and the unclipped rotor thrusts (N, 4), N.
@@ -147,6 +170,10 @@ def geometric_control(
     # position loop: commanded acceleration, integral term bounded
     i_term = np.clip(ki * integral, -cfg.integral_limit, cfg.integral_limit)
     acc = a_ref - kp * (p - p_ref) - kd * (v - v_ref) - i_term  # (N, 3)
+    # feed-forward of the known external force (wind, drag at the current velocity)
+    v_body = np.einsum("nji,nj->ni", r, v)
+    f_ext = phys.wind - np.einsum("nij,nj->ni", r, phys.drag * v_body)  # (N, 3) N
+    acc = acc - f_ext / phys.mass[:, None]
     acc_z = np.maximum(acc[:, 2] + g, 0.2 * g)  # never ask for less than 0.2 g upward
     horiz = acc[:, 0:2]
     h_max = acc_z * math.tan(cfg.max_tilt)
@@ -172,11 +199,31 @@ def geometric_control(
     tau = inertia * (-np.asarray(cfg.k_att) * e_r - np.asarray(cfg.k_rate) * w)
     tau += _cross(w, inertia * w)
 
-    wrench = np.concatenate([collective[:, None], tau], 1)  # (N, 4)
-    thrust = np.einsum("nij,nj->ni", phys.mix_inv, wrench)
+    # thrusts of collective + roll/pitch, and of yaw alone (yaw gives way when saturating)
+    main = np.einsum("nij,nj->ni", phys.mix_inv[:, :, :3], _wrench_part(collective, tau))
+    yaw = phys.mix_inv[:, :, 3] * tau[:, 2:3]  # (N, 4)
+    # motor lag: command what brings the rotor thrusts (state 13-16) to the target within
+    # `lag_horizon` seconds (first-order lag inverted; linear, so it splits like the wrench)
+    if x.shape[1] >= 17 and np.any(phys.tau > 0):
+        e = np.exp(-cfg.lag_horizon / np.maximum(phys.tau, 1e-9))[:, None]
+        on = phys.tau[:, None] > 0
+        main = np.where(on, (main - e * x[:, 13:17]) / (1.0 - e), main)
+        yaw = np.where(on, yaw / (1.0 - e), yaw)
     lo, hi = phys.tmin[:, None], phys.tmax[:, None]
-    action = 2.0 * (np.clip(thrust, lo, hi) - lo) / (hi - lo) - 1.0
+    main_c = np.clip(main, lo, hi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(
+            yaw > 0, (hi - main_c) / yaw, np.where(yaw < 0, (lo - main_c) / yaw, np.inf)
+        )
+    scale = np.clip(room.min(axis=1, keepdims=True), 0.0, 1.0)
+    thrust = main + yaw
+    action = 2.0 * (np.clip(main_c + scale * yaw, lo, hi) - lo) / (hi - lo) - 1.0
     return action, thrust
+
+
+def _wrench_part(collective: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """[collective (N,), τx, τy] -> (N, 3), the wrench without the yaw moment."""
+    return np.concatenate([collective[:, None], tau[:, 0:2]], 1)
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -253,7 +300,7 @@ class BaselineController:
         a_ref = (x_ref[2:3, 7:10] - x_ref[0:1, 7:10]) / (2 * d)
         yaw = _yaw_of(x_ref[1:2, 3:7])
         action, thrust = geometric_control(
-            x, p_ref, v_ref, a_ref, yaw, self._integral, self._phys, self.config
+            x, p_ref, v_ref, a_ref, yaw, self._integral, self._phys, self.config, self.dt
         )
         self._integral += (x[:, 0:3] - p_ref) * self.dt
         lo, hi = self._phys.tmin[0], self._phys.tmax[0]
@@ -274,9 +321,12 @@ class ExplorationConfig:
         ref_bandwidth: natural frequency of the critically damped filter the reference
             follows towards the goal, rad/s (smooth p, v, a references).
         yaw_range: goals' yaw drawn from ±yaw_range, rad.
-        noise_std: stationary std of the Ornstein–Uhlenbeck excitation added to the actions.
+        noise_std: stationary std of the Ornstein–Uhlenbeck excitation added to each rotor's
+            thrust, as a fraction of the hover thrust per rotor (so light and heavy vehicles
+            are excited alike).
         noise_tau: correlation time of that noise, s.
-        gains: the underlying controller's gains.
+        gains: the underlying controller's gains (softer than the tracking defaults: robust
+            to the motor lag and to held-out inertias under excitation).
     """
 
     box_low: tuple[float, float, float] = (-1.5, -1.5, 0.8)
@@ -284,9 +334,15 @@ class ExplorationConfig:
     hold: tuple[float, float] = (0.5, 2.0)
     ref_bandwidth: float = 2.5
     yaw_range: float = 0.6
-    noise_std: float = 0.08
+    noise_std: float = 0.15
     noise_tau: float = 0.06
-    gains: BaselineConfig = BaselineConfig()
+    gains: BaselineConfig = BaselineConfig(
+        kp=(4.0, 4.0, 6.0),
+        kd=(3.5, 3.5, 4.5),
+        k_att=(80.0, 80.0, 20.0),
+        k_rate=(14.0, 14.0, 6.0),
+        max_tilt=0.5,
+    )
 
 
 class QuadrotorExplorationPolicy:
@@ -359,16 +415,18 @@ class QuadrotorExplorationPolicy:
         self._p = self._p + dt * self._v
         self._yaw += dt * wn * 0.5 * (self._goal_yaw - self._yaw)
         action, _ = geometric_control(
-            states, self._p, self._v, self._a, self._yaw, self._integral, self._phys, c.gains
+            states, self._p, self._v, self._a, self._yaw, self._integral, self._phys, c.gains, dt
         )
         self._integral += (states[:, 0:3] - self._p) * dt
-        # Ornstein–Uhlenbeck excitation
+        # Ornstein–Uhlenbeck excitation, in units of each vehicle's hover thrust
         decay = math.exp(-dt / c.noise_tau)
-        self._noise = decay * self._noise + c.noise_std * math.sqrt(
-            1 - decay * decay
-        ) * self.rng.standard_normal(self._noise.shape)
+        self._noise = decay * self._noise + math.sqrt(1 - decay * decay) * self.rng.standard_normal(
+            self._noise.shape
+        )
+        ph = self._phys
+        scale = c.noise_std * (ph.mass * ph.gravity / 4.0) / (0.5 * (ph.tmax - ph.tmin))  # (N,)
         self._time += dt
-        return np.clip(action + self._noise, -1.0, 1.0)
+        return np.clip(action + scale[:, None] * self._noise, -1.0, 1.0)
 
 
 __all__ = [

@@ -104,10 +104,11 @@ def test_run_closed_loop_records_consistent_shapes() -> None:
     assert np.linalg.norm(res.states[-1, 0:3] - [1.0, 0.0, 1.5]) < 0.15
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
-def test_exploration_policy_excites_without_crashing(split: str) -> None:
+@pytest.mark.parametrize(("split", "lag"), [("train", False), ("test", False), ("test", True)])
+def test_exploration_policy_excites_without_crashing(split: str, lag: bool) -> None:
+    # held-out systems (light, low inertia, strong wind) with a motor lag are the hard case
     rng = np.random.default_rng(7)
-    params = [sample_quadrotor_params(rng, split) for _ in range(6)]
+    params = [sample_quadrotor_params(rng, split, motor_lag=lag) for _ in range(8)]
     envs = [QuadrotorEnv(task="hover", params=p) for p in params]
     policy = QuadrotorExplorationPolicy(params, ExplorationConfig(), seed=0)
     for i, e in enumerate(envs):
