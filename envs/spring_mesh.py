@@ -959,7 +959,8 @@ class SpringMeshEnv(MetaSymEnv):
     `reset(options=...)` keys: "params" (a `SpringMeshParams` of the same structure, for this
     episode), "state" ((nx,) initial state), "init_radius" ((low, high)).
 
-    **Parameters** per reset: the constructor's `params` if given, else a draw from the
+    **Parameters** (fields, units, validation: `SpringMeshParams`; ranges and presets:
+    `docs/spring_mesh.md`) per reset: the constructor's `params` if given, else a draw from the
     `split` range of stiffness, damping and mass (`sample_spring_mesh_params`), around
     `SpringMeshParams(rows=rows, cols=cols)`. Attribute `fixed_params` holds the constructor's
     `params` (None: draw per reset); assigning params of the same structure changes later
@@ -969,10 +970,25 @@ class SpringMeshEnv(MetaSymEnv):
     termination if the state becomes non-finite or a particle strays more than
     `max_displacement` · spacing from rest (`info["reason"]`).
 
-    **Arguments**: `params`, `rows`, `cols`, `split`, `task`, `edge_displacement`,
-    `n_substeps`, `timestep`, `integrator`, `init_radius`, `max_displacement`, `render_mode`
-    ("rgb_array": particles and springs coloured by strain — blue compressed, grey at rest
-    length, red stretched; pinned particles dark boxes), `width`, `height` (pixels).
+    **Arguments**:
+
+    | argument | default | meaning |
+    | --- | --- | --- |
+    | `params` | None | fixed `SpringMeshParams` for every reset (None: draw per reset) |
+    | `rows`, `cols` | 5, 5 | grid size when `params` is None |
+    | `split` | "train" | parameter range and start ring ("test": held out / OOD) |
+    | `task` | "settle" | "settle" or "hold_edge" |
+    | `edge_displacement` | (0.3, 0.0) | hold_edge target displacement of the bottom row, m |
+    | `n_substeps` | None | physics steps per control step (None: slowest-mode rule) |
+    | `timestep` | 2π/805 | physics step, s |
+    | `integrator` | "RK4" | MuJoCo integrator ("Euler" for comparison only) |
+    | `init_radius` | None | start-ring radii (low, high) in spacings (None: from split) |
+    | `max_displacement` | 5.0 | termination distance from rest, in spacings |
+    | `render_mode` | None | "rgb_array": springs and particles coloured by strain |
+    | `width`, `height` | 480, 480 | rendered image size, pixels |
+
+    Rendering: blue compressed, grey at rest length, red stretched (saturating at ±15%
+    strain); pinned particles are dark boxes; the top camera frames the whole mesh.
 
     **info**: "clipped" (bool), "tracking_error" (RMS position error to the target, m),
     "energy" (Hamiltonian, J), "time" (s).
