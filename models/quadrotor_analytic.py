@@ -35,6 +35,19 @@ class IdentificationConfig:
     min_fraction: float = 0.2
 
 
+@dataclass
+class _StepConstants:
+    """Quantities held over one control step (shapes broadcast against the state's)."""
+
+    c0: torch.Tensor  # (..., 3) m/s², gravity + F_ext / m
+    inv_m: torch.Tensor  # 1/kg
+    inertia: torch.Tensor  # (3,) kg·m²
+    inv_inertia: torch.Tensor
+    t_cmd: torch.Tensor  # (..., 4) N, commanded thrusts
+    thrust_over_m: torch.Tensor | None  # (..., 1) without the lag
+    tau: torch.Tensor | None  # (..., 3) N·m without the lag
+
+
 class QuadrotorModel:
     """Rigid-body quadrotor `x_{k+1} = f(x_k, u_k)` matching `MetaSymQuadrotor-v0`.
 
@@ -137,18 +150,48 @@ class QuadrotorModel:
     # torch dynamics
     # ------------------------------------------------------------------------------------
     def _step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """RK4 over the whole state vector; terms constant over the step computed once."""
         x = x.to(device=self.device, dtype=self.dtype)
         u = u.to(device=self.device, dtype=self.dtype)
-        p, q, v, w = x[..., 0:3], x[..., 3:7], x[..., 7:10], x[..., 10:13]
+        nx = self.state_dim
+        q = x[..., 3:7]
         q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+        s = torch.cat([x[..., 0:3], q, x[..., 7:nx]], -1)  # (..., nx), unit quaternion
+        inv_m = 1.0 / self._mass
         t_cmd = self._bias + self._half * u.clamp(-1.0, 1.0)  # (..., 4) N
-        thrust = x[..., 13:17] if self.lag else t_cmd
-        f_ext = self._external_force(q, v)  # (..., 3) N, held over the step
+        # specific force that does not depend on the attitude: gravity and F_ext / m (ZOH)
+        c0 = self._gravity_vec(s)
+        f_ext = self._external_force(q, x[..., 7:10])
+        if f_ext is not None:
+            c0 = c0 + f_ext * inv_m
+        const = _StepConstants(
+            c0=c0,
+            inv_m=inv_m,
+            inertia=self._inertia,
+            inv_inertia=1.0 / self._inertia,
+            t_cmd=t_cmd,
+            # without lag the thrusts are the commands, constant over the step
+            thrust_over_m=None if self.lag else t_cmd.sum(-1, keepdim=True) * inv_m,
+            tau=None if self.lag else t_cmd @ self._torque_map,
+        )
+        h = self.h
         for _ in range(self.substeps):
-            p, q, v, w, thrust = self._rk4(p, q, v, w, thrust, t_cmd, f_ext)
-        q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)
-        parts = [p, q, v, w] + ([thrust] if self.lag else [])
-        return torch.cat(parts, dim=-1)
+            k1 = self._deriv(s, const)
+            k2 = self._deriv(torch.add(s, k1, alpha=0.5 * h), const)
+            k3 = self._deriv(torch.add(s, k2, alpha=0.5 * h), const)
+            k4 = self._deriv(torch.add(s, k3, alpha=h), const)
+            incr = torch.add(torch.add(k1, k2 + k3, alpha=2.0), k4)
+            s = torch.add(s, incr, alpha=h / 6.0)
+            q = s[..., 3:7]
+            s = torch.cat(
+                [s[..., 0:3], q / torch.linalg.vector_norm(q, dim=-1, keepdim=True), s[..., 7:]],
+                -1,
+            )
+        sign = torch.where(s[..., 3:4] < 0, -1.0, 1.0)
+        return torch.cat([s[..., 0:3], s[..., 3:7] * sign, s[..., 7:]], -1)
+
+    def _gravity_vec(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([0.0, 0.0, -self._g], dtype=s.dtype, device=s.device)
 
     def _external_force(self, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
         if not self._has_ext:
@@ -157,61 +200,22 @@ class QuadrotorModel:
         v_body = (r.transpose(-1, -2) @ v.unsqueeze(-1)).squeeze(-1)
         return self._wind - (r @ (self._drag * v_body).unsqueeze(-1)).squeeze(-1)
 
-    def _derivative(
-        self,
-        q: torch.Tensor,
-        w: torch.Tensor,
-        thrust: torch.Tensor,
-        t_cmd: torch.Tensor,
-        f_ext: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(v̇ (..., 3), ω̇ (..., 3), Ṫ (..., 4) or None) at orientation q and rates w."""
-        qw, qx, qy, qz = q.unbind(-1)
-        zb = torch.stack(
-            (2 * (qx * qz + qw * qy), 2 * (qy * qz - qw * qx), 1 - 2 * (qx * qx + qy * qy)), -1
-        )
-        acc = zb * (thrust.sum(-1, keepdim=True) / self._mass)
-        if f_ext is not None:
-            acc = acc + f_ext / self._mass
-        acc = acc - torch.tensor([0.0, 0.0, self._g], dtype=acc.dtype, device=acc.device)
-        tau = thrust @ self._torque_map
-        wdot = (tau - torch.linalg.cross(w, self._inertia * w, dim=-1)) / self._inertia
-        tdot = (t_cmd - thrust) / self.params.motor_tau if self.lag else None
-        return acc, wdot, tdot
-
-    def _rk4(
-        self,
-        p: torch.Tensor,
-        q: torch.Tensor,
-        v: torch.Tensor,
-        w: torch.Tensor,
-        thrust: torch.Tensor,
-        t_cmd: torch.Tensor,
-        f_ext: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, ...]:
-        """One classical RK4 step of length h on (p, q, v, ω, T); q renormalised at the end."""
-        h = self.h
-
-        def f(qs: torch.Tensor, vs: torch.Tensor, ws: torch.Tensor, ts: torch.Tensor) -> tuple:
-            acc, wdot, tdot = self._derivative(qs, ws, ts, t_cmd, f_ext)
-            return vs, _quat_rate_torch(qs, ws), acc, wdot, tdot
-
-        k1 = f(q, v, w, thrust)
-        k2 = f(*_stage(q, v, w, thrust, k1, 0.5 * h, self.lag))
-        k3 = f(*_stage(q, v, w, thrust, k2, 0.5 * h, self.lag))
-        k4 = f(*_stage(q, v, w, thrust, k3, h, self.lag))
-        c = h / 6.0
-
-        def comb(i: int) -> torch.Tensor:
-            return k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]
-
-        p_new = p + c * comb(0)
-        q_new = q + c * comb(1)
-        q_new = q_new / torch.linalg.vector_norm(q_new, dim=-1, keepdim=True)
-        v_new = v + c * comb(2)
-        w_new = w + c * comb(3)
-        t_new = thrust + c * comb(4) if self.lag else thrust
-        return p_new, q_new, v_new, w_new, t_new
+    def _deriv(self, s: torch.Tensor, c: _StepConstants) -> torch.Tensor:
+        """ṡ (..., nx) of the state s (..., nx) (quaternion as given, not renormalised)."""
+        q, v, w = s[..., 3:7], s[..., 7:10], s[..., 10:13]
+        if self.lag:
+            thrust = s[..., 13:17]
+            thrust_over_m = thrust.sum(-1, keepdim=True) * c.inv_m
+            tau = thrust @ self._torque_map
+        else:
+            thrust_over_m, tau = c.thrust_over_m, c.tau
+        zb = _body_z_torch(q)  # (..., 3) third column of R(q)
+        acc = zb * thrust_over_m + c.c0
+        wdot = (tau - torch.linalg.cross(w, c.inertia * w, dim=-1)) * c.inv_inertia
+        parts = [v, _quat_rate_torch(q, w), acc, wdot]
+        if self.lag:
+            parts.append((c.t_cmd - s[..., 13:17]) * (1.0 / self.params.motor_tau))
+        return torch.cat(parts, -1)
 
     # ------------------------------------------------------------------------------------
     # CasADi
@@ -494,34 +498,55 @@ def _rotation_casadi(q: Any) -> Any:
 def _stage(
     q: Any, v: Any, w: Any, thrust: Any, k: tuple, c: float, lag: bool
 ) -> tuple[Any, Any, Any, Any]:
-    """RK stage state (q, v, ω, T) + c · k from the base state (torch or CasADi alike)."""
+    """RK stage state (q, v, ω, T) + c · k from the base state (CasADi)."""
     t_stage = thrust + c * k[4] if lag else thrust
     return q + c * k[1], v + c * k[2], w + c * k[3], t_stage
 
 
+# Bilinear forms on the outer products q qᵀ and q ωᵀ (one matmul instead of many tiny ops).
+_ZB = np.zeros((16, 3))  # R(q) e_z = (2(xz + wy), 2(yz − wx), 1 − 2(x² + y²)) − (0, 0, 1)
+_ZB[1 * 4 + 3, 0], _ZB[0 * 4 + 2, 0] = 2.0, 2.0
+_ZB[2 * 4 + 3, 1], _ZB[0 * 4 + 1, 1] = 2.0, -2.0
+_ZB[1 * 4 + 1, 2], _ZB[2 * 4 + 2, 2] = -2.0, -2.0
+_QR = np.zeros((12, 4))  # ½ q ⊗ (0, ω), rows indexed by (q index) · 3 + (ω index)
+for _qi, _wi, _out, _sgn in (
+    (1, 0, 0, -1), (2, 1, 0, -1), (3, 2, 0, -1),
+    (0, 0, 1, 1), (2, 2, 1, 1), (3, 1, 1, -1),
+    (0, 1, 2, 1), (3, 0, 2, 1), (1, 2, 2, -1),
+    (0, 2, 3, 1), (1, 1, 3, 1), (2, 0, 3, -1),
+):  # fmt: skip
+    _QR[_qi * 3 + _wi, _out] = 0.5 * _sgn
+_CONST_CACHE: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = {}
+
+
+def _consts(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    key = (dtype, device)
+    if key not in _CONST_CACHE:
+        _CONST_CACHE[key] = (
+            torch.as_tensor(_ZB, dtype=dtype, device=device),
+            torch.tensor([0.0, 0.0, 1.0], dtype=dtype, device=device),
+            torch.as_tensor(_QR, dtype=dtype, device=device),
+        )
+    return _CONST_CACHE[key]
+
+
+def _body_z_torch(q: torch.Tensor) -> torch.Tensor:
+    """Third column of R(q): q (..., 4) unit -> (..., 3)."""
+    zb, e3, _ = _consts(q.dtype, q.device)
+    outer = (q.unsqueeze(-1) * q.unsqueeze(-2)).flatten(-2)  # (..., 16)
+    return outer @ zb + e3
+
+
 def _quat_rate_torch(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """q̇ = ½ q ⊗ (0, ω): q (..., 4), body rate ω (..., 3) -> (..., 4)."""
-    zero = torch.zeros_like(w[..., :1])
-    return 0.5 * _quat_mul_torch(q, torch.cat([zero, w], -1))
+    _, _, qr = _consts(q.dtype, q.device)
+    outer = (q.unsqueeze(-1) * w.unsqueeze(-2)).flatten(-2)  # (..., 12)
+    return outer @ qr
 
 
 def _quat_rate_casadi(q: Any, w: Any) -> Any:
     """CasADi twin of `_quat_rate_torch`: q (4, 1), ω (3, 1) -> (4, 1)."""
     return 0.5 * _quat_mul_casadi(q, ca.vertcat(0, w))
-
-
-def _quat_mul_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        (
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ),
-        -1,
-    )
 
 
 def _quat_mul_casadi(a: Any, b: Any) -> Any:
