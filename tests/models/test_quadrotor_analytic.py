@@ -180,3 +180,16 @@ def test_linear_identification_alone_is_close_and_bad_support_is_refused() -> No
     np.testing.assert_allclose(lin.params.inertia, true.inertia, rtol=0.02)
     with pytest.raises(ValueError, match="nx"):
         QuadrotorModel(QuadrotorParams(motor_tau=0.03)).adapt(support, AdaptBudget())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_step_matches_cpu() -> None:
+    p = QuadrotorParams(motor_tau=0.03, drag=(0.1, 0.2, 0.3), wind=(0.5, 0.0, 0.1))
+    rng = np.random.default_rng(4)
+    x = torch.tensor(_random_states(rng, 512, True, p))
+    u = torch.tensor(rng.uniform(-1, 1, (512, 4)))
+    cpu = QuadrotorModel(p).step(x, u, {})[0]
+    gpu = QuadrotorModel(p, device="cuda").step(x.cuda(), u.cuda(), {})[0]
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-12)
