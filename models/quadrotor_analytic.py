@@ -208,6 +208,7 @@ class QuadrotorModel:
             thrust_over_m = thrust.sum(-1, keepdim=True) * c.inv_m
             tau = thrust @ self._torque_map
         else:
+            assert c.thrust_over_m is not None and c.tau is not None
             thrust_over_m, tau = c.thrust_over_m, c.tau
         zb = _body_z_torch(q)  # (..., 3) third column of R(q)
         acc = zb * thrust_over_m + c.c0
