@@ -303,6 +303,7 @@ class QuadrotorCostWeights:
 # Flight volume (m): leaving it terminates the episode.
 FLIGHT_LOWER = np.array([-4.0, -4.0, 0.05])
 FLIGHT_UPPER = np.array([4.0, 4.0, 5.0])
+_Z_CRASH, _XY_MAX, _Z_MAX = float(FLIGHT_LOWER[2]), float(FLIGHT_UPPER[0]), float(FLIGHT_UPPER[2])
 
 
 class QuadrotorTask(Task):
@@ -1057,14 +1058,16 @@ class QuadrotorEnv(MetaSymEnv):
         return obs
 
     def _termination(self, x: np.ndarray) -> str:
-        if not np.all(np.isfinite(x)):
+        """Why the episode ends ("" if it goes on); the sum is NaN/inf iff an entry is."""
+        if not math.isfinite(float(x.sum())):
             return "non_finite"
-        if x[2] < FLIGHT_LOWER[2]:
+        px, py, pz, _, qx, qy = x[0:6].tolist()
+        if pz < _Z_CRASH:
             return "crash"
-        if abs(x[0]) > FLIGHT_UPPER[0] or abs(x[1]) > FLIGHT_UPPER[1] or x[2] > FLIGHT_UPPER[2]:
+        if abs(px) > _XY_MAX or abs(py) > _XY_MAX or pz > _Z_MAX:
             return "out_of_bounds"
         # body z axis in world z: R[2, 2] = 1 - 2 (qx² + qy²)
-        if 1.0 - 2.0 * (x[4] * x[4] + x[5] * x[5]) < 0.0:
+        if 1.0 - 2.0 * (qx * qx + qy * qy) < 0.0:
             return "flip"
         return ""
 
