@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from metasym_control.task import Task
 logger = logging.getLogger(__name__)
 
 # (x0 (nx,), U (T, nu), eps (K, T, nu), memory, x_ref (T+1, nx), u_ref (T+1, nu))
-#   -> (U_new (T, nu), plan (T, nx), costs (K,))
+#   -> (U_new (T, nu), plan (T, nx), stats (3,) = [finite samples, min cost, mean cost])
 PlanFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
@@ -48,6 +48,10 @@ class MPPIConfig:
         iterations: MPPI updates per control step (each with fresh noise).
         include_mean: sample 0 is the noise-free warm start, so the update never loses it.
         seed: seed of the controller's own torch generator (noise is reproducible per run).
+        plan_rollout: "exact" rolls the new plan out once more (batch 1) for `last_plan` and
+            the trust/finiteness checks; "weighted" uses the softmin-weighted mean of the
+            sampled trajectories instead (no second sequential rollout: about half the
+            kernels on a GPU; an approximation of the plan's prediction).
         compile: run the sample-and-weigh step through `torch.compile`.
         cuda_graph: capture the sample-and-weigh step in a CUDA graph (CUDA devices only;
             ignored with a warning elsewhere).
@@ -62,6 +66,7 @@ class MPPIConfig:
     iterations: int = 1
     include_mean: bool = True
     seed: int = 0
+    plan_rollout: Literal["exact", "weighted"] = "exact"
     compile: bool = False
     cuda_graph: bool = False
 
@@ -178,13 +183,16 @@ class MPPI:
                 warm = torch.clamp(u_ref[:-1], self._lo, self._hi)
             plan_u = warm
             # sample, roll out, weigh
-            costs = torch.zeros(c.num_samples, device=self.device, dtype=self.dtype)
             for _ in range(c.iterations):
                 eps = self._sample_noise()  # (K, T, nu)
-                plan_u, plan_x, costs = self._plan_fn(x0, plan_u, eps, memory, x_ref, u_ref)
-            plan_x_np = plan_x.cpu().numpy()
-            plan_u_np = plan_u.cpu().numpy()
-            n_finite = int(torch.isfinite(costs).sum())
+                plan_u, plan_x, stats = self._plan_fn(x0, plan_u, eps, memory, x_ref, u_ref)
+            # one device-to-host transfer per control step
+            nu, nx = plan_u.shape[-1], plan_x.shape[-1]
+            flat = torch.cat([plan_u.reshape(-1), plan_x.reshape(-1), stats]).cpu().double()
+            flat_np = flat.numpy()
+            plan_u_np = flat_np[: c.horizon * nu].reshape(c.horizon, nu)
+            plan_x_np = flat_np[c.horizon * nu : c.horizon * (nu + nx)].reshape(c.horizon, nx)
+            n_finite, cost_min, cost_mean = int(flat_np[-3]), flat_np[-2], flat_np[-1]
             # fault checks and fallbacks
             fault: FaultKind = "none"
             fallback: FallbackKind = "none"
@@ -203,12 +211,11 @@ class MPPI:
                 nxt = torch.as_tensor(plan_u_np, device=self.device, dtype=self.dtype)
                 tail = torch.clamp(u_ref[-1:], self._lo, self._hi)
                 self._warm = torch.cat([nxt[1:], tail], dim=0)
-        finite_costs = costs[torch.isfinite(costs)]
         self.last_plan = plan_x_np
         self.last_actions = plan_u_np
         self.last_info = {
-            "cost_min": float(finite_costs.min()) if n_finite else float("inf"),
-            "cost_mean": float(finite_costs.mean()) if n_finite else float("inf"),
+            "cost_min": float(cost_min) if n_finite else float("inf"),
+            "cost_mean": float(cost_mean) if n_finite else float("inf"),
             "finite_samples": n_finite,
         }
         self._counter.record(self.last_info, fallback, fault)
@@ -259,8 +266,8 @@ class MPPI:
             memory: the model's memory for one history; x_ref: (T+1, nx); u_ref: (T+1, nu).
 
         Returns:
-            New plan (T, nu), its predicted states (T, nx), sample costs (K,) (inf where a
-            prediction was not finite).
+            New plan (T, nu), its predicted states (T, nx) (see `MPPIConfig.plan_rollout`),
+            and stats (3,): finite samples, min and mean of the finite sample costs.
         """
         model = self.model
         assert model is not None
@@ -278,8 +285,17 @@ class MPPI:
             gap = gap / (spread + 1e-12)
         w = torch.softmax(-gap / self.config.temperature, dim=0)  # (K,)
         u_new = torch.einsum("k,ktu->tu", w, v)  # (T, nu)
-        plan = model.rollout(x0[None], u_new[None], expand_memory(memory, (1,)))[0]  # (T, nx)
-        return u_new, plan, costs
+        if self.config.plan_rollout == "exact":
+            plan = model.rollout(x0[None], u_new[None], expand_memory(memory, (1,)))[0]  # (T, nx)
+        else:  # no second sequential rollout: the weighted mean of the sampled trajectories
+            plan = torch.einsum("k,ktx->tx", w, torch.nan_to_num(xs, nan=0.0))  # (T, nx)
+            plan = torch.where(torch.isfinite(u_new).all(), plan, torch.full_like(plan, math.nan))
+        finite = torch.isfinite(costs)
+        n_fin = finite.sum().to(costs.dtype)
+        c_fin = torch.where(finite, costs, torch.zeros_like(costs))
+        c_min = torch.where(finite, costs, torch.full_like(costs, math.inf)).min()
+        stats = torch.stack([n_fin, c_min, c_fin.sum() / n_fin.clamp_min(1.0)])  # (3,)
+        return u_new, plan, stats
 
     def _build_plan_fn(self) -> PlanFn:
         """Resolve compile / CUDA-graph options once into the function `act` calls."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import casadi as ca
 import numpy as np
 import torch
 
@@ -34,6 +33,7 @@ class DoubleIntegrator:
         bias: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
         drag: float = 0.0,
         dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
     ) -> None:
         self.dt = dt
         self.drag = drag
@@ -47,12 +47,13 @@ class DoubleIntegrator:
             [[h * h / 2, 0], [0, h * h / 2], [h, 0], [0, h]], dtype=np.float64
         )
         self.bias = np.asarray(bias, dtype=np.float64)
-        self._a = torch.as_tensor(self.a, dtype=dtype)
-        self._b = torch.as_tensor(self.b, dtype=dtype)
-        self._bias = torch.as_tensor(self.bias, dtype=dtype)
+        # on the model's device once: a CUDA graph may not copy host tensors while capturing
+        self._a_t = torch.as_tensor(self.a.T.copy(), dtype=dtype, device=device)
+        self._b_t = torch.as_tensor(self.b.T.copy(), dtype=dtype, device=device)
+        self._bias = torch.as_tensor(self.bias, dtype=dtype, device=device)
 
     def _f(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        out = x @ self._a.T.to(x) + u @ self._b.T.to(x) + self._bias.to(x)
+        out = x @ self._a_t + u @ self._b_t + self._bias
         if self.drag:
             v = x[..., 2:]
             dv = -self.drag * self.dt * v * v.abs()
@@ -95,6 +96,8 @@ class DoubleIntegrator:
 
     def casadi_step(self, x: Any, u: Any) -> Any:
         """The same map in CasADi (no disturbance memory)."""
+        import casadi as ca  # lazily: the MPPI tests run where CasADi is absent (GPU hosts)
+
         out = ca.DM(self.a) @ x + ca.DM(self.b) @ u + ca.DM(self.bias)
         if self.drag:
             dv = -self.drag * self.dt * x[2:] * ca.fabs(x[2:])
@@ -187,11 +190,15 @@ class QuadraticTask(Task):
         return self.qf * ((x - x_ref) ** 2 * q).sum(-1)
 
     def running_cost_casadi(self, x: Any, u: Any, x_ref: Any, u_ref: Any) -> Any:
+        import casadi as ca
+
         e = x - x_ref
         du = u - u_ref
         return ca.sum1(ca.DM(self.q) * e**2) + self.r * ca.sum1(du**2)
 
     def terminal_cost_casadi(self, x: Any, x_ref: Any) -> Any:
+        import casadi as ca
+
         e = x - x_ref
         return self.qf * ca.sum1(ca.DM(self.q) * e**2)
 

@@ -22,15 +22,23 @@ def closed_loop_cost(xs: np.ndarray, us: np.ndarray, task: QuadraticTask, dt: fl
     return float(np.sum((xs - xr) ** 2 * task.q) + task.r * np.sum((us - ur[:-1]) ** 2))
 
 
+@pytest.mark.parametrize("plan_rollout", ["exact", "weighted"])
 @pytest.mark.parametrize(
     ("amp", "bound"),
     # measured over seeds 0-2: regulate 92.7-96.9 (ipopt optimum 84.1, zero action 512.5);
     # track 76.7-79.6 (ipopt 66.7, zero action 401.5)
     [(0.0, 110.0), (0.5, 92.0)],
 )
-def test_mppi_closed_loop_cost_near_optimal(amp: float, bound: float) -> None:
+def test_mppi_closed_loop_cost_near_optimal(amp: float, bound: float, plan_rollout: str) -> None:
     task = QuadraticTask(amp=amp)
-    xs, us, infos = simulate(MPPI(DoubleIntegrator(), task, CFG), X0, 40)
+    cfg = MPPIConfig(**{**CFG.__dict__, "plan_rollout": plan_rollout})
+    ctrl = MPPI(DoubleIntegrator(), task, cfg)
+    xs, us, infos = simulate(ctrl, X0, 40)
+    # the plan's first predicted state is one exact model step from the last state
+    x1 = DoubleIntegrator().numpy_step(xs[-2], us[-1])
+    assert ctrl.last_plan is not None
+    tol = 1e-9 if plan_rollout == "exact" else 0.05
+    np.testing.assert_allclose(ctrl.last_plan[0], x1, atol=tol)
     assert closed_loop_cost(xs, us, task) < bound
     assert np.linalg.norm(xs[-1, :2] - task.reference(np.array([4.0]))[0][0, :2]) < 0.1
     assert all(i["fallback"] == "none" for i in infos)
@@ -134,10 +142,9 @@ def test_cuda_graph_gives_the_eager_actions_on_gpu() -> None:
     task = QuadraticTask(amp=0.5)
     cfg = MPPIConfig(horizon=10, num_samples=256, noise_beta=1.0)
     kw: dict[str, Any] = {"device": "cuda"}
-    eager = MPPI(DoubleIntegrator(), task, cfg, **kw)
-    graphed = MPPI(
-        DoubleIntegrator(), task, MPPIConfig(**{**cfg.__dict__, "cuda_graph": True}), **kw
-    )
+    eager = MPPI(DoubleIntegrator(device="cuda"), task, cfg, **kw)
+    graph_cfg = MPPIConfig(**{**cfg.__dict__, "cuda_graph": True})
+    graphed = MPPI(DoubleIntegrator(device="cuda"), task, graph_cfg, **kw)
     _, ue, _ = simulate(eager, X0, 6)
     _, ug, _ = simulate(graphed, X0, 6)
     np.testing.assert_allclose(ug, ue, rtol=0, atol=1e-10)
