@@ -10,15 +10,33 @@ import argparse
 import datetime
 import os
 import time
+from collections.abc import Callable
 
 import casadi as ca
 import mujoco
 import numpy as np
 import torch
 
-from metasym_control.bench import machine_description, markdown_table, time_call, write_section
+from metasym_control.bench import machine_description, markdown_table, write_section
 from metasym_control.envs.spring_mesh import SpringMeshEnv, SpringMeshParams, rest_state
 from metasym_control.models.spring_mesh_analytic import SpringMeshModel
+
+
+def time_call(fn: Callable[[], object], repeat: int = 50, warmup: int = 5) -> np.ndarray:
+    """CPU seconds of this thread taken by each of `repeat` calls of `fn` after `warmup`.
+
+    Everything timed here runs single-threaded in the calling thread (MuJoCo; torch with one
+    thread; CasADi), so thread CPU time is the cost without the waits of a machine shared with
+    other processes, which inflate wall-clock medians unpredictably.
+    """
+    for _ in range(warmup):
+        fn()
+    out = np.empty(repeat)
+    for i in range(repeat):
+        t0 = time.thread_time()
+        fn()
+        out[i] = time.thread_time() - t0
+    return out
 
 
 def _median_us(samples: np.ndarray) -> float:
@@ -31,9 +49,14 @@ def bench_env(n: int, repeat: int) -> dict[str, float]:
     env.reset(seed=0)
     lay = env.params.layout
     a = np.zeros(env.action_space.shape[0], dtype=np.float32)
-    step_s = time_call(lambda: env.step(a), repeat=repeat, warmup=2)
     m, d = env.model, env.data
-    raw_s = time_call(lambda: mujoco.mj_step(m, d, nstep=env.n_substeps), repeat=repeat, warmup=2)
+    steps, raws = [], []
+    for _ in range(4):  # interleaved blocks: other processes' load hits both alike
+        steps.append(time_call(lambda: env.step(a), repeat=repeat, warmup=1))
+        raws.append(
+            time_call(lambda: mujoco.mj_step(m, d, nstep=env.n_substeps), repeat=repeat, warmup=1)
+        )
+    step_s, raw_s = np.concatenate(steps), np.concatenate(raws)
     env1 = SpringMeshEnv(params=env.params, n_substeps=1)
     env1.reset(seed=0)
     m1, d1 = env1.model, env1.data
@@ -86,7 +109,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, sizes 5 and 10")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    repeat = 5 if args.quick else 20
+    repeat = 3 if args.quick else 8
     sizes = (5, 10) if args.quick else (5, 10, 15, 20)
     t0 = time.perf_counter()
     load = os.getloadavg()
@@ -156,8 +179,10 @@ def main() -> None:
             "",
             f"Command: `.venv/bin/python benchmarks/bench_spring_mesh.py` — {stamp}.",
             f"Machine: {machine_description()} (model timings with 1 torch thread); load "
-            f"average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the "
-            "machine is shared: timings are medians, inflated when the load exceeds the cores).",
+            f"average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. All "
+            "timings are medians of the calling thread's CPU time (everything here runs "
+            "single-threaded), so waits on a shared machine do not inflate them; rates are "
+            "their inverses.",
             "",
             "Environment control steps (default control period: `substeps` RK4 steps of "
             "2π/805 s, chosen so that 20 steps span a quarter of the slowest mode) beside raw "
