@@ -684,7 +684,9 @@ class SettleTask(SpringMeshTask):
 
     name = "settle"
 
-    def __init__(self, params: SpringMeshParams, weights: SpringMeshCostWeights | None = None):
+    def __init__(
+        self, params: SpringMeshParams, weights: SpringMeshCostWeights | None = None
+    ) -> None:
         q = rest_state(params)[: 2 * params.layout.n_free]
         if params.gravity:
             q = static_equilibrium(params)
@@ -711,7 +713,7 @@ class HoldEdgeTask(SpringMeshTask):
         params: SpringMeshParams,
         displacement: Sequence[float] = (0.3, 0.0),
         weights: SpringMeshCostWeights | None = None,
-    ):
+    ) -> None:
         disp = np.asarray(displacement, dtype=np.float64)
         if disp.shape != (2,) or not np.all(np.isfinite(disp)):
             raise ValueError(f"HoldEdgeTask: displacement must be 2 finite numbers, got {disp}")
