@@ -67,6 +67,19 @@ def test_one_step_matches_mujoco(params: QuadrotorParams) -> None:
     assert np.min(np.linalg.norm(x - x_mj, axis=1) / change) == pytest.approx(1.0)
 
 
+def test_single_substep_variant_is_close() -> None:
+    # one RK4 step of 20 ms per control step: 4x cheaper for planners; measured 6.5e-6
+    p = QuadrotorParams()
+    rng = np.random.default_rng(3)
+    x = _random_states(rng, 40, False, p)
+    u = rng.uniform(-1, 1, (40, 4)).astype(np.float32).astype(np.float64)
+    x_mj = _mujoco_steps(p, x, u)
+    fast = QuadrotorModel(p, substeps=1)
+    x_pred = fast.step(torch.tensor(x), torch.tensor(u), {})[0].numpy()
+    rel = np.linalg.norm(x_pred - x_mj, axis=1) / np.linalg.norm(x_mj - x, axis=1)
+    assert 1e-9 < rel.max() < 5e-5  # not the exact replica, but far below 1e-3
+
+
 def test_casadi_step_matches_torch() -> None:
     rng = np.random.default_rng(1)
     for p in (
