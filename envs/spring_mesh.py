@@ -1213,7 +1213,13 @@ class SpringMeshEnv(MetaSymEnv):
             gym.logger.warn("SpringMeshEnv.render called without render_mode='rgb_array'")
             return None
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.height, self.width)
+            try:
+                self._renderer = mujoco.Renderer(self.model, self.height, self.width)
+            except Exception as e:  # mujoco.FatalError and friends: no GL context
+                raise RuntimeError(
+                    f"{self.env_id}: cannot create an OpenGL context for rendering ({e}); "
+                    "headless machines need MUJOCO_GL=egl set before mujoco is first imported"
+                ) from e
         lay = self.params.layout
         strain = (self.data.ten_length - lay.rest_length) / lay.rest_length  # (S,)
         self.model.tendon_rgba[:] = _strain_rgba(strain)
