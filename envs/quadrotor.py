@@ -866,6 +866,16 @@ class QuadrotorEnv(MetaSymEnv):
                 f"{ENV_ID}: params with motor_tau={p.motor_tau} on an environment built with "
                 f"motor_lag={self.motor_lag} (the state size would change); make a new env"
             )
+        obs_lo = getattr(self, "_obs_lo", None)
+        if (
+            p.has_lag
+            and obs_lo is not None
+            and (p.min_thrust < obs_lo[18] or p.max_thrust > self._obs_hi[18])
+        ):
+            raise ValueError(
+                f"{ENV_ID}: thrust range [{p.min_thrust}, {p.max_thrust}] N outside the "
+                f"observation bounds [{obs_lo[18]}, {self._obs_hi[18]}] N of this env"
+            )
         m = self.model
         m.body_mass[self._body] = p.mass
         m.body_inertia[self._body] = p.inertia

@@ -373,6 +373,9 @@ def test_bad_constructor_and_reset_arguments() -> None:
         env.reset(options={"params": QuadrotorParams(motor_tau=0.05)})
     with pytest.raises(ValueError, match="params"):
         env.reset(options={"params": {"mass": 1.0}})
+    lag_env = QuadrotorEnv(task="hover", params=QuadrotorParams(motor_tau=0.03))
+    with pytest.raises(ValueError, match="observation bounds"):
+        lag_env.reset(options={"params": QuadrotorParams(motor_tau=0.03, max_thrust=20.0)})
     with pytest.raises(ValueError, match="state"):
         env.set_state(np.zeros(5))
 
