@@ -355,6 +355,7 @@ class _GraphedPlan:
         self._inputs: list[torch.Tensor] = []
         self._mem_keys: list[str] = []
         self._outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._failed = False
 
     def __call__(
         self,
@@ -368,8 +369,16 @@ class _GraphedPlan:
         mem_keys = sorted(memory)
         args = [x0, u_mean, eps, x_ref, u_ref] + [memory[k] for k in mem_keys]
         key = tuple((tuple(a.shape), a.dtype) for a in args) + tuple(mem_keys)
+        if self._failed:
+            return self._fn(x0, u_mean, eps, memory, x_ref, u_ref)
         if key != self._key:
-            self._capture(args, mem_keys)
+            try:
+                self._capture(args, mem_keys)
+            except RuntimeError as exc:  # e.g. a cost that copies host tensors while captured
+                logger.warning("MPPI: CUDA graph capture failed (%s); running eagerly", exc)
+                self._failed = True
+                torch.cuda.synchronize()
+                return self._fn(x0, u_mean, eps, memory, x_ref, u_ref)
             self._key = key
         for buf, a in zip(self._inputs, args):
             buf.copy_(a)

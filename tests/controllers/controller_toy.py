@@ -158,6 +158,7 @@ class QuadraticTask(Task):
         self.r = r
         self.qf = qf
         self.v_max = v_max
+        self._q_cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     @property
     def state_lower(self) -> np.ndarray:
@@ -179,14 +180,21 @@ class QuadraticTask(Task):
         u[:, 0] = -a * w * w * np.sin(w * t) / A_MAX
         return x, u
 
+    def _q_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """The weights as a tensor on x's device, made once (no host copy in a CUDA graph)."""
+        key = (x.dtype, x.device)
+        if key not in self._q_cache:
+            self._q_cache[key] = torch.as_tensor(self.q, dtype=x.dtype, device=x.device)
+        return self._q_cache[key]
+
     def running_cost(
         self, x: torch.Tensor, u: torch.Tensor, x_ref: torch.Tensor, u_ref: torch.Tensor
     ) -> torch.Tensor:
-        q = torch.as_tensor(self.q, dtype=x.dtype, device=x.device)
+        q = self._q_tensor(x)
         return ((x - x_ref) ** 2 * q).sum(-1) + self.r * ((u - u_ref) ** 2).sum(-1)
 
     def terminal_cost(self, x: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
-        q = torch.as_tensor(self.q, dtype=x.dtype, device=x.device)
+        q = self._q_tensor(x)
         return self.qf * ((x - x_ref) ** 2 * q).sum(-1)
 
     def running_cost_casadi(self, x: Any, u: Any, x_ref: Any, u_ref: Any) -> Any:

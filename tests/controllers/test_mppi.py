@@ -150,3 +150,30 @@ def test_cuda_graph_gives_the_eager_actions_on_gpu() -> None:
     np.testing.assert_allclose(ug, ue, rtol=0, atol=1e-10)
     # and CPU and GPU agree in distribution: both regulate well
     assert np.abs(ug).max() <= 1.0
+
+
+class HostCopyTask(QuadraticTask):
+    """A cost that builds its weights from numpy on every call (not capturable)."""
+
+    def running_cost(
+        self, x: torch.Tensor, u: torch.Tensor, x_ref: torch.Tensor, u_ref: torch.Tensor
+    ) -> torch.Tensor:
+        q = torch.as_tensor(self.q, dtype=x.dtype, device=x.device)
+        return ((x - x_ref) ** 2 * q).sum(-1) + self.r * ((u - u_ref) ** 2).sum(-1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_capture_failure_runs_eagerly() -> None:
+    task = HostCopyTask(amp=0.5)
+    cfg = MPPIConfig(horizon=10, num_samples=256)
+    eager = MPPI(DoubleIntegrator(device="cuda"), task, cfg, device="cuda")
+    graphed = MPPI(
+        DoubleIntegrator(device="cuda"),
+        task,
+        MPPIConfig(**{**cfg.__dict__, "cuda_graph": True}),
+        device="cuda",
+    )
+    _, ue, _ = simulate(eager, X0, 4)
+    _, ug, _ = simulate(graphed, X0, 4)
+    np.testing.assert_allclose(ug, ue, rtol=0, atol=1e-10)
