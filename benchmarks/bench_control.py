@@ -243,7 +243,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU MPPI rows")
     ap.add_argument("--quick", action="store_true", help="fewer steps, K and rows")
     ap.add_argument("--steps", type=int, default=None, help="closed-loop control steps")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: on a 2-core machine the small batched ops run faster on "
+        "one thread, and CasADi/MuJoCo use the other core's time)",
+    )
     ap.add_argument("--fit-seconds", type=float, default=None, help="MLP stand-in fit time")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args()
@@ -369,22 +375,30 @@ def main() -> None:
         dev = args.device
         gpu_model = learned.to(device=dev) if hasattr(learned, "to") else learned
         name = torch.cuda.get_device_name(torch.device(dev))
-        for t_h in (20, 30):
-            for graph in (False, True):
-                label = "MPPI (CUDA graph)" if graph else "MPPI (eager)"
-                rows.append(
-                    closed_loop_row(
-                        label,
-                        learned_name,
-                        name,
-                        "4096",
-                        t_h,
-                        mppi(gpu_model, 4096, t_h, device=dev, cuda_graph=graph),
-                        env,
-                        steps,
-                        hist,
-                    )
+        variants = [
+            (20, "MPPI (CUDA graph)", {"cuda_graph": True}),
+            (30, "MPPI (eager)", {}),
+            (30, "MPPI (CUDA graph)", {"cuda_graph": True}),
+            (
+                30,
+                "MPPI (CUDA graph, weighted plan)",
+                {"cuda_graph": True, "plan_rollout": "weighted"},
+            ),
+        ]
+        for t_h, label, kw in variants:
+            rows.append(
+                closed_loop_row(
+                    label,
+                    learned_name,
+                    name,
+                    "4096",
+                    t_h,
+                    mppi(gpu_model, 4096, t_h, device=dev, **kw),
+                    env,
+                    steps,
+                    hist,
                 )
+            )
         if learned.history_len == 0:
             rows.append(
                 closed_loop_row(
