@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
-import casadi as ca
 import gymnasium as gym
-import mujoco
 import numpy as np
 import torch
 
@@ -415,6 +414,8 @@ class QuadrotorTask(Task):
 
     def running_cost_casadi(self, x: Any, u: Any, x_ref: Any, u_ref: Any) -> Any:
         """The stage cost on CasADi column vectors (nx,1), (4,1), (nx,1), (4,1) -> scalar."""
+        import casadi as ca
+
         du = u - u_ref
         return self._state_cost_casadi(x, x_ref) + self.weights.action * ca.dot(du, du)
 
@@ -423,6 +424,8 @@ class QuadrotorTask(Task):
         return self.weights.terminal * self._state_cost_casadi(x, x_ref)
 
     def _state_cost_casadi(self, x: Any, x_ref: Any) -> Any:
+        import casadi as ca
+
         w = self.weights
         dp = x[0:3] - x_ref[0:3]
         dv = x[7:10] - x_ref[7:10]
@@ -573,6 +576,14 @@ TASKS: dict[str, type[QuadrotorTask]] = {
 # ----------------------------------------------------------------------------------------
 # MJCF
 # ----------------------------------------------------------------------------------------
+
+
+def _mujoco() -> ModuleType:
+    """MuJoCo, imported when an environment is built (parameters, tasks and the analytic
+    model stay importable on hosts without MuJoCo or CasADi, e.g. a bare GPU box)."""
+    import mujoco
+
+    return mujoco
 
 
 def quadrotor_mjcf(params: QuadrotorParams, timestep: float = 0.005) -> str:
@@ -833,6 +844,7 @@ class QuadrotorEnv(MetaSymEnv):
         else:
             raise ValueError(f"{ENV_ID}: unknown task {task!r}; choose from {sorted(TASKS)}")
 
+        self._mj = mujoco = _mujoco()
         self.model = mujoco.MjModel.from_xml_string(quadrotor_mjcf(nominal, physics_dt))
         self.data = mujoco.MjData(self.model)
         self._body = self.model.body("quad").id
@@ -887,7 +899,7 @@ class QuadrotorEnv(MetaSymEnv):
         m.site_pos[:, :] = p.rotor_positions()
         if p.has_lag:
             m.actuator_dynprm[:, 0] = p.motor_tau
-        mujoco.mj_setConst(m, self.data)  # derived constants (subtree mass, dof_M0, ...)
+        self._mj.mj_setConst(m, self.data)  # derived constants (subtree mass, dof_M0, ...)
         self.params = p
         self._half, self._bias = half, p.min_thrust + half
         self._drag = np.asarray(p.drag, dtype=np.float64)
@@ -925,7 +937,7 @@ class QuadrotorEnv(MetaSymEnv):
         d.qvel[:] = x[7:13]
         if self.motor_lag:
             d.act[:] = (x[13:17] - self._bias) / self._half
-        mujoco.mj_forward(self.model, d)
+        self._mj.mj_forward(self.model, d)
 
     def check_action(self, action: Any) -> tuple[np.ndarray, bool]:
         """Validate and clip an action (same contract as `MetaSymEnv.check_action`, faster).
@@ -965,7 +977,7 @@ class QuadrotorEnv(MetaSymEnv):
             raise ValueError(f"{ENV_ID}: options['params'] must be QuadrotorParams, got {type(p)}")
         if p is not self.params:
             self._apply_params(p)
-        mujoco.mj_resetData(self.model, self.data)
+        self._mj.mj_resetData(self.model, self.data)
         self._k = 0
         self._gust[:] = 0.0
         if p.gust_std > 0:
@@ -1000,7 +1012,7 @@ class QuadrotorEnv(MetaSymEnv):
         d.ctrl[:] = a
         if self._ext_force:
             self._external_force()
-        mujoco.mj_step(self.model, d, self.substeps)
+        self._mj.mj_step(self.model, d, self.substeps)
         self._k += 1
         x = self.get_state()
         t = self._k * self.dt
@@ -1026,7 +1038,7 @@ class QuadrotorEnv(MetaSymEnv):
         """Drag at the step's start, constant wind and the OU gust, held over the step."""
         d = self.data
         q = d.qpos[3:7]
-        mujoco.mju_quat2Mat(self._mat, q)
+        self._mj.mju_quat2Mat(self._mat, q)
         r = self._mat.reshape(3, 3)
         v = d.qvel[0:3]
         f = self._wind - r @ (self._drag * (r.T @ v))
@@ -1055,7 +1067,7 @@ class QuadrotorEnv(MetaSymEnv):
                     self.params.min_thrust,
                     self.params.max_thrust,
                 )
-        mujoco.mju_quat2Mat(self._mat, q)
+        self._mj.mju_quat2Mat(self._mat, q)
         obs[0:3] = x[0:3]
         obs[3:12] = self._mat
         obs[12:18] = x[7:13]
@@ -1095,10 +1107,10 @@ class QuadrotorEnv(MetaSymEnv):
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.height, self.width)
+            self._renderer = self._mj.Renderer(self.model, self.height, self.width)
         p_ref, _ = self._reference_pv(self._k * self.dt)
         self.data.mocap_pos[self._target_mocap] = p_ref
-        mujoco.mj_forward(self.model, self.data)
+        self._mj.mj_forward(self.model, self.data)
         self._renderer.update_scene(self.data, camera="track")
         return np.asarray(self._renderer.render())
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import casadi as ca
 import numpy as np
 import torch
 
 from metasym_control.dynamics import AdaptBudget, DynamicsModel, Memory
 from metasym_control.envs.quadrotor import QuadrotorParams
 from metasym_control.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    import casadi as ca
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +229,10 @@ class QuadrotorModel:
         """The same discrete map in CasADi: x (nx, 1), u (4, 1) SX/MX -> x_next (nx, 1).
 
         Identical integrator (MuJoCo-style RK4, `substeps` per control step) and the same
-        quaternion sign normalisation (written smoothly as q · sign(q_w)).
+        quaternion sign normalisation (q → -q where q_w < 0, by `if_else`).
         """
+        import casadi as ca  # lazy: the torch model works without CasADi installed
+
         p = self.params
         nx = self.state_dim
         pos, q, v, w = x[0:3], x[3:7], x[7:10], x[10:13]
@@ -279,6 +283,8 @@ class QuadrotorModel:
 
     def casadi_function(self) -> ca.Function:
         """A cached `ca.Function('f', [x (nx,1), u (4,1)], [x_next (nx,1)])` of `casadi_step`."""
+        import casadi as ca
+
         if self._casadi_fn is None:
             x = ca.SX.sym("x", self.state_dim)
             u = ca.SX.sym("u", 4)
@@ -490,6 +496,8 @@ def _rotation_np(q: np.ndarray) -> np.ndarray:
 
 def _rotation_casadi(q: Any) -> Any:
     """Rotation matrix (3, 3) of a CasADi unit quaternion (4, 1)."""
+    import casadi as ca
+
     w, x, y, z = q[0], q[1], q[2], q[3]
     return ca.vertcat(
         ca.horzcat(1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)),
@@ -549,10 +557,15 @@ def _quat_rate_torch(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def _quat_rate_casadi(q: Any, w: Any) -> Any:
     """CasADi twin of `_quat_rate_torch`: q (4, 1), ω (3, 1) -> (4, 1)."""
+    import casadi as ca
+
     return 0.5 * _quat_mul_casadi(q, ca.vertcat(0, w))
 
 
 def _quat_mul_casadi(a: Any, b: Any) -> Any:
+    """Hamilton product of CasADi quaternions (4, 1), (4, 1) -> (4, 1)."""
+    import casadi as ca
+
     aw, ax, ay, az = a[0], a[1], a[2], a[3]
     bw, bx, by, bz = b[0], b[1], b[2], b[3]
     return ca.vertcat(
