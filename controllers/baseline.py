@@ -58,7 +58,9 @@ class BaselineConfig:
         k_att: attitude stiffness per unit inertia, 1/s².
         k_rate: body-rate damping per unit inertia, 1/s.
         max_tilt: tilt the position loop may ask for, rad.
-        max_accel: bound of the commanded acceleration's norm, m/s².
+        max_accel: bound of the commanded specific thrust's norm, m/s².
+        thrust_margin: fraction of the rotors' total maximum thrust the position loop may ask
+            for (the rest stays for the attitude moments); the vertical axis has priority.
         ff_delta: time step of the finite difference giving the reference acceleration, s.
         lag_horizon: with a motor lag, the time in which the command should bring the rotor
             thrusts to their targets, s (shorter = more aggressive lag inversion).
@@ -72,6 +74,7 @@ class BaselineConfig:
     k_rate: tuple[float, float, float] = (20.0, 20.0, 10.0)
     max_tilt: float = 0.7
     max_accel: float = 20.0
+    thrust_margin: float = 0.85
     ff_delta: float = 1e-3
     lag_horizon: float = 0.04
 
@@ -174,14 +177,17 @@ def geometric_control(
     v_body = np.einsum("nji,nj->ni", r, v)
     f_ext = phys.wind - np.einsum("nij,nj->ni", r, phys.drag * v_body)  # (N, 3) N
     acc = acc - f_ext / phys.mass[:, None]
-    acc_z = np.maximum(acc[:, 2] + g, 0.2 * g)  # never ask for less than 0.2 g upward
+    # the specific thrust the rotors can give, keeping a margin for the attitude moments
+    a_max = np.minimum(cfg.max_accel, cfg.thrust_margin * 4.0 * phys.tmax / phys.mass)  # (N,)
+    # vertical first (never less than 0.2 g upward), then what is left for the horizontal
+    acc_z = np.clip(acc[:, 2] + g, 0.2 * g, np.maximum(a_max, 0.2 * g))
     horiz = acc[:, 0:2]
-    h_max = acc_z * math.tan(cfg.max_tilt)
+    h_max = np.minimum(
+        acc_z * math.tan(cfg.max_tilt), np.sqrt(np.maximum(a_max * a_max - acc_z * acc_z, 0.0))
+    )
     h_norm = np.sqrt((horiz * horiz).sum(1))
     horiz = horiz * np.minimum(1.0, h_max / np.maximum(h_norm, 1e-9))[:, None]
-    force = np.concatenate([horiz, acc_z[:, None]], 1)  # (N, 3), per unit mass
-    f_norm = np.sqrt((force * force).sum(1))
-    force = force * np.minimum(1.0, cfg.max_accel / f_norm)[:, None] * phys.mass[:, None]
+    force = np.concatenate([horiz, acc_z[:, None]], 1) * phys.mass[:, None]  # (N, 3) N
 
     # desired attitude from the force direction and the reference yaw
     b3 = force / np.sqrt((force * force).sum(1, keepdims=True))
@@ -321,9 +327,13 @@ class ExplorationConfig:
         ref_bandwidth: natural frequency of the critically damped filter the reference
             follows towards the goal, rad/s (smooth p, v, a references).
         yaw_range: goals' yaw drawn from ±yaw_range, rad.
-        noise_std: stationary std of the Ornstein–Uhlenbeck excitation added to each rotor's
-            thrust, as a fraction of the hover thrust per rotor (so light and heavy vehicles
-            are excited alike).
+        noise_accel: stationary std of the Ornstein–Uhlenbeck excitation of the collective
+            thrust, as a vertical acceleration, m/s².
+        noise_ang_accel: the same for the body moments (roll, pitch, yaw), as angular
+            accelerations, rad/s² (yaw lower: rotor drag moments are weak, yaw excitation
+            costs much thrust).
+            Excitation is specified in accelerations and mapped through each vehicle's mass,
+            inertia and mixer, so an X2 and a Crazyflie are excited alike.
         noise_tau: correlation time of that noise, s.
         gains: the underlying controller's gains (softer than the tracking defaults: robust
             to the motor lag and to held-out inertias under excitation).
@@ -334,7 +344,8 @@ class ExplorationConfig:
     hold: tuple[float, float] = (0.5, 2.0)
     ref_bandwidth: float = 2.5
     yaw_range: float = 0.6
-    noise_std: float = 0.15
+    noise_accel: float = 1.0
+    noise_ang_accel: tuple[float, float, float] = (5.0, 5.0, 1.0)
     noise_tau: float = 0.06
     gains: BaselineConfig = BaselineConfig(
         kp=(4.0, 4.0, 6.0),
@@ -418,15 +429,18 @@ class QuadrotorExplorationPolicy:
             states, self._p, self._v, self._a, self._yaw, self._integral, self._phys, c.gains, dt
         )
         self._integral += (states[:, 0:3] - self._p) * dt
-        # Ornstein–Uhlenbeck excitation, in units of each vehicle's hover thrust
+        # Ornstein–Uhlenbeck excitation of the wrench, in accelerations, mapped to the rotors
         decay = math.exp(-dt / c.noise_tau)
         self._noise = decay * self._noise + math.sqrt(1 - decay * decay) * self.rng.standard_normal(
             self._noise.shape
         )
         ph = self._phys
-        scale = c.noise_std * (ph.mass * ph.gravity / 4.0) / (0.5 * (ph.tmax - ph.tmin))  # (N,)
+        wrench = self._noise * np.concatenate(
+            [(c.noise_accel * ph.mass)[:, None], np.asarray(c.noise_ang_accel) * ph.inertia], 1
+        )  # (N, 4): N, N·m
+        d_thrust = np.einsum("nij,nj->ni", ph.mix_inv, wrench)
         self._time += dt
-        return np.clip(action + scale[:, None] * self._noise, -1.0, 1.0)
+        return np.clip(action + d_thrust / (0.5 * (ph.tmax - ph.tmin))[:, None], -1.0, 1.0)
 
 
 __all__ = [

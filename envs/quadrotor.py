@@ -742,7 +742,8 @@ class QuadrotorEnv(MetaSymEnv):
 
     At the task reference point at t = 0 (level, at rest) plus uniform noise scaled by
     `init_noise`: ±0.1 m position, ±0.1 rad tilt (roll/pitch/yaw), ±0.1 m/s, ±0.1 rad/s.
-    `reset(options={"state": x})` starts at `x` instead. Parameters: `options["params"]`, else
+    With the lag, the rotor thrusts start at the hover thrust. `reset(options={"state": x})`
+    starts at `x` instead. Parameters: `options["params"]`, else
     the constructor's `params`, else a draw from `split` by `sample_quadrotor_params`.
 
     ## Episode end

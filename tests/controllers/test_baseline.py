@@ -104,11 +104,23 @@ def test_run_closed_loop_records_consistent_shapes() -> None:
     assert np.linalg.norm(res.states[-1, 0:3] - [1.0, 0.0, 1.5]) < 0.15
 
 
-@pytest.mark.parametrize(("split", "lag"), [("train", False), ("test", False), ("test", True)])
-def test_exploration_policy_excites_without_crashing(split: str, lag: bool) -> None:
-    # held-out systems (light, low inertia, strong wind) with a motor lag are the hard case
+@pytest.mark.parametrize(
+    ("split", "lag", "base"),
+    [
+        ("train", False, QuadrotorParams()),
+        ("test", False, QuadrotorParams()),
+        ("test", True, QuadrotorParams()),
+        ("test", True, QuadrotorParams.crazyflie()),
+    ],
+    ids=["x2-train", "x2-test", "x2-test-lag", "crazyflie-test-lag"],
+)
+def test_exploration_policy_excites_without_crashing(
+    split: str, lag: bool, base: QuadrotorParams
+) -> None:
+    # held-out systems (light or heavy, low inertia, strong wind) with a motor lag are the
+    # hard case; a heavy Crazyflie has a thrust-to-weight ratio of only 1.6
     rng = np.random.default_rng(7)
-    params = [sample_quadrotor_params(rng, split, motor_lag=lag) for _ in range(8)]
+    params = [sample_quadrotor_params(rng, split, base=base, motor_lag=lag) for _ in range(8)]
     envs = [QuadrotorEnv(task="hover", params=p) for p in params]
     policy = QuadrotorExplorationPolicy(params, ExplorationConfig(), seed=0)
     for i, e in enumerate(envs):
