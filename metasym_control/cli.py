@@ -8,8 +8,13 @@ from typing import Annotated, Any
 import tyro
 
 from metasym_control.demo import DemoConfig
+from metasym_control.experiments import AdaptArgs, FewShotArgs, TrainArgs, TrainDefaultArgs
 
 _DEMO_DEFAULTS = DemoConfig()
+_TRAIN = TrainArgs()
+_ADAPT = AdaptArgs()
+_TRAIN_DEFAULT = TrainDefaultArgs()
+_FEW_SHOT = FewShotArgs()
 
 
 def demo(cfg: Annotated[DemoConfig, tyro.conf.OmitArgPrefixes] = _DEMO_DEFAULTS) -> None:
@@ -19,9 +24,43 @@ def demo(cfg: Annotated[DemoConfig, tyro.conf.OmitArgPrefixes] = _DEMO_DEFAULTS)
     demo_module.main(cfg)
 
 
+def train(args: Annotated[TrainArgs, tyro.conf.arg(name="")] = _TRAIN) -> None:
+    """Meta-train MetaSym (or a baseline) on an environment's data; runs under torchrun too."""
+    from metasym_control import experiments
+
+    experiments.train_main(args)
+
+
+def adapt(args: Annotated[AdaptArgs, tyro.conf.arg(name="")] = _ADAPT) -> None:
+    """Adapt a checkpoint to a trajectory file and save the adapted checkpoint."""
+    from metasym_control import experiments
+
+    experiments.adapt_main(args)
+
+
+def train_default(
+    args: Annotated[TrainDefaultArgs, tyro.conf.arg(name="")] = _TRAIN_DEFAULT,
+) -> None:
+    """Regenerate the shipped default MetaSym quadrotor weights (fixed seed and config)."""
+    from metasym_control import experiments
+
+    experiments.train_default_main(args)
+
+
+def few_shot(args: Annotated[FewShotArgs, tyro.conf.arg(name="")] = _FEW_SHOT) -> None:
+    """Few-shot experiment: MetaSym vs baselines on held-out systems, printed as a table."""
+    from metasym_control import experiments
+
+    experiments.few_shot_main(args)
+
+
 def _commands() -> dict[str, Callable[..., Any]]:
     return {
         "demo": demo,
+        "train": train,
+        "adapt": adapt,
+        "train-default": train_default,
+        "few-shot": few_shot,
     }
 
 

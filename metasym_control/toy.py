@@ -40,10 +40,10 @@ class OscillatorParams(SystemParams):
     gain: float = 1.0
 
     RANGES: ClassVar[dict[str, SplitRange]] = {
-        "mass": SplitRange(train=(0.6, 1.6), test=((0.5, 0.6), (1.6, 1.8))),
-        "stiffness": SplitRange(train=(1.0, 4.0), test=((0.8, 1.0), (4.0, 4.5))),
-        "damping": SplitRange(train=(0.05, 0.5), test=((0.5, 0.6),)),
-        "gain": SplitRange(train=(0.5, 1.5), test=((1.5, 1.7),)),
+        "mass": SplitRange(train=(0.8, 1.25), test=((0.7, 0.8), (1.25, 1.4))),
+        "stiffness": SplitRange(train=(1.5, 3.0), test=((1.3, 1.5), (3.0, 3.4))),
+        "damping": SplitRange(train=(0.1, 0.3), test=((0.3, 0.35),)),
+        "gain": SplitRange(train=(0.8, 1.2), test=((1.2, 1.3),)),
     }
 
     def validate(self) -> None:

@@ -21,7 +21,9 @@ from torch import nn
 
 from metasym_control.dynamics import Memory
 from metasym_control.models.coordinates import CoordinateMap
+from metasym_control.models.decoder import ActiveDecoder, DecoderConfig
 from metasym_control.models.learned import Batch, LearnedModel
+from metasym_control.models.symplectic import SymplecticConfig, SymplecticEncoder
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,259 @@ class MLPModel(LearnedModel):
         """x (..., nx), u (..., nu) -> x_next (..., nx), memory unchanged."""
         h = self.net(torch.cat([self.norm_state(x), self.norm_action(u)], dim=-1))
         return x + self.delta_std * self.out(h), memory
+
+    def predict_windows(self, batch: Batch) -> torch.Tensor:
+        """Rollouts of a batch of windows: (B, H, nx)."""
+        return self.rollout(batch["x0"], batch["ua"], {})
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Larger causal transformer baseline without symplectic structure.
+
+    Attributes:
+        history_len: L, past transitions read.
+        d_model: token width.
+        n_heads: heads.
+        n_layers: ordinary blocks before the meta-attention.
+        mlp_ratio: MLP width / d_model.
+    """
+
+    history_len: int = 8  # the same window as MetaSym
+    d_model: int = 64  # twice MetaSym's width: the "larger baseline" of the claim
+    n_heads: int = 4  # 16 per head, as in MetaSym
+    n_layers: int = 2  # one more block than MetaSym
+    mlp_ratio: int = 4  # the usual transformer MLP
+
+
+class TransformerModel(LearnedModel):
+    """x_{k+1} = x_k + delta_std * decoder([norm(x), norm(u)] | history); no encoder.
+
+    Fast weights: the meta-attention, as in MetaSym (same budget, same kind of set).
+    """
+
+    config_class = TransformerConfig
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        dt: float,
+        config: TransformerConfig | None = None,
+        coords: CoordinateMap | None = None,
+        env_id: str = "",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        cfg = config or TransformerConfig()
+        super().__init__(state_dim, action_dim, dt, cfg.history_len, coords, env_id)
+        self.config = cfg
+        self.decoder = ActiveDecoder(
+            state_dim + action_dim,
+            state_dim,
+            cfg.history_len,
+            DecoderConfig(cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.mlp_ratio, 0),
+        )
+        self.to(device=device, dtype=dtype)
+
+    def fast_weight_names(self) -> list[str]:
+        """The meta-attention's projections."""
+        return [f"decoder.{n}" for n in self.decoder.meta_attention_names()]
+
+    def _token(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        lead = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        xn = self.norm_state(x).expand(*lead, self.state_dim)
+        un = self.norm_action(u).expand(*lead, self.action_dim)
+        return torch.cat([xn, un], dim=-1)
+
+    def init_memory(
+        self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> Memory:
+        """Encode the window (..., L, nx), (..., L, nu) once per control step."""
+        if states.shape[-2] != self.history_len:
+            raise ValueError(f"window of {states.shape[-2]} states, history_len {self.history_len}")
+        if valid is None:
+            valid = torch.ones(states.shape[:-1], dtype=torch.bool, device=states.device)
+        return self.decoder.encode_prefix(self._token(states, actions), valid.bool())
+
+    def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
+        """x (..., nx), u (..., nu) -> x_next (..., nx), memory."""
+        r, memory = self.decoder.step(self._token(x, u), memory)
+        x_next = x + self.delta_std * r
+        if self.coords is not None:
+            x_next = self.coords.postprocess(x_next)
+        return x_next, memory
+
+
+@dataclass(frozen=True)
+class SymplecticOnlyConfig:
+    """The symplectic encoder alone plus a linear control input.
+
+    Attributes:
+        encoder_kind: "G" or "LA".
+        encoder_layers: nonlinear (up, low) pairs.
+        encoder_width: gradient-shear width.
+    """
+
+    encoder_kind: str = "G"  # as MetaSym
+    encoder_layers: int = 2  # a little deeper than MetaSym's: it has no decoder
+    encoder_width: int = 32  # the same reason
+
+
+class SymplecticOnlyModel(LearnedModel):
+    """x_{k+1} = x_k + state(Φ_dt(z) - z) + delta_std * (B norm(u) + c); Markov.
+
+    Fast weights: the control matrix B and the bias c.
+    """
+
+    config_class = SymplecticOnlyConfig
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        dt: float,
+        config: SymplecticOnlyConfig | None = None,
+        coords: CoordinateMap | None = None,
+        env_id: str = "",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        if coords is None:
+            raise ValueError("SymplecticOnlyModel needs a CoordinateMap")
+        cfg = config or SymplecticOnlyConfig()
+        super().__init__(state_dim, action_dim, dt, 0, coords, env_id)
+        self.config = cfg
+        self.coords: CoordinateMap = coords
+        self.encoder = SymplecticEncoder(
+            coords.dim_q,
+            SymplecticConfig(
+                kind=cfg.encoder_kind,  # type: ignore[arg-type]
+                layers=cfg.encoder_layers,
+                width=cfg.encoder_width,
+                dt_ref=dt,
+                init_scale=0.01,
+            ),
+        )
+        self.control = nn.Linear(action_dim, state_dim)
+        nn.init.zeros_(self.control.weight)
+        nn.init.zeros_(self.control.bias)
+        self.to(device=device, dtype=dtype)
+        self.can_index = self.can_index.long()
+
+    def fast_weight_names(self) -> list[str]:
+        """The control input: `control.weight`, `control.bias`."""
+        return ["control.weight", "control.bias"]
+
+    def init_memory(
+        self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> Memory:
+        """Markov model: the memory is empty."""
+        return {}
+
+    def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
+        """x (..., nx), u (..., nu) -> x_next (..., nx), memory unchanged."""
+        z = self.canonical(x)
+        dx = (self.encoder(z, self.dt) - z) @ self.can_out
+        x_next = x + dx + self.delta_std * self.control(self.norm_action(u))
+        return self.coords.postprocess(x_next), memory
+
+    def predict_windows(self, batch: Batch) -> torch.Tensor:
+        """Rollouts of a batch of windows: (B, H, nx)."""
+        return self.rollout(batch["x0"], batch["ua"], {})
+
+
+@dataclass(frozen=True)
+class HNNConfig:
+    """Hamiltonian neural network with damping and a linear control input.
+
+    Attributes:
+        hidden: width of the Hamiltonian's hidden layer.
+        substeps: RK4 substeps per control step.
+    """
+
+    hidden: int = 64  # one tanh layer: H is smooth for the systems here
+    substeps: int = 1  # one RK4 step per control step: the flows are slow against dt
+
+
+class HNNModel(LearnedModel):
+    """A Hamiltonian neural network (Greydanus et al. 2019) with dissipation and control.
+
+    In standardised canonical coordinates z = (q, p) (time in units of dt):
+    dz/dt = J grad H(z) - (0, softplus(gamma) * p) + G norm(u), with H(z) = w . tanh(W z + b)
+    (its gradient written out, so no autograd inside the model and `torch.func` applies),
+    integrated by RK4; the non-canonical components follow a linear control term
+    delta_std * (B norm(u) + c). Fast weights: G, gamma, B, c and H's output weights w.
+    """
+
+    config_class = HNNConfig
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        dt: float,
+        config: HNNConfig | None = None,
+        coords: CoordinateMap | None = None,
+        env_id: str = "",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        if coords is None:
+            raise ValueError("HNNModel needs a CoordinateMap")
+        cfg = config or HNNConfig()
+        super().__init__(state_dim, action_dim, dt, 0, coords, env_id)
+        self.config = cfg
+        self.coords: CoordinateMap = coords
+        d = coords.dim_q
+        self.h_in = nn.Linear(2 * d, cfg.hidden)
+        self.h_out = nn.Parameter(torch.randn(cfg.hidden) * 0.01)
+        self.gamma = nn.Parameter(torch.full((d,), -4.0))
+        self.g = nn.Linear(action_dim, 2 * d, bias=False)
+        nn.init.zeros_(self.g.weight)
+        self.control = nn.Linear(action_dim, state_dim)
+        nn.init.zeros_(self.control.weight)
+        nn.init.zeros_(self.control.bias)
+        self.to(device=device, dtype=dtype)
+        self.can_index = self.can_index.long()
+
+    def fast_weight_names(self) -> list[str]:
+        """Control, damping and the Hamiltonian's output layer."""
+        return ["h_out", "gamma", "g.weight", "control.weight", "control.bias"]
+
+    def init_memory(
+        self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> Memory:
+        """Markov model: the memory is empty."""
+        return {}
+
+    def grad_h(self, z: torch.Tensor) -> torch.Tensor:
+        """grad H(z) for z (..., 2d): W^T (w * (1 - tanh^2(W z + b)))."""
+        t = torch.tanh(self.h_in(z))
+        return (self.h_out * (1 - t * t)) @ self.h_in.weight
+
+    def field(self, z: torch.Tensor, force: torch.Tensor) -> torch.Tensor:
+        """dz/dt (per unit dt) at z (..., 2d) with the control force (..., 2d)."""
+        d = self.coords.dim_q
+        gh = self.grad_h(z)
+        damp = torch.nn.functional.softplus(self.gamma) * z[..., d:]
+        return torch.cat([gh[..., d:], -gh[..., :d] - damp], dim=-1) + force
+
+    def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
+        """x (..., nx), u (..., nu) -> x_next (..., nx), memory unchanged."""
+        un = self.norm_action(u)
+        force = self.g(un)
+        z = self.canonical(x)
+        h = 1.0 / self.config.substeps
+        w = z
+        for _ in range(self.config.substeps):
+            k1 = self.field(w, force)
+            k2 = self.field(w + 0.5 * h * k1, force)
+            k3 = self.field(w + 0.5 * h * k2, force)
+            k4 = self.field(w + h * k3, force)
+            w = w + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        x_next = x + (w - z) @ self.can_out + self.delta_std * self.control(un)
+        return self.coords.postprocess(x_next), memory
 
     def predict_windows(self, batch: Batch) -> torch.Tensor:
         """Rollouts of a batch of windows: (B, H, nx)."""

@@ -47,6 +47,13 @@ class LearnedModel(nn.Module):
     delta_std: torch.Tensor
     trusted_lo: torch.Tensor
     trusted_hi: torch.Tensor
+    can_mean: torch.Tensor
+    can_scale: torch.Tensor
+    can_delta: torch.Tensor
+    can_index: torch.Tensor
+    can_mul: torch.Tensor
+    can_sub: torch.Tensor
+    can_out: torch.Tensor
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,6 +86,18 @@ class LearnedModel(nn.Module):
             "trusted_lo", torch.full((state_dim,), -torch.inf, dtype=torch.float64)
         )
         self.register_buffer("trusted_hi", torch.full((state_dim,), torch.inf, dtype=torch.float64))
+        if coords is not None:
+            # standardised canonical coordinates z = x[can_index] * can_mul - can_sub and the
+            # state change of a canonical change e, e @ can_out (set in _on_normalization)
+            d = coords.dim_q
+            self.register_buffer("can_mean", torch.zeros(2 * d, dtype=torch.float64))
+            self.register_buffer("can_scale", torch.ones(2 * d, dtype=torch.float64))
+            self.register_buffer("can_delta", torch.ones(2 * d, dtype=torch.float64))
+            self.register_buffer("can_index", torch.as_tensor(coords.canonical_index()))
+            self.register_buffer("can_mul", torch.ones(2 * d, dtype=torch.float64))
+            self.register_buffer("can_sub", torch.zeros(2 * d, dtype=torch.float64))
+            self.register_buffer("can_out", torch.zeros(2 * d, state_dim, dtype=torch.float64))
+            self._on_normalization()
 
     # ---------------------------------------------------------------- normalisation
     def fit_normalization(
@@ -91,35 +110,72 @@ class LearnedModel(nn.Module):
             margin: the trusted box is the data's state range widened by this fraction of it.
         """
         parts = [data] if isinstance(data, Trajectory) else list(data)
-        xs, us, dxs = [], [], []
-        for tr in parts:
-            mask = tr.valid_mask()
-            us.append(tr.actions[mask])
-            xs.append(tr.states[:, :-1][mask])
-            dxs.append((tr.states[:, 1:] - tr.states[:, :-1])[mask])
-        x, u, dx = np.concatenate(xs), np.concatenate(us), np.concatenate(dxs)
-        if len(x) < 2:
-            raise ValueError("fit_normalization needs at least two valid transitions")
+        self.set_normalization(data_statistics(parts), margin)
 
-        def _std(a: np.ndarray) -> np.ndarray:
-            s = a.std(0)
-            return np.where(s > 1e-9, s, 1.0)
+    def set_normalization(self, stats: dict[str, np.ndarray], margin: float = 0.1) -> None:
+        """Set the buffers from pooled sums (see `data_statistics`; ranks may add theirs up)."""
+        n = float(stats["count"][0])
+        if n < 2:
+            raise ValueError("normalisation needs at least two valid transitions")
 
-        lo, hi = x.min(0), x.max(0)
+        def _mean_std(key: str) -> tuple[np.ndarray, np.ndarray]:
+            mean = stats[key + "_sum"] / n
+            var = np.maximum(stats[key + "_sq"] / n - mean**2, 0.0)
+            std = np.sqrt(var)
+            return mean, np.where(std > 1e-9, std, 1.0)
+
+        xm, xs = _mean_std("x")
+        um, us = _mean_std("u")
+        _, ds = _mean_std("dx")
+        lo, hi = stats["x_min"], stats["x_max"]
         span = hi - lo
         dev, dt = self.state_mean.device, self.state_mean.dtype
+
+        def _t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, device=dev, dtype=dt)
+
         with torch.no_grad():
-            self.state_mean.copy_(torch.as_tensor(x.mean(0), device=dev, dtype=dt))
-            self.state_std.copy_(torch.as_tensor(_std(x), device=dev, dtype=dt))
-            self.action_mean.copy_(torch.as_tensor(u.mean(0), device=dev, dtype=dt))
-            self.action_std.copy_(torch.as_tensor(_std(u), device=dev, dtype=dt))
-            self.delta_std.copy_(torch.as_tensor(_std(dx), device=dev, dtype=dt))
-            self.trusted_lo.copy_(torch.as_tensor(lo - margin * span, device=dev, dtype=dt))
-            self.trusted_hi.copy_(torch.as_tensor(hi + margin * span, device=dev, dtype=dt))
+            self.state_mean.copy_(_t(xm))
+            self.state_std.copy_(_t(xs))
+            self.action_mean.copy_(_t(um))
+            self.action_std.copy_(_t(us))
+            self.delta_std.copy_(_t(ds))
+            self.trusted_lo.copy_(_t(lo - margin * span))
+            self.trusted_hi.copy_(_t(hi + margin * span))
         self._on_normalization()
 
     def _on_normalization(self) -> None:
-        """Hook for subclasses that derive more statistics from the fitted buffers."""
+        """Canonical statistics (models with a coordinate map).
+
+        Each (q_i, p_i) pair is scaled so that s_q,i * s_p,i is one common constant: the
+        standardisation then multiplies the symplectic form by a constant, so a symplectic map
+        of the standardised coordinates is symplectic in the physical ones too.
+        """
+        c = self.coords
+        if c is None:
+            return
+        idx = self.can_index.long()
+        pscale = torch.ones(2 * c.dim_q, dtype=self.state_mean.dtype, device=idx.device)
+        pscale[c.dim_q :] = c.p_scale
+        mean = self.state_mean[idx] * pscale
+        std = self.state_std[idx] * pscale
+        sq, sp = std[: c.dim_q], std[c.dim_q :]
+        prod = sq * sp
+        fix = torch.sqrt(torch.exp(torch.log(prod).mean()) / prod)
+        scale = torch.cat([sq * fix, sp * fix])
+        out = torch.zeros_like(self.can_out)
+        out[torch.arange(2 * c.dim_q, device=idx.device), idx] = scale / pscale
+        with torch.no_grad():
+            self.can_mean.copy_(mean)
+            self.can_scale.copy_(scale)
+            self.can_delta.copy_((self.delta_std[idx] * pscale / scale).clamp_min(1e-12))
+            self.can_mul.copy_(pscale / scale)
+            self.can_sub.copy_(mean / scale)
+            self.can_out.copy_(out)
+
+    def canonical(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised canonical coordinates: x (..., nx) -> z (..., 2d)."""
+        return x.index_select(-1, self.can_index) * self.can_mul - self.can_sub
 
     @property
     def trusted_lower(self) -> np.ndarray | None:
@@ -215,6 +271,25 @@ class LearnedModel(nn.Module):
     def num_parameters(self) -> int:
         """Number of trainable scalars."""
         return sum(p.numel() for p in self.parameters())
+
+
+def data_statistics(parts: Sequence[Trajectory]) -> dict[str, np.ndarray]:
+    """Pooled sums over the valid transitions: count, sums and sums of squares of x, u, dx,
+    and the state range (so distributed ranks can combine theirs exactly)."""
+    xs, us, dxs = [], [], []
+    for tr in parts:
+        mask = tr.valid_mask()
+        us.append(tr.actions[mask])
+        xs.append(tr.states[:, :-1][mask])
+        dxs.append((tr.states[:, 1:] - tr.states[:, :-1])[mask])
+    x, u, dx = np.concatenate(xs), np.concatenate(us), np.concatenate(dxs)
+    out = {"count": np.array([float(len(x))])}
+    for key, a in (("x", x), ("u", u), ("dx", dx)):
+        out[key + "_sum"] = a.sum(0)
+        out[key + "_sq"] = (a * a).sum(0)
+    out["x_min"] = x.min(0) if len(x) else np.full(x.shape[1], np.inf)
+    out["x_max"] = x.max(0) if len(x) else np.full(x.shape[1], -np.inf)
+    return out
 
 
 def build_model(spec: dict[str, Any]) -> LearnedModel:

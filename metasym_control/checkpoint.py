@@ -1,0 +1,240 @@
+"""Checkpoints of learned models: safetensors weights + JSON config, checked on load."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+if TYPE_CHECKING:
+    from metasym_control.models.learned import LearnedModel
+
+CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_KIND = "metasym_control.checkpoint"
+_OPTIM_PREFIX = "__optim__."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, truncated, or of another model, version or env."""
+
+
+def env_version(env_id: str) -> int | None:
+    """The version number of an id like `MetaSymQuadrotor-v0` (None without one)."""
+    m = re.search(r"-v(\d+)$", env_id)
+    return int(m.group(1)) if m else None
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """(`<stem>.safetensors`, `<stem>.json`) for a path given with either suffix or none."""
+    base = Path(path)
+    if base.suffix in (".safetensors", ".json"):
+        base = base.with_suffix("")
+    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: LearnedModel,
+    training: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Path:
+    """Write `<stem>.safetensors` (weights, float64 kept as is) and `<stem>.json`.
+
+    Args:
+        path: file stem (a `.safetensors` / `.json` suffix is dropped).
+        model: the learned model.
+        training: JSON-ready training state (step, configs, log file) for resuming.
+        optimizer: an Adam-like optimizer whose state is stored too (resumable training).
+
+    Returns:
+        The `.safetensors` path.
+    """
+    wpath, jpath = checkpoint_paths(path)
+    wpath.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optim_meta: dict[str, Any] | None = None
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        optim_meta = {"param_groups": sd["param_groups"], "scalars": {}}
+        for pid, st in sd["state"].items():
+            for name, val in st.items():
+                key = f"{_OPTIM_PREFIX}{pid}.{name}"
+                if isinstance(val, torch.Tensor) and val.dim() > 0:
+                    tensors[key] = val.detach().cpu().contiguous()
+                else:
+                    optim_meta["scalars"][key] = float(val)
+    save_file(tensors, str(wpath))
+    meta = {
+        "kind": CHECKPOINT_KIND,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "model": model.spec(),
+        "env_id": model.env_id,
+        "env_version": env_version(model.env_id),
+        "sha256": _sha256(wpath),
+        "dtype": str(next(iter(model.parameters())).dtype).replace("torch.", ""),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "training": training,
+        "optimizer": optim_meta,
+    }
+    jpath.write_text(json.dumps(meta, indent=1))
+    return wpath
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON half of a checkpoint, checked for kind and format version.
+
+    Raises:
+        CheckpointError: missing or corrupt JSON, another kind of file, another format version.
+    """
+    _, jpath = checkpoint_paths(path)
+    try:
+        meta = json.loads(jpath.read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"checkpoint config {jpath} not found") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint config {jpath} is corrupt or truncated: {e}") from e
+    if not isinstance(meta, dict) or meta.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{jpath} is not a metasym_control checkpoint")
+    if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{jpath}: checkpoint format version {meta.get('format_version')}, this library "
+            f"reads version {CHECKPOINT_FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _load_tensors(path: str | Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    wpath, jpath = checkpoint_paths(path)
+    if not wpath.exists():
+        raise CheckpointError(f"checkpoint weights {wpath} not found")
+    if meta.get("sha256") and _sha256(wpath) != meta["sha256"]:
+        raise CheckpointError(
+            f"checkpoint weights {wpath} are corrupt or truncated (checksum differs from {jpath})"
+        )
+    try:
+        return load_file(str(wpath))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint weights {wpath} are corrupt or truncated: {e}") from e
+
+
+def _check_identity(
+    meta: dict[str, Any], jpath: Path, expect_class: str | None, env_id: str | None
+) -> None:
+    spec = meta.get("model") or {}
+    if expect_class is not None and spec.get("class") != expect_class:
+        raise CheckpointError(
+            f"{jpath} holds a {spec.get('class')} model, expected {expect_class} (another model)"
+        )
+    if env_id is not None and meta.get("env_id") != env_id:
+        theirs, ours = str(meta.get("env_id", "")), env_id
+        if theirs.split("-v")[0] == ours.split("-v")[0]:
+            raise CheckpointError(
+                f"{jpath} was made for environment version {theirs}, expected {ours} "
+                "(another environment version)"
+            )
+        raise CheckpointError(f"{jpath} was made for {theirs!r}, expected {ours!r} (another env)")
+
+
+def _load_weights(
+    model: LearnedModel,
+    tensors: dict[str, torch.Tensor],
+    wpath: Path,
+    optimizer: torch.optim.Optimizer | None,
+    meta: dict[str, Any],
+) -> None:
+    weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIM_PREFIX)}
+    own = model.state_dict()
+    missing, extra = set(own) - set(weights), set(weights) - set(own)
+    bad = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
+    if missing or extra or bad:
+        raise CheckpointError(
+            f"{wpath} does not match the {type(model).__name__} architecture: missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(extra)[:5]}, wrong shape {bad[:5]}"
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+    if optimizer is not None and meta.get("optimizer"):
+        om = meta["optimizer"]
+        dev = own[next(iter(own))].device
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith(_OPTIM_PREFIX):
+                pid, name = k[len(_OPTIM_PREFIX) :].split(".", 1)
+                state.setdefault(int(pid), {})[name] = v.to(dev)
+        for k, val in om["scalars"].items():
+            pid, name = k[len(_OPTIM_PREFIX) :].split(".", 1)
+            state.setdefault(int(pid), {})[name] = torch.tensor(val)
+        optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+
+
+def load_checkpoint(
+    path: str | Path,
+    expect_class: str | None = None,
+    env_id: str | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> tuple[LearnedModel, dict[str, Any]]:
+    """Load a checkpoint written by `save_checkpoint`.
+
+    Args:
+        path: the stem or either file.
+        expect_class: model class the checkpoint must hold (e.g. "MetaSym"), or None.
+        env_id: environment id (with version) it must be made for, or None.
+        device, dtype: where to put the model (dtype None: as saved).
+
+    Returns:
+        The model and the JSON metadata.
+
+    Raises:
+        CheckpointError: saying which: missing file, corrupt or truncated file, another model
+            class, another format version, another environment or environment version, or
+            weights that do not fit the architecture.
+    """
+    from metasym_control.models.learned import build_model
+
+    wpath, jpath = checkpoint_paths(path)
+    meta = read_checkpoint_meta(path)
+    _check_identity(meta, jpath, expect_class, env_id)
+    tensors = _load_tensors(path, meta)
+    try:
+        model = build_model(meta.get("model") or {})
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{jpath}: cannot rebuild the model from its config: {e}") from e
+    saved_dtype = getattr(torch, str(meta.get("dtype", "float64")), torch.float64)
+    model.to(dtype=dtype or saved_dtype)
+    _load_weights(model, tensors, wpath, None, meta)
+    model.to(device=device)
+    return model, meta
+
+
+def restore_into(
+    path: str | Path, model: LearnedModel, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, Any]:
+    """Load a checkpoint's weights (and optimizer state) into an existing model, to resume.
+
+    Raises:
+        CheckpointError: as `load_checkpoint`; also when the checkpoint holds another
+            architecture than `model`.
+    """
+    wpath, jpath = checkpoint_paths(path)
+    meta = read_checkpoint_meta(path)
+    _check_identity(meta, jpath, type(model).__name__, model.env_id or None)
+    if (meta.get("model") or {}).get("config") != model.spec()["config"]:
+        raise CheckpointError(f"{jpath} holds another {type(model).__name__} configuration")
+    _load_weights(model, _load_tensors(path, meta), wpath, optimizer, meta)
+    return meta

@@ -1,0 +1,144 @@
+"""Checkpoints round-trip; corrupt, truncated and mismatched ones fail saying which."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from metasym_control.checkpoint import (
+    CheckpointError,
+    checkpoint_paths,
+    load_checkpoint,
+    restore_into,
+    save_checkpoint,
+)
+from metasym_control.models.baselines import MLPModel
+from metasym_control.models.coordinates import coordinates_for_env
+from metasym_control.models.metasym import MetaSym, MetaSymConfig
+from metasym_control.toy import TOY_DT, TOY_ENV_ID, oscillator_family
+
+
+def _metasym() -> MetaSym:
+    torch.manual_seed(0)
+    m = MetaSym(
+        2, 1, TOY_DT, MetaSymConfig(d_model=16), coordinates_for_env(TOY_ENV_ID, 2), TOY_ENV_ID
+    )
+    m.fit_normalization(oscillator_family(2, 2, 30, "train", seed=0))
+    torch.nn.init.normal_(m.decoder.head.weight, std=0.1)
+    return m
+
+
+def _predict(m: torch.nn.Module) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    hs = torch.randn(3, m.history_len, 2, generator=g, dtype=torch.float64)
+    ha = torch.randn(3, m.history_len, 1, generator=g, dtype=torch.float64)
+    us = torch.randn(3, 6, 1, generator=g, dtype=torch.float64)
+    return m.rollout(hs[:, -1], us, m.init_memory(hs, ha)).detach()
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    m = _metasym()
+    path = save_checkpoint(tmp_path / "ck", m, training={"step": 3})
+    assert path.suffix == ".safetensors" and path.exists()
+    loaded, meta = load_checkpoint(tmp_path / "ck.json", expect_class="MetaSym", env_id=TOY_ENV_ID)
+    assert isinstance(loaded, MetaSym) and meta["training"]["step"] == 3
+    assert meta["env_version"] == 0 and meta["format_version"] == 1
+    torch.testing.assert_close(_predict(loaded), _predict(m), rtol=0, atol=0)
+    assert loaded.config == m.config and loaded.coords == m.coords
+    assert loaded.trusted_lower is not None
+    # float32 on request
+    l32, _ = load_checkpoint(tmp_path / "ck", dtype=torch.float32)
+    assert next(l32.parameters()).dtype == torch.float32
+
+
+def test_resume_restores_optimizer(tmp_path: Path) -> None:
+    m = _metasym()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    m.decoder.head.weight.sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "ck", m, training={"step": 1}, optimizer=opt)
+    m2 = _metasym()
+    opt2 = torch.optim.Adam(m2.parameters(), lr=1e-3)
+    restore_into(tmp_path / "ck", m2, opt2)
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    for k in s1:
+        torch.testing.assert_close(s1[k]["exp_avg"], s2[k]["exp_avg"])
+        assert float(s1[k]["step"]) == float(s2[k]["step"])
+
+
+def test_corrupt_truncated_missing(tmp_path: Path) -> None:
+    m = _metasym()
+    save_checkpoint(tmp_path / "ck", m)
+    wpath, jpath = checkpoint_paths(tmp_path / "ck")
+    data = wpath.read_bytes()
+    # flipped bytes in the weights
+    bad = bytearray(data)
+    bad[len(bad) // 2] ^= 0xFF
+    wpath.write_bytes(bytes(bad))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "ck")
+    # truncated weights
+    wpath.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "ck")
+    # truncated weights and no checksum to catch it: the safetensors parser still says so
+    meta = json.loads(jpath.read_text())
+    meta["sha256"] = None
+    jpath.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "ck")
+    # truncated / corrupt config
+    jpath.write_text(jpath.read_text()[:50])
+    with pytest.raises(CheckpointError, match=r"config .* corrupt or truncated"):
+        load_checkpoint(tmp_path / "ck")
+    wpath.unlink()
+    jpath.unlink()
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "ck")
+    save_checkpoint(tmp_path / "ck2", m)
+    checkpoint_paths(tmp_path / "ck2")[0].unlink()
+    with pytest.raises(CheckpointError, match=r"weights .* not found"):
+        load_checkpoint(tmp_path / "ck2")
+
+
+def test_mismatched(tmp_path: Path) -> None:
+    m = _metasym()
+    save_checkpoint(tmp_path / "ck", m)
+    _, jpath = checkpoint_paths(tmp_path / "ck")
+    with pytest.raises(CheckpointError, match="another model"):
+        load_checkpoint(tmp_path / "ck", expect_class="MLPModel")
+    with pytest.raises(CheckpointError, match="another env"):
+        load_checkpoint(tmp_path / "ck", env_id="MetaSymQuadrotor-v0")
+    with pytest.raises(CheckpointError, match="another environment version"):
+        load_checkpoint(tmp_path / "ck", env_id="ToyOscillator-v1")
+    # another format version
+    meta = json.loads(jpath.read_text())
+    meta["format_version"] = 99
+    jpath.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(tmp_path / "ck")
+    # not a checkpoint at all
+    jpath.write_text(json.dumps({"kind": "something else"}))
+    with pytest.raises(CheckpointError, match="not a metasym_control checkpoint"):
+        load_checkpoint(tmp_path / "ck")
+    # weights of another architecture under this config
+    save_checkpoint(tmp_path / "ck", m)
+    mlp = MLPModel(2, 1, TOY_DT, env_id=TOY_ENV_ID)
+    save_checkpoint(tmp_path / "mlp", mlp)
+    wm, _ = checkpoint_paths(tmp_path / "mlp")
+    wk, jk = checkpoint_paths(tmp_path / "ck")
+    wk.write_bytes(wm.read_bytes())
+    meta = json.loads(jk.read_text())
+    meta["sha256"] = None
+    jk.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(tmp_path / "ck")
+    # resuming into another configuration
+    save_checkpoint(tmp_path / "ck3", m)
+    other = MetaSym(2, 1, TOY_DT, MetaSymConfig(d_model=32), m.coords, TOY_ENV_ID)
+    with pytest.raises(CheckpointError, match="another MetaSym configuration"):
+        restore_into(tmp_path / "ck3", other)
