@@ -356,15 +356,15 @@ class NMPC:
         stride = nx + nu
         xk = [w[k * stride : k * stride + nx] for k in range(n)] + [w[n * stride :]]
         uk = [w[k * stride + nx : (k + 1) * stride] for k in range(n)]
-        obj = 0
+        obj: Any = ca.SX(0)
         g = [xk[0] - p_x0]
         for k in range(n):
             obj += self._stage_cost(xk[k], uk[k], p_xr[:, k], p_ur[:, k])
             g.append(self._f_sym(xk[k], uk[k]) - xk[k + 1])
         obj += self._term_cost(xk[n], p_xr[:, n])
         p = ca.vertcat(p_x0, ca.vec(p_xr), ca.vec(p_ur))
-        nlp = {"x": w, "p": p, "f": obj, "g": ca.vertcat(*g)}
-        opts = {
+        nlp: dict[str, Any] = {"x": w, "p": p, "f": obj, "g": ca.vertcat(*g)}
+        opts: dict[str, Any] = {
             "print_time": False,
             "error_on_fail": False,
             "ipopt": {
