@@ -218,7 +218,7 @@ def test_identification_on_exploration_data_of_a_held_out_system() -> None:
     assert true.gust_std > 0
     support = collect_quadrotor_dataset(1, 2, 150, "test", seed=0, params=[true], num_envs=1)
     got = QuadrotorModel().adapt(support, AdaptBudget()).params
-    assert abs(got.mass / true.mass - 1) < 0.03
+    assert abs(got.mass / true.mass - 1) < 0.02  # measured 0.24 %
     np.testing.assert_allclose(got.inertia, true.inertia, rtol=0.02)
     # the nominal X2 is far from this system: the test is not passed by the prior
     assert abs(QuadrotorParams().mass / true.mass - 1) > 0.1
