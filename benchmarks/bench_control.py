@@ -384,6 +384,11 @@ def main() -> None:
                 "MPPI (CUDA graph, weighted plan)",
                 {"cuda_graph": True, "plan_rollout": "weighted"},
             ),
+            (
+                30,
+                "MPPI (compiled, CUDA graph, weighted plan)",
+                {"cuda_graph": True, "plan_rollout": "weighted", "compile": True},
+            ),
         ]
         for t_h, label, kw in variants:
             rows.append(

@@ -298,12 +298,18 @@ class MPPI:
         return u_new, plan, stats
 
     def _build_plan_fn(self) -> PlanFn:
-        """Resolve compile / CUDA-graph options once into the function `act` calls."""
-        if self._use_graph:
-            return _GraphedPlan(self._plan_eager)
+        """Resolve compile / CUDA-graph options once into the function `act` calls.
+
+        With both, the compiled function (fused kernels) is what the graph captures. Either
+        is rebuilt by `set_model`: a graph re-captures in milliseconds, `torch.compile`
+        recompiles (seconds), so online adaptation pairs better with the graph alone.
+        """
+        fn: PlanFn = self._plan_eager
         if self.config.compile:
-            return torch.compile(self._plan_eager, dynamic=False)  # type: ignore[return-value]
-        return self._plan_eager
+            fn = torch.compile(self._plan_eager, dynamic=False)  # type: ignore[assignment]
+        if self._use_graph:
+            return _GraphedPlan(fn)
+        return fn
 
     def _fallback(
         self, x0: torch.Tensor, memory: Memory, t: float, warm: torch.Tensor | None
