@@ -14,6 +14,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 import pytest
 import torch
+from controller_toy import TorchOnly
 
 from metasym_control.control import ClosedLoopResult, run_closed_loop
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
@@ -79,6 +80,8 @@ def quad_run(task: str, controller: str, steps: int) -> tuple[float, ClosedLoopR
         ctrl = MPPI(model, env.task, QUAD_MPPI[task])
     elif controller == "hover":
         ctrl = Constant(np.full(4, QUAD.hover_action()))
+    elif controller == "rti-torch":  # the learned-model path: batched torch Jacobians
+        ctrl = NMPC(TorchOnly(model), env.task, NMPCConfig(horizon=20, linearization="fd"))
     else:
         ctrl = NMPC(model, env.task, NMPCConfig(horizon=20, mode=controller))  # type: ignore[arg-type]
     r = run_closed_loop(env, ctrl, steps, seed=0)
@@ -105,10 +108,11 @@ def test_quadrotor_constant_hover_command_fails_the_hover_bound() -> None:
 
 @pytest.mark.parametrize(
     ("controller", "steps", "bound"),
-    # measured RMSE over 3 s (m): ipopt 0.082, rti 0.084; mppi 0.160 over 2 s; the hover
-    # command 1.44
+    # measured RMSE over 3 s (m): ipopt 0.082, rti 0.084 (CasADi or torch fd Jacobians);
+    # mppi 0.160 over 2 s; the hover command 1.44
     [
         ("rti", 150, 0.12),
+        ("rti-torch", 150, 0.12),
         pytest.param("ipopt", 150, 0.12, marks=pytest.mark.slow),
         pytest.param("mppi", 100, 0.25, marks=pytest.mark.slow),
     ],
