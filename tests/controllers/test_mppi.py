@@ -177,3 +177,15 @@ def test_cuda_graph_capture_failure_runs_eagerly() -> None:
     _, ue, _ = simulate(eager, X0, 4)
     _, ug, _ = simulate(graphed, X0, 4)
     np.testing.assert_allclose(ug, ue, rtol=0, atol=1e-10)
+
+
+def test_more_iterations_per_step_lower_the_planned_cost() -> None:
+    """Measured best sample cost at the first step, K 64: 137 (1 iteration), 94 (4)."""
+    task = QuadraticTask()
+    costs = {}
+    for it in (1, 4):
+        cfg = MPPIConfig(**{**CFG.__dict__, "iterations": it, "num_samples": 64})
+        ctrl = MPPI(DoubleIntegrator(), task, cfg)
+        ctrl.act(X0, 0.0)
+        costs[it] = ctrl.last_info["cost_min"]
+    assert costs[4] < 0.9 * costs[1]
