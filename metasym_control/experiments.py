@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -30,7 +31,7 @@ from metasym_control.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
 
-ModelKind = Literal["metasym", "mlp", "transformer", "symplectic", "hnn"]
+ModelKind = Literal["metasym", "metasym_decoder", "mlp", "transformer", "symplectic", "hnn"]
 EnvName = Literal["quadrotor", "toy"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "metasym_quadrotor"
@@ -57,7 +58,8 @@ def make_model(
     """A fresh learned model of `kind` for an environment.
 
     Args:
-        kind: "metasym" or a baseline ("mlp", "transformer", "symplectic", "hnn").
+        kind: "metasym", "metasym_decoder" (MetaSym adapting its whole decoder, the
+            ablation) or a baseline ("mlp", "transformer", "symplectic", "hnn").
         env_id: environment id with version (picks the canonical coordinates).
         state_dim, action_dim, dt: of the data.
         metasym: a `MetaSymConfig` (MetaSym only; default config if None).
@@ -71,6 +73,9 @@ def make_model(
     args: dict[str, Any] = {"coords": coords, "env_id": env_id, "device": device, "dtype": dtype}
     if kind == "metasym":
         return MetaSym(state_dim, action_dim, dt, metasym, **args)
+    if kind == "metasym_decoder":
+        cfg = dataclasses.replace(metasym or MetaSymConfig(), fast_set="decoder")
+        return MetaSym(state_dim, action_dim, dt, cfg, **args)
     classes: dict[str, type[LearnedModel]] = {
         "mlp": baselines.MLPModel,
         "transformer": baselines.TransformerModel,
@@ -238,7 +243,7 @@ def adapt_main(args: AdaptArgs) -> None:
 # ------------------------------------------------------------------ the shipped weights
 
 DEFAULT_TRAIN = MetaTrainConfig(
-    steps=400,
+    steps=1200,
     meta_batch=8,
     support_episodes=3,
     inner_steps=3,
@@ -247,6 +252,7 @@ DEFAULT_TRAIN = MetaTrainConfig(
     horizon=4,
     batch_windows=48,
     outer_lr=3e-3,
+    unadapted_weight=0.5,
     seed=0,
     log_every=10,
 )
@@ -257,7 +263,7 @@ class TrainDefaultArgs:
     """Regenerate the shipped default quadrotor checkpoint with its fixed seed and config.
 
     Attributes:
-        device: "cpu" (about 15 minutes on 2 cores) or "cuda".
+        device: "cpu" (a few minutes on 2 cores; see docs/metasym.md) or "cuda".
         out: stem of the checkpoint (default: the package's weights folder).
         n_tasks: training systems.
         episodes: episodes per system.
@@ -266,7 +272,7 @@ class TrainDefaultArgs:
 
     device: str = "cpu"
     out: Path = DEFAULT_WEIGHTS
-    n_tasks: int = 32
+    n_tasks: int = 48
     episodes: int = 5
     steps_per_episode: int = 100
 
@@ -339,6 +345,21 @@ def constant_error(model: LearnedModel, data: Trajectory, horizon: int) -> float
     return float(err.pow(2).mean().sqrt())
 
 
+FEW_SHOT_TRAIN = MetaTrainConfig(
+    steps=400,
+    meta_batch=4,
+    support_episodes=3,
+    inner_steps=3,
+    inner_lr=3e-3,
+    inner_optimizer="adam",
+    horizon=4,
+    batch_windows=32,
+    outer_lr=3e-3,
+    seed=0,
+    log_every=50,
+)
+
+
 @dataclass(frozen=True)
 class FewShotArgs:
     """Meta-train (or load) MetaSym and the baselines, adapt on K trajectories of held-out
@@ -360,17 +381,26 @@ class FewShotArgs:
     """
 
     env: EnvName = "toy"
-    models: tuple[ModelKind, ...] = ("metasym", "mlp", "transformer", "symplectic", "hnn")
+    models: tuple[ModelKind, ...] = (
+        "metasym",
+        "metasym_decoder",
+        "mlp",
+        "transformer",
+        "symplectic",
+        "hnn",
+    )
     shots: int = 3
     test_tasks: int = 8
     test_episodes: int = 5
     horizon: int = 20
     n_tasks: int = 32
     episodes: int = 5
-    steps_per_episode: int = 60
+    steps_per_episode: int = 40
     out: Path = Path("outputs/few_shot")
-    budget: AdaptBudget = field(default_factory=lambda: AdaptBudget(inner_steps=20))
-    train: MetaTrainConfig = field(default_factory=lambda: DEFAULT_TRAIN)
+    budget: AdaptBudget = field(
+        default_factory=lambda: AdaptBudget(inner_steps=50, lr=3e-3, horizon=4)
+    )
+    train: MetaTrainConfig = field(default_factory=lambda: FEW_SHOT_TRAIN)
     write_benchmarks: bool = False
     seed: int = 0
 
@@ -406,7 +436,7 @@ def few_shot_experiment(args: FewShotArgs) -> list[dict[str, Any]]:
                 kind, first.env_id, first.state_dim, first.action_dim, first.dt, MetaSymConfig()
             )
             model.fit_normalization(train)
-            meta_train(model, train, args.train, out_dir=args.out / kind)
+            meta_train(model, train, args.train, out_dir=args.out / kind, progress=False)
         train_s = time.perf_counter() - t0
         before, after, const, adapt_s = [], [], [], []
         for task in test:

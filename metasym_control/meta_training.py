@@ -75,6 +75,9 @@ class MetaTrainConfig:
         lr_decay: cosine decay of the outer step size to 10 % over `steps`.
         grad_clip: max norm of the meta-gradient (0: none).
         aux: add the model's auxiliary (time-reversal) losses to the query loss.
+        unadapted_weight: weight of the query loss of the *unadapted* meta-model, added to
+            the adapted one, so the meta-model also predicts well before any adaptation (a
+            controller flies it until its first adaptation); 0 is plain MAML.
         seed: seed of every draw (tasks, episodes, windows).
         checkpoint_every: outer steps between checkpoints (0: only at the end).
         log_every: outer steps between log records.
@@ -94,6 +97,7 @@ class MetaTrainConfig:
     lr_decay: bool = True  # short runs end far lower with a cosine decay
     grad_clip: float = 1.0  # rare large rollout errors should not derail training
     aux: bool = True  # time-reversal losses of the encoder
+    unadapted_weight: float = 0.0  # plain MAML by default; the shipped weights use 0.5
     seed: int = 0  # everything random derives from it
     checkpoint_every: int = 0  # end-only by default
     log_every: int = 10  # log records every 10 steps
@@ -182,6 +186,7 @@ def meta_train(
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> list[dict[str, Any]]:
     """Meta-train `model` in place on `tasks`.
 
@@ -198,6 +203,8 @@ def meta_train(
             None writes nothing.
         resume: continue from `out_dir/checkpoint` if it exists (weights, optimizer, step).
         progress: show a tqdm bar (rank 0).
+        stop_at: stop (with a checkpoint) after this outer step, e.g. to split a run in time
+            slices; the schedule stays that of `config.steps`.
 
     Returns:
         The log: one dict per logged step (step, loss, inner_before, inner_after, seconds).
@@ -237,8 +244,9 @@ def meta_train(
         start = int(meta["training"]["step"])
         log = list(meta["training"].get("log", []))
         logger.info("resuming meta-training at step %d", start)
+    end = config.steps if stop_at is None else min(stop_at, config.steps)
     bar = tqdm(
-        range(start, config.steps),
+        range(start, end),
         disable=not progress or rank != 0,
         desc="meta-train",
         initial=start,
@@ -253,7 +261,7 @@ def meta_train(
         else:
             chosen = list(range(n_total))
         mine = [g for g in chosen if g in local]
-        logging_step = (step + 1) % config.log_every == 0 or step + 1 == config.steps
+        logging_step = (step + 1) % config.log_every == 0 or step + 1 == end
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         opt.zero_grad(set_to_none=False)
@@ -293,7 +301,7 @@ def meta_train(
             if rank == 0 and out is not None:
                 out.mkdir(parents=True, exist_ok=True)
                 (out / "log.json").write_text(json.dumps(log, indent=1))
-        last = step + 1 == config.steps
+        last = step + 1 == end
         if (
             ckpt is not None
             and rank == 0
@@ -369,6 +377,8 @@ def _task_loss(
             adapted = {**base, **{n: w.detach() for n, w in fast.items()}}
             after = float(functional_call(model, adapted, (b0,)))
     q = functional_call(model, {**params, **fast}, (qbatch,), {"aux": config.aux})
+    if config.unadapted_weight > 0:
+        q = q + config.unadapted_weight * functional_call(model, params, (qbatch,))
     return q, before, after
 
 
