@@ -128,9 +128,14 @@ class ClosedLoopResult:
     frames: list[np.ndarray]
     params: dict[str, Any]
 
-    def tracking_rmse(self, env: MetaSymEnv) -> float:
-        """Root-mean-square of the task's tracking error over the run (task units)."""
-        err = env.task.tracking_error(self.states, self.x_ref)
+    def tracking_rmse(self, env: Any) -> float:
+        """Root-mean-square of the task's tracking error over the run (task units).
+
+        Args:
+            env: the MetaSym environment, wrapped (e.g. by `gymnasium.make`) or not.
+        """
+        base: MetaSymEnv = getattr(env, "unwrapped", env)
+        err = base.task.tracking_error(self.states, self.x_ref)
         return float(np.sqrt(np.mean(err**2)))
 
     def to_trajectory(self, env_id: str, dt: float) -> Trajectory:
