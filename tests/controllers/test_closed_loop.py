@@ -11,11 +11,13 @@ from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from controller_toy import TorchOnly
 
+import metasym_control  # noqa: F401  (registers the environment ids)
 from metasym_control.control import ClosedLoopResult, run_closed_loop
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
 from metasym_control.controllers.nmpc import NMPC, NMPCConfig
@@ -73,17 +75,19 @@ QUAD_MPPI = {
 
 
 def quad_run(task: str, controller: str, steps: int) -> tuple[float, ClosedLoopResult]:
-    env = QuadrotorEnv(task=task, params=QUAD)
+    # through gymnasium.make, as a user would: the runner and the RMSE see the wrapped env
+    env: Any = gym.make("MetaSymQuadrotor-v0", task=task, params=QUAD)
+    base: QuadrotorEnv = env.unwrapped
     model = QuadrotorModel(QUAD)
     ctrl: Any
     if controller == "mppi":
-        ctrl = MPPI(model, env.task, QUAD_MPPI[task])
+        ctrl = MPPI(model, base.task, QUAD_MPPI[task])
     elif controller == "hover":
         ctrl = Constant(np.full(4, QUAD.hover_action()))
     elif controller == "rti-torch":  # the learned-model path: batched torch Jacobians
-        ctrl = NMPC(TorchOnly(model), env.task, NMPCConfig(horizon=20, linearization="fd"))
+        ctrl = NMPC(TorchOnly(model), base.task, NMPCConfig(horizon=20, linearization="fd"))
     else:
-        ctrl = NMPC(model, env.task, NMPCConfig(horizon=20, mode=controller))  # type: ignore[arg-type]
+        ctrl = NMPC(model, base.task, NMPCConfig(horizon=20, mode=controller))  # type: ignore[arg-type]
     r = run_closed_loop(env, ctrl, steps, seed=0)
     return r.tracking_rmse(env), r
 
