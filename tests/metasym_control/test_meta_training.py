@@ -145,3 +145,40 @@ def test_split_by_task_groups_systems() -> None:
     assert [g.num for g in groups] == [2, 2, 2]
     for g, f in zip(groups, fam):
         np.testing.assert_array_equal(g.states, f.states)
+
+
+def test_cli_train_then_adapt_on_toy(tmp_path: Path) -> None:
+    from metasym_control.checkpoint import load_checkpoint
+    from metasym_control.experiments import AdaptArgs, TrainArgs, adapt_main, run_training
+
+    small = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
+    args = TrainArgs(
+        env="toy",
+        out=tmp_path / "run",
+        n_tasks=3,
+        episodes=3,
+        steps_per_episode=15,
+        dtype="float64",
+        progress=False,
+        metasym=small,
+        train=MetaTrainConfig(steps=2, meta_batch=2, support_episodes=2, batch_windows=8),
+    )
+    model = run_training(args)
+    assert (tmp_path / "run" / "checkpoint.safetensors").exists()
+    oscillator_family(1, 3, 15, "test", seed=9)[0].save(tmp_path / "support")
+    adapt_main(
+        AdaptArgs(
+            checkpoint=tmp_path / "run" / "checkpoint",
+            data=tmp_path / "support.npz",
+            out=tmp_path / "adapted",
+            budget=AdaptBudget(inner_steps=3),
+        )
+    )
+    adapted, _ = load_checkpoint(tmp_path / "adapted", expect_class="MetaSym", env_id=TOY_ENV_ID)
+    assert adapted.config == model.config
+    changed = [
+        n
+        for n, p in adapted.named_parameters()
+        if not torch.equal(p, dict(model.named_parameters())[n])
+    ]
+    assert changed and set(changed) <= set(model.fast_weight_names())
