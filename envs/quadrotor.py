@@ -1070,7 +1070,8 @@ class QuadrotorEnv(MetaSymEnv):
                 )
         self._mj.mju_quat2Mat(self._mat, q)
         obs[0:3] = x[0:3]
-        obs[3:12] = self._mat
+        # round-off can put an entry of a unit quaternion's matrix a few ulp past ±1
+        obs[3:12] = np.clip(self._mat, -1.0, 1.0)
         obs[12:18] = x[7:13]
         i = 18
         if lag:

@@ -434,3 +434,19 @@ def test_render_rgb_array_tracking_camera() -> None:
     assert float(lines["STD"]) > 5.0  # not a blank image
     assert float(lines["DIFF"]) > 0.5  # the scene changes as the quadrotor flies
     assert lines["NONE"] == "True"
+
+
+def test_observation_stays_in_its_space_on_a_tilted_flight() -> None:
+    """Rotation-matrix entries must not leave [-1, 1] by round-off (the env checker warned)."""
+    from metasym_control.controllers.baseline import BaselineController
+
+    params = sample_quadrotor_params(np.random.default_rng(0), "test")
+    env = QuadrotorEnv(task="figure8", params=params, init_noise=0.0)
+    obs, _ = env.reset(seed=0)
+    ctrl = BaselineController(QuadrotorParams(), env.task)
+    outside = 0
+    for k in range(200):
+        action = ctrl.act(env.get_state(), k * env.dt, None).astype(np.float32)
+        obs, *_ = env.step(action)
+        outside += not env.observation_space.contains(obs)
+    assert outside == 0
