@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 Mode = Literal["ipopt", "rti"]
 Linearization = Literal["auto", "casadi", "fd", "jacrev", "jacfwd"]
+QPSolver = Literal["osqp", "qrqp", "daqp", "proxqp"]
+_QP_SOLVERS = ("osqp", "qrqp", "daqp", "proxqp")
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,13 @@ class NMPCConfig:
         mode: "ipopt" solves the full multiple-shooting NLP every step (needs a model with
             `casadi_step`); "rti" takes `sqp_iters` Gauss-Newton-type SQP steps a control period
             (one: the real-time iteration), each a convex QP.
-        qp_solver: CasADi conic plugin of the RTI QP ("qrqp" or "osqp"; see docs/controllers.md).
+        qp_solver: CasADi conic plugin of the RTI QP ("qrqp", "osqp", "daqp" or "proxqp";
+            see docs/controllers.md).
         qp_backup: a second QP solver tried when the first fails or returns a point that
-            breaks the constraints (None: straight to the fallback plan).
+            breaks the constraints (None: straight to the fallback plan). Default "proxqp":
+            with a learned model's Jacobians and active trusted-region bounds qrqp (and daqp)
+            returned "successful" points breaking the constraints by 1e-4..2e-2 and osqp hit
+            its iteration limit on the same QPs; proxqp solved all of them.
         sqp_iters: SQP iterations per control step in "rti" mode (1 = real-time iteration).
         linearization: how "rti" gets the dynamics Jacobians: "casadi" (symbolic, needs
             `casadi_step`), "fd" (one batched torch forward pass of forward differences),
@@ -58,6 +64,12 @@ class NMPCConfig:
             >= this value (the cost may be non-convex, e.g. a quaternion error), so every QP
             is convex.
         use_state_bounds: impose the task's finite state bounds as constraints.
+        trusted_constraints: "rti" mode: impose the model's trusted state region (its
+            `trusted_lower` / `trusted_upper`, widened per component to contain the measured
+            state) as bounds on the predicted states x_1..x_N of every QP. Without it a plan
+            that grazes the region's edge (the quadrotor's figure-8 needs pitch rates within
+            1% of the learned model's bound) is only rejected after the solve and the
+            controller drops to the safe action; with it the QP itself stays inside.
         ipopt_max_iter: ipopt iteration limit per control step.
         ipopt_tol: ipopt convergence tolerance.
         ipopt_mu_init: ipopt's initial barrier parameter (small suits a warm start).
@@ -69,14 +81,15 @@ class NMPCConfig:
 
     horizon: int = 20
     mode: Mode = "rti"
-    qp_solver: Literal["osqp", "qrqp"] = "qrqp"
-    qp_backup: Literal["osqp", "qrqp"] | None = "osqp"
+    qp_solver: QPSolver = "qrqp"
+    qp_backup: QPSolver | None = "proxqp"
     sqp_iters: int = 1
     linearization: Linearization = "auto"
     fd_step: float | None = None
     hessian: Literal["cost", "lagrangian"] = "cost"
     hess_min_eig: float = 1e-6
     use_state_bounds: bool = True
+    trusted_constraints: bool = True
     ipopt_max_iter: int = 100
     ipopt_tol: float = 1e-6
     ipopt_mu_init: float = 1e-3
@@ -89,7 +102,7 @@ class NMPCConfig:
             raise ValueError("NMPCConfig: horizon >= 1 and sqp_iters >= 1 required")
         if self.mode not in ("ipopt", "rti"):
             raise ValueError(f"NMPCConfig.mode must be 'ipopt' or 'rti', got {self.mode!r}")
-        if self.qp_solver not in ("osqp", "qrqp") or self.qp_backup not in ("osqp", "qrqp", None):
+        if self.qp_solver not in _QP_SOLVERS or self.qp_backup not in (*_QP_SOLVERS, None):
             raise ValueError(f"NMPCConfig.qp_solver must be osqp or qrqp: {self.qp_solver!r}")
         if self.linearization not in ("auto", "casadi", "fd", "jacrev", "jacfwd"):
             raise ValueError(f"NMPCConfig.linearization unknown: {self.linearization!r}")
@@ -326,6 +339,35 @@ class NMPC:
         self._lbw = np.concatenate([np.tile(np.concatenate([x_lo, u_lo]), n), x_lo])
         self._ubw = np.concatenate([np.tile(np.concatenate([x_hi, u_hi]), n), x_hi])
         self._x0_index = np.arange(nx)  # x0 is pinned to the measured state
+        stride = nx + self.nu
+        # indices of x_1..x_N in w (x_N is the tail)
+        self._xk_index = np.concatenate(
+            [k * stride + np.arange(nx) for k in range(1, n)] + [n * stride + np.arange(nx)]
+        )
+
+    def _rti_bounds(self, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Simple bounds on w for one RTI step: (nw,), (nw,).
+
+        The task's bounds, and with `trusted_constraints` the model's trusted region on
+        x_1..x_N, widened per component to contain the measured state x0 (nx,) (a state
+        already outside the region would otherwise make the QP infeasible; the plan check
+        still reports such a plan as untrusted). Where the region and the task's bounds do
+        not overlap, the task's bounds are kept.
+        """
+        lb, ub = self._lbw.copy(), self._ubw.copy()
+        trust = trusted_bounds(self.model) if self.config.trusted_constraints else None
+        if trust is None:
+            return lb, ub
+        n = self.config.horizon
+        lo = np.tile(np.minimum(trust[0], x0), n)
+        hi = np.tile(np.maximum(trust[1], x0), n)
+        idx = self._xk_index
+        new_lo = np.maximum(lb[idx], lo)
+        new_hi = np.minimum(ub[idx], hi)
+        ok = new_lo <= new_hi
+        lb[idx] = np.where(ok, new_lo, lb[idx])
+        ub[idx] = np.where(ok, new_hi, ub[idx])
+        return lb, ub
 
     def _build_cost_functions(self) -> None:
         """CasADi stage/terminal cost values, gradients and Hessians, mapped over the horizon."""
@@ -460,6 +502,13 @@ class NMPC:
                 "warm_start_primal": True,
                 "error_on_fail": False,
             }
+        elif name == "daqp":
+            opts = {"error_on_fail": False}
+        elif name == "proxqp":
+            opts = {
+                "proxqp": {"eps_abs": c.qp_eps, "max_iter": c.qp_max_iter, "verbose": False},
+                "error_on_fail": False,
+            }
         else:
             opts = {
                 "print_iter": False,
@@ -569,6 +618,7 @@ class NMPC:
         c = self.config
         n, nx, nu = c.horizon, self.nx, self.nu
         w = w_init.copy()
+        lbw, ubw = self._rti_bounds(x0)
         t_lin = t_qp = 0.0
         for _ in range(c.sqp_iters):
             xs, us = self._split(w)
@@ -588,8 +638,8 @@ class NMPC:
             )
             g_qp = np.concatenate([g_st.ravel(), g_t])
             defect = (f - xs[1:]).ravel()
-            lbx = self._lbw - w
-            ubx = self._ubw - w
+            lbx = lbw - w
+            ubx = ubw - w
             lbx[self._x0_index] = ubx[self._x0_index] = x0 - xs[0]
             qp_args = {"h": h_qp, "g": g_qp, "a": a_qp, "lba": defect, "uba": defect}
             dw, fault = self._solve_qp(qp_args, lbx, ubx, info)
@@ -598,7 +648,7 @@ class NMPC:
                 return None, fault
             w = w + dw
             # one SQP step lands on the linearisation; clip tiny bound violations of the QP
-            w = np.minimum(np.maximum(w, self._lbw), self._ubw)
+            w = np.minimum(np.maximum(w, lbw), ubw)
             w[self._x0_index] = x0
         info["linearize_seconds"] = t_lin
         info["qp_seconds"] = t_qp
@@ -619,6 +669,7 @@ class NMPC:
             stats = solver.stats()
             status = str(stats.get("return_status", ""))
             info["qp_solver"], info["solver_status"] = name, status
+            info.setdefault("qp_attempts", []).append(f"{name}: {status}")
             dw = np.asarray(sol["x"]).ravel()
             if not stats.get("success", False) or not np.all(np.isfinite(dw)):
                 fault = "infeasible" if "infeas" in status.lower() else "solver_failed"
@@ -631,6 +682,7 @@ class NMPC:
                 float(np.max(np.abs(np.asarray(qp["a"] @ dw).ravel() - qp["lba"]), initial=0.0)),
             )
             info["qp_violation"] = viol
+            info["qp_attempts"][-1] += f" (violation {viol:.1e})"
             if viol > self.config.qp_feas_tol:
                 info["solver_status"] = f"{status} (violation {viol:.2e})"
                 fault = "solver_failed"
