@@ -28,8 +28,10 @@ import torch
 from metasym_control.bench import machine_description, markdown_table, write_section
 from metasym_control.control import run_closed_loop
 from metasym_control.controllers.baseline import BaselineController
+from metasym_control.controllers.common import history_memory
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
 from metasym_control.controllers.nmpc import NMPC, NMPCConfig
+from metasym_control.dynamics import expand_memory
 from metasym_control.envs.quadrotor import QuadrotorEnv, QuadrotorParams
 from metasym_control.models.baselines import MLPModel
 from metasym_control.models.quadrotor_analytic import QuadrotorModel
@@ -153,11 +155,14 @@ class PyTorchMPPIController:
         self.last_plan = None
         self.last_info: dict[str, Any] = {}
         self._ref: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._memory: dict[str, torch.Tensor] = {}
         sigma = MPPI_TUNED["noise_sigma"] ** 2 * torch.eye(4, dtype=dtype, device=self.device)
         hover = torch.full((4,), task.hover_action, dtype=dtype, device=self.device)
 
         def dynamics(x: torch.Tensor, u: torch.Tensor, t: int) -> torch.Tensor:
-            return model.step(x, u, {})[0]
+            # the history window, encoded once per control step, shared by the K samples
+            memory = expand_memory(self._memory, tuple(x.shape[:-1]))
+            return self.model.step(x, u, memory)[0]
 
         def running(x: torch.Tensor, u: torch.Tensor, t: int) -> torch.Tensor:
             assert self._ref is not None
@@ -198,6 +203,7 @@ class PyTorchMPPIController:
             torch.as_tensor(ur, device=self.device, dtype=self.dtype),
         )
         with torch.no_grad():
+            self._memory = history_memory(self.model, history, self.device, self.dtype)
             x = torch.as_tensor(state, device=self.device, dtype=self.dtype)
             u = self.ctrl.command(x)
         return np.clip(u.cpu().double().numpy(), -1.0, 1.0)
@@ -301,20 +307,20 @@ def main() -> None:
             steps if not args.quick else 30,
         )
     )
-    if learned.history_len == 0:
-        k = 1024
-        rows.append(
-            closed_loop_row(
-                "pytorch-mppi (no_grad)",
-                learned_name,
-                "cpu",
-                str(k),
-                horizon,
-                lambda: PyTorchMPPIController(learned, task, k, horizon, "cpu", dtype),
-                env,
-                steps,
-            )
+    k = 1024
+    rows.append(
+        closed_loop_row(
+            "pytorch-mppi (no_grad)",
+            learned_name,
+            "cpu",
+            str(k),
+            horizon,
+            lambda: PyTorchMPPIController(learned, task, k, horizon, "cpu", dtype),
+            env,
+            steps,
+            learned.history_len,
         )
+    )
 
     # gradient-based MPC
     def nmpc(model: Any, **kw: Any) -> Callable[[], Any]:
@@ -404,19 +410,18 @@ def main() -> None:
                     hist,
                 )
             )
-        if learned.history_len == 0:
-            rows.append(
-                closed_loop_row(
-                    "pytorch-mppi (no_grad)",
-                    learned_name,
-                    name,
-                    "4096",
-                    30,
-                    lambda: PyTorchMPPIController(gpu_model, task, 4096, 30, dev, dtype),
-                    env,
-                    steps,
-                )
+        rows.append(
+            closed_loop_row(
+                "pytorch-mppi (no_grad)",
+                learned_name,
+                name,
+                "4096",
+                30,
+                lambda: PyTorchMPPIController(gpu_model, task, 4096, 30, dev, dtype),
+                env,
+                steps,
             )
+        )
         learned.to(device="cpu")
 
     header = [
