@@ -16,7 +16,11 @@ from safetensors.torch import load_file, save_file
 if TYPE_CHECKING:
     from metasym_control.models.learned import LearnedModel
 
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
+# Format 1 (before the decoder's null slot): transformer decoders attended to the new token
+# itself; such checkpoints load with `attend_self = True`, which keeps their meaning.
+_READABLE_FORMATS = (1, 2)
+_SELF_ATTENDING = ("MetaSym", "TransformerModel")
 CHECKPOINT_KIND = "metasym_control.checkpoint"
 _OPTIM_PREFIX = "__optim__."
 
@@ -111,11 +115,15 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint config {jpath} is corrupt or truncated: {e}") from e
     if not isinstance(meta, dict) or meta.get("kind") != CHECKPOINT_KIND:
         raise CheckpointError(f"{jpath} is not a metasym_control checkpoint")
-    if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+    if meta.get("format_version") not in _READABLE_FORMATS:
         raise CheckpointError(
             f"{jpath}: checkpoint format version {meta.get('format_version')}, this library "
-            f"reads version {CHECKPOINT_FORMAT_VERSION}"
+            f"reads versions {', '.join(map(str, _READABLE_FORMATS))}"
         )
+    spec = meta.get("model")
+    if meta["format_version"] == 1 and isinstance(spec, dict):
+        if spec.get("class") in _SELF_ATTENDING and isinstance(spec.get("config"), dict):
+            spec["config"].setdefault("attend_self", True)
     return meta
 
 

@@ -102,6 +102,7 @@ class TransformerConfig:
         n_heads: heads.
         n_layers: ordinary blocks before the meta-attention.
         mlp_ratio: MLP width / d_model.
+        attend_self: a new token attends to itself (format-1 checkpoints), else a null slot.
     """
 
     history_len: int = 8  # the same window as MetaSym
@@ -109,6 +110,7 @@ class TransformerConfig:
     n_heads: int = 4  # 16 per head, as in MetaSym
     n_layers: int = 2  # one more block than MetaSym
     mlp_ratio: int = 4  # the usual transformer MLP
+    attend_self: bool = False  # as MetaSym's decoder
 
 
 class TransformerModel(LearnedModel):
@@ -137,7 +139,9 @@ class TransformerModel(LearnedModel):
             state_dim + action_dim,
             state_dim,
             cfg.history_len,
-            DecoderConfig(cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.mlp_ratio, 0),
+            DecoderConfig(
+                cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.mlp_ratio, 0, cfg.attend_self
+            ),
         )
         self.to(device=device, dtype=dtype)
 

@@ -23,9 +23,16 @@ import torch
 
 from metasym_control.dynamics import Memory
 from metasym_control.models.coordinates import CoordinateMap
-from metasym_control.models.decoder import ActiveDecoder, DecoderConfig
+from metasym_control.models.decoder import ActiveDecoder, DecoderConfig, compact_broadcast
 from metasym_control.models.learned import Batch, LearnedModel
-from metasym_control.models.symplectic import SymplecticConfig, SymplecticEncoder
+from metasym_control.models.symplectic import (
+    ActivationShear,
+    Affine,
+    GradientShear,
+    SymplecticConfig,
+    SymplecticEncoder,
+    fold_encoder,
+)
 
 FastSet = Literal["meta_attention", "meta_attention_head", "decoder", "none"]
 
@@ -42,6 +49,8 @@ class MetaSymConfig:
         mlp_ratio: decoder MLP width / d_model.
         own_context: own previous rollout steps each new token attends to (0: Markov given
             the window, the fastest step).
+        attend_self: a new token attends to itself (format-1 checkpoints) instead of a null
+            slot (see `ActiveDecoder`).
         encoder_kind: "G" or "LA" symplectic shears.
         encoder_layers: (up, low) pairs of nonlinear shears.
         encoder_width: width of the gradient shears.
@@ -58,6 +67,7 @@ class MetaSymConfig:
     n_layers: int = 1  # one ordinary block + meta-attention: ~15k parameters in all
     mlp_ratio: int = 2  # modest MLP; the per-system part lives in the meta-attention
     own_context: int = 0  # states are Markov: the window identifies, the step copies nothing
+    attend_self: bool = False  # a null slot: the step's per-sample work halves
     encoder_kind: str = "G"  # gradient shears: universal, few parameters
     encoder_layers: int = 1  # one nonlinear (up, low) pair: tanh is costly in the hot loop
     encoder_width: int = 16  # the conservative flows here are smooth
@@ -125,11 +135,22 @@ class MetaSym(LearnedModel):
             out_dim=state_dim,
             history_len=cfg.history_len,
             config=DecoderConfig(
-                cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.mlp_ratio, cfg.own_context
+                cfg.d_model,
+                cfg.n_heads,
+                cfg.n_layers,
+                cfg.mlp_ratio,
+                cfg.own_context,
+                cfg.attend_self,
             ),
         )
         self.to(device=device, dtype=dtype)
         self.can_index = self.can_index.long()
+        # widths of the encoder's tanh stages, in order (the folded step's layout)
+        self._stage_widths = [
+            m.k.shape[0] if isinstance(m, GradientShear) else d
+            for m in self.encoder.shears
+            if isinstance(m, GradientShear | ActivationShear)
+        ]
 
     # ---------------------------------------------------------------- fast weights
     def fast_weight_names(self) -> list[str]:
@@ -188,7 +209,95 @@ class MetaSym(LearnedModel):
         if valid is None:
             valid = torch.ones(states.shape[:-1], dtype=torch.bool, device=states.device)
         e, _ = self._encode(states)
-        return self.decoder.encode_prefix(self._token(states, actions, e), valid.bool())
+        memory = self.decoder.encode_prefix(self._token(states, actions, e), valid.bool())
+        if states.dim() == 2 and self.config.own_context == 0:
+            memory.update(self._fold(memory))
+        return memory
+
+    def _fold(self, memory: Memory) -> Memory:
+        """The whole step for ONE history as a few matrices (the planner's fast path).
+
+        The canonical map, the linear shears, the embedding with its normalisation, the
+        encoder increment's state change and every bias are affine, so they compose into
+        the input matrices `fold_wx` (nx, N), `fold_wu` (nu, N), `fold_b` (N,) whose columns
+        are [pre-activation of each tanh stage | embedded token (d) | x + encoder change +
+        head constant (nx)]; stage j reads earlier stages i through `fold_s{j}_{i}` and the
+        output columns through `fold_o{i}`; `fold_head` (d, nx) is the head times
+        `delta_std`. The decoder's own entries come from `ActiveDecoder.fold_shared`.
+        """
+        nx, nu, d = self.state_dim, self.action_dim, self.coords.dim_q
+        ref = self.decoder.head.weight
+        out, c_head = self.decoder.fold_shared(memory)
+        # canonical coordinates z = x[idx] * mul - sub as an affine map of X = [x, u]
+        pz = ref.new_zeros(nx + nu, 2 * d)
+        pz[self.can_index, torch.arange(2 * d, device=ref.device)] = self.can_mul.to(ref)
+        sub = self.can_sub.to(ref)
+        q0 = Affine(pz[:, :d], [], -sub[:d])
+        p0 = Affine(pz[:, d:], [], -sub[d:])
+        stages, q1, p1 = fold_encoder(self.encoder, q0, p0, self.dt)
+        n_st = len(stages)
+        # e = Φ(z) - z, then [embedded token | x + e @ can_out + head constant]
+        e_ts = [
+            None if a is None and b is None else torch.cat([_or0(a, d, b), _or0(b, d, a)], 1)
+            for a, b in zip(_pad(q1.ts, n_st), _pad(p1.ts, n_st))
+        ]
+        e_x = torch.cat([q1.x - q0.x, p1.x - p0.x], dim=1)  # (nx+nu, 2d)
+        e_c = torch.cat([q1.c - q0.c, p1.c - p0.c])  # (2d,)
+        we = self.decoder.embed.weight.T  # (nx+nu+2d, dm)
+        inv = torch.cat([1.0 / self.state_std, 1.0 / self.action_std]).to(ref)
+        mean = torch.cat([self.state_mean, self.action_mean]).to(ref)
+        w_xu = inv[:, None] * we[: nx + nu]
+        w_e = we[nx + nu :]
+        to_x = torch.cat([torch.eye(nx, dtype=ref.dtype, device=ref.device), ref.new_zeros(nu, nx)])
+        can_out = self.can_out.to(ref)
+        dstd = self.delta_std.to(ref)
+        x_cols = torch.cat([w_xu + e_x @ w_e, to_x + e_x @ can_out], dim=1)  # (nx+nu, dm+nx)
+        b_cols = torch.cat(
+            [
+                self.decoder.embed.bias - (mean * inv) @ we[: nx + nu] + e_c @ w_e,
+                e_c @ can_out + (self.decoder.head.weight @ c_head + self.decoder.head.bias) * dstd,
+            ]
+        )
+        for i, t in enumerate(e_ts):
+            if t is not None:
+                out[f"fold_o{i}"] = torch.cat([t @ w_e, t @ can_out], dim=1)
+        for j, st in enumerate(stages):
+            for i, t in enumerate(_pad(st.pre.ts, j)):
+                if t is not None:
+                    out[f"fold_s{j}_{i}"] = t
+        w_in = torch.cat([st.pre.x for st in stages] + [x_cols], dim=1)  # (nx+nu, N)
+        out["fold_wx"], out["fold_wu"] = w_in[:nx], w_in[nx:]
+        out["fold_b"] = torch.cat([st.pre.c for st in stages] + [b_cols])
+        out["fold_head"] = self.decoder.head.weight.T * dstd
+        return out
+
+    def _step_folded(self, x: torch.Tensor, u: torch.Tensor, fold: Memory) -> torch.Tensor:
+        """`step` for one shared history on the `_fold` matrices.
+
+        Args:
+            x: (B, nx) states; u: (B, nu) actions; fold: `_shared_fold` of the memory.
+
+        Returns:
+            (B, nx) next states before the manifold projection.
+        """
+        p = torch.addmm(fold["fold_b"], x, fold["fold_wx"])
+        p = torch.addmm(p, u, fold["fold_wu"])  # (B, N)
+        ts: list[torch.Tensor] = []
+        lo = 0
+        for j, w in enumerate(self._stage_widths):
+            pre = p[:, lo : lo + w]
+            for i in range(j):
+                if f"fold_s{j}_{i}" in fold:
+                    pre = torch.addmm(pre, ts[i], fold[f"fold_s{j}_{i}"])
+            ts.append(torch.tanh(pre))
+            lo += w
+        o = p[:, lo:]
+        for i, t in enumerate(ts):
+            if f"fold_o{i}" in fold:
+                o = torch.addmm(o, t, fold[f"fold_o{i}"])
+        dm = self.config.d_model
+        h = self.decoder.step_folded(o[:, :dm], fold)
+        return torch.addmm(o[:, dm:], h, fold["fold_head"])
 
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """One control step: x (..., nx), u (..., nu) -> x_next (..., nx), new memory.
@@ -199,6 +308,10 @@ class MetaSym(LearnedModel):
         lead = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
         x2 = x.expand(*lead, self.state_dim).reshape(-1, self.state_dim)  # (B, nx)
         u2 = u.expand(*lead, self.action_dim).reshape(-1, self.action_dim)  # (B, nu)
+        fold = _shared_fold(memory)
+        if fold is not None:
+            x_next = self._step_folded(x2, u2, fold)
+            return self.coords.postprocess(x_next).view(*lead, self.state_dim), memory
         e, dx = self._encode(x2)  # (B, 2d), (B, nx)
         tok = torch.cat([self.norm_state(x2), self.norm_action(u2), e], dim=-1)
         r, memory = self.decoder.step(tok.view(*lead, -1), memory)  # (..., nx)
@@ -236,3 +349,36 @@ class MetaSym(LearnedModel):
         for _ in range(steps):
             w = self.encoder(w, -self.dt)
         return (w - z).norm(dim=-1) / math.sqrt(z.shape[-1])
+
+
+def _pad(ts: list[torch.Tensor | None], n: int) -> list[torch.Tensor | None]:
+    """`ts` padded with None (or cut) to length n."""
+    return (list(ts) + [None] * n)[:n]
+
+
+def _or0(t: torch.Tensor | None, d: int, like: torch.Tensor | None) -> torch.Tensor:
+    """t, or zeros (w, d) shaped after the other half's coefficient `like`."""
+    if t is not None:
+        return t
+    assert like is not None
+    return like.new_zeros(like.shape[0], d)
+
+
+def _shared_fold(memory: Memory) -> Memory | None:
+    """The memory's `fold_*` entries at their own shapes if one history is shared, else None.
+
+    Entries broadcast to the samples (stride-0 leading dimensions) are read back as views;
+    a memory without fold entries, or whose entries differ per sample, takes the general path.
+    """
+    if "fold_b" not in memory:
+        return None
+    n_lead = memory["fold_b"].dim() - 1
+    out: Memory = {}
+    for k, v in memory.items():
+        if not k.startswith("fold_"):
+            continue
+        t = compact_broadcast(v, n_lead)
+        if math.prod(t.shape[:n_lead]) != 1:
+            return None
+        out[k] = t.reshape(t.shape[n_lead:])
+    return out

@@ -45,7 +45,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert path.suffix == ".safetensors" and path.exists()
     loaded, meta = load_checkpoint(tmp_path / "ck.json", expect_class="MetaSym", env_id=TOY_ENV_ID)
     assert isinstance(loaded, MetaSym) and meta["training"]["step"] == 3
-    assert meta["env_version"] == 0 and meta["format_version"] == 1
+    assert meta["env_version"] == 0 and meta["format_version"] == 2
     torch.testing.assert_close(_predict(loaded), _predict(m), rtol=0, atol=0)
     assert loaded.config == m.config and loaded.coords == m.coords
     assert loaded.trusted_lower is not None
@@ -142,3 +142,33 @@ def test_mismatched(tmp_path: Path) -> None:
     other = MetaSym(2, 1, TOY_DT, MetaSymConfig(d_model=32), m.coords, TOY_ENV_ID)
     with pytest.raises(CheckpointError, match="another MetaSym configuration"):
         restore_into(tmp_path / "ck3", other)
+
+
+def test_format_1_loads_with_its_self_attending_decoder(tmp_path: Path) -> None:
+    """Format-1 checkpoints predate the decoder's null slot: they load with attend_self."""
+    torch.manual_seed(0)
+    old = MetaSym(
+        2,
+        1,
+        TOY_DT,
+        MetaSymConfig(d_model=16, attend_self=True),
+        coordinates_for_env(TOY_ENV_ID, 2),
+        TOY_ENV_ID,
+    )
+    old.fit_normalization(oscillator_family(2, 2, 30, "train", seed=0))
+    torch.nn.init.normal_(old.decoder.head.weight, std=0.1)
+    save_checkpoint(tmp_path / "ck", old)
+    _, jpath = checkpoint_paths(tmp_path / "ck")
+    meta = json.loads(jpath.read_text())
+    meta["format_version"] = 1
+    del meta["model"]["config"]["attend_self"]
+    jpath.write_text(json.dumps(meta))
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    assert isinstance(loaded, MetaSym) and loaded.config.attend_self
+    torch.testing.assert_close(_predict(loaded), _predict(old), rtol=0, atol=0)
+    # the same weights read as a null-slot decoder predict something else
+    meta["format_version"] = 2
+    jpath.write_text(json.dumps(meta))
+    fresh, _ = load_checkpoint(tmp_path / "ck")
+    assert not fresh.config.attend_self
+    assert not torch.allclose(_predict(fresh), _predict(old))

@@ -98,6 +98,52 @@ def test_shared_history_broadcast_matches_copies(tasks: list) -> None:
     torch.testing.assert_close(shared[7], single, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        MetaSymConfig(),
+        MetaSymConfig(attend_self=True),
+        MetaSymConfig(encoder_kind="LA", encoder_layers=2, n_layers=2, history_len=5, n_heads=4),
+        MetaSymConfig(encoder_layers=2, encoder_linear=False, n_layers=0, attend_self=True),
+    ],
+)
+def test_folded_step_equals_general_step(config: MetaSymConfig) -> None:
+    """One shared history takes the folded fast path; it must equal the general path."""
+    torch.manual_seed(0)
+    coords = quadrotor_coordinates()
+    m = MetaSym(13, 4, 0.02, config, coords, "MetaSymQuadrotor-v0")
+    with torch.no_grad():  # every parameter and statistic away from its neutral start
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        m.state_mean.normal_()
+        m.state_std.uniform_(0.5, 2.0)
+        m.action_mean.normal_()
+        m.action_std.uniform_(0.5, 2.0)
+        m.delta_std.uniform_(0.1, 1.0)
+        m._on_normalization()
+    L = m.history_len
+    g = torch.Generator().manual_seed(4)
+    hs = torch.randn(L, 13, generator=g, dtype=torch.float64)
+    ha = torch.rand(L, 4, generator=g, dtype=torch.float64) * 2 - 1
+    valid = torch.ones(L, dtype=torch.bool)
+    valid[:2] = False
+    mem = m.init_memory(hs, ha, valid)
+    assert any(k.startswith("fold_") for k in mem)
+    general = {k: v for k, v in mem.items() if not k.startswith("fold_")}
+    x = torch.randn(6, 2, 13, generator=g, dtype=torch.float64)
+    us = torch.rand(6, 2, 5, 4, generator=g, dtype=torch.float64) * 2 - 1
+    fast = m.rollout(x, us, expand_memory(mem, (6, 2)))
+    slow = m.rollout(x, us, expand_memory(general, (6, 2)))
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
+    # a batch of histories has no fold (per-sample prefixes): same prediction for each
+    per = m.init_memory(hs.expand(6, 2, L, 13), ha.expand(6, 2, L, 4), valid.expand(6, 2, L))
+    assert not any(k.startswith("fold_") for k in per)
+    torch.testing.assert_close(m.rollout(x, us, per), slow, rtol=1e-10, atol=1e-10)
+    # a window with no valid slot: finite (the null slot, or the token itself, is always seen)
+    empty = m.init_memory(hs, ha, torch.zeros(L, dtype=torch.bool))
+    assert torch.isfinite(m.rollout(x, us, expand_memory(empty, (6, 2)))).all()
+
+
 def test_own_context_variant(tasks: list) -> None:
     m = _model(tasks, config=MetaSymConfig(history_len=3, d_model=16, own_context=2))
     hs, ha, x, us = _inputs((4,), 3, 6)
