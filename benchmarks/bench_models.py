@@ -1,6 +1,7 @@
 """Timing of the default MetaSym model in the control loop (`make bench-models`).
 
-Times one `step` for 1 and 1024 batched samples (history encoded once, broadcast), a 20-step
+Times one `step` for 1 and 1024 batched samples (history encoded once, broadcast; the folded
+fast path, beside the general path and `torch.compile` of the folded step), a 20-step
 `rollout` for 256 samples, Jacobians along a 20-step trajectory (torch.func, memory held
 fixed), `init_memory`, and one 3-shot `adapt`, on the CPU (2 threads) and on CUDA when
 available; the MLP baseline's step for comparison. Writes section "models" of BENCHMARKS.md.
@@ -72,6 +73,18 @@ def bench(device: str, repeat: int) -> list[list[object]]:
         uk = (-0.5 + 0.1 * torch.randn(k, 4, generator=gen)).to(device)
         mk = expand_memory(mem1, (k,))
         row("step, 1024 samples", time_call(lambda: model.step(xk, uk, mk), repeat, sync=sync))
+        # the same step without the folded matrices (the general, per-layer path)
+        mg = expand_memory({n: v for n, v in mem1.items() if not n.startswith("fold_")}, (k,))
+        row(
+            "step, 1024 samples, general path (no fold)",
+            time_call(lambda: model.step(xk, uk, mg), repeat, sync=sync),
+        )
+        compiled = torch.compile(lambda a, b, m: model.step(a, b, m)[0], dynamic=False)
+        compiled(xk, uk, mk)  # compile outside the timing
+        row(
+            "step, 1024 samples, torch.compile",
+            time_call(lambda: compiled(xk, uk, mk), repeat, sync=sync),
+        )
         row(
             "MLP baseline step, 1024 samples",
             time_call(lambda: mlp.step(xk, uk, {}), repeat, sync=sync),

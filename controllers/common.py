@@ -17,6 +17,30 @@ FallbackKind = Literal["none", "shifted_plan", "safe_action"]
 FaultKind = Literal["none", "non_finite", "untrusted", "solver_failed", "infeasible"]
 
 
+def history_window(model: DynamicsModel, history: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's history window from the controller's history, padded at the old end.
+
+    Args:
+        model: the dynamics model; reads its last `model.history_len` transitions.
+        history: a `metasym_control.control.History` (states (L', nx), actions (L', nu), valid
+            (L',)) or None; a shorter or missing window is padded with invalid slots.
+
+    Returns:
+        states (L, nx), actions (L, nu) and validity (L,) as 1.0 / 0.0, float64.
+    """
+    n = int(model.history_len)
+    nx, nu = model.state_dim, model.action_dim
+    states = np.zeros((n, nx))
+    actions = np.zeros((n, nu))
+    valid = np.zeros(n)
+    if history is not None and n > 0 and getattr(history, "length", 0) > 0:
+        m = min(n, int(history.length))
+        states[n - m :] = np.asarray(history.states)[-m:]
+        actions[n - m :] = np.asarray(history.actions)[-m:]
+        valid[n - m :] = np.asarray(history.valid)[-m:]
+    return states, actions, valid
+
+
 def history_memory(
     model: DynamicsModel, history: Any, device: torch.device, dtype: torch.dtype
 ) -> Memory:
@@ -24,27 +48,17 @@ def history_memory(
 
     Args:
         model: the dynamics model; reads its last `model.history_len` transitions.
-        history: a `metasym_control.control.History` (states (L', nx), actions (L', nu), valid
-            (L',)) or None; a shorter or missing window is padded with invalid slots.
+        history: a `metasym_control.control.History` or None (see `history_window`).
         device, dtype: where the memory lives.
 
     Returns:
         The model's memory for a single history (no batch dimension).
     """
-    n = int(model.history_len)
-    nx, nu = model.state_dim, model.action_dim
-    states = np.zeros((n, nx))
-    actions = np.zeros((n, nu))
-    valid = np.zeros(n, dtype=bool)
-    if history is not None and n > 0 and getattr(history, "length", 0) > 0:
-        m = min(n, int(history.length))
-        states[n - m :] = np.asarray(history.states)[-m:]
-        actions[n - m :] = np.asarray(history.actions)[-m:]
-        valid[n - m :] = np.asarray(history.valid)[-m:]
+    states, actions, valid = history_window(model, history)
     return model.init_memory(
         torch.as_tensor(states, device=device, dtype=dtype),
         torch.as_tensor(actions, device=device, dtype=dtype),
-        torch.as_tensor(valid, device=device),
+        torch.as_tensor(valid > 0.5, device=device),
     )
 
 

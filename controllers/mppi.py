@@ -16,7 +16,7 @@ from metasym_control.controllers.common import (
     FallbackKind,
     FaultKind,
     check_plan,
-    history_memory,
+    history_window,
     safe_action,
     trusted_bounds,
 )
@@ -25,7 +25,8 @@ from metasym_control.task import Task
 
 logger = logging.getLogger(__name__)
 
-# (x0 (nx,), U (T, nu), eps (K, T, nu), memory, x_ref (T+1, nx), u_ref (T+1, nu))
+# (x0 (nx,), U (T, nu), eps (K, T, nu), window = (states (L, nx), actions (L, nu), valid (L,)),
+#  x_ref (T+1, nx), u_ref (T+1, nu))
 #   -> (U_new (T, nu), plan (T, nx), stats (3,) = [finite samples, min cost, mean cost])
 PlanFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -170,13 +171,18 @@ class MPPI:
         c = self.config
         model = self.model
         with torch.no_grad():
-            # reference and memory, once per control step
+            # reference and history window, once per control step, in one host-to-device copy
             times = t + model.dt * np.arange(c.horizon + 1)
             x_ref_np, u_ref_np = self.task.reference(times)
-            x_ref = torch.as_tensor(x_ref_np, device=self.device, dtype=self.dtype)  # (T+1, nx)
-            u_ref = torch.as_tensor(u_ref_np, device=self.device, dtype=self.dtype)  # (T+1, nu)
-            memory = history_memory(model, history, self.device, self.dtype)
-            x0 = torch.as_tensor(np.asarray(state), device=self.device, dtype=self.dtype)
+            hs, ha, hv = history_window(model, history)
+            parts = [np.asarray(state, dtype=np.float64), x_ref_np, u_ref_np, hs, ha, hv]
+            flat_in = torch.as_tensor(
+                np.concatenate([np.ravel(a) for a in parts]), dtype=self.dtype
+            ).to(self.device)
+            x0, x_ref, u_ref, hs_t, ha_t, hv_t = (
+                v.view(a.shape) for v, a in zip(flat_in.split([a.size for a in parts]), parts)
+            )
+            window = (hs_t, ha_t, hv_t)
             # warm start: the shifted previous plan, or the reference actions
             warm = self._warm
             if warm is None:
@@ -185,7 +191,7 @@ class MPPI:
             # sample, roll out, weigh
             for _ in range(c.iterations):
                 eps = self._sample_noise()  # (K, T, nu)
-                plan_u, plan_x, stats = self._plan_fn(x0, plan_u, eps, memory, x_ref, u_ref)
+                plan_u, plan_x, stats = self._plan_fn(x0, plan_u, eps, window, x_ref, u_ref)
             # one device-to-host transfer per control step
             nu, nx = plan_u.shape[-1], plan_x.shape[-1]
             flat = torch.cat([plan_u.reshape(-1), plan_x.reshape(-1), stats]).cpu().double()
@@ -201,6 +207,7 @@ class MPPI:
             else:
                 fault = check_plan(plan_x_np, trusted_bounds(model))
             if fault != "none":
+                memory = model.init_memory(hs_t, ha_t, hv_t > 0.5)
                 plan_u_np, plan_x_np, fallback = self._fallback(
                     x0, memory, t, warm if self._warm is not None else None
                 )
@@ -255,15 +262,19 @@ class MPPI:
         x0: torch.Tensor,
         u_mean: torch.Tensor,
         eps: torch.Tensor,
-        memory: Memory,
+        window: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         x_ref: torch.Tensor,
         u_ref: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One MPPI update (pure function of its inputs, so it compiles and graphs).
 
+        The history is encoded here (`model.init_memory`), so a CUDA graph or a compiled
+        function covers that work too.
+
         Args:
             x0: (nx,) current state; u_mean: (T, nu) warm start; eps: (K, T, nu) noise;
-            memory: the model's memory for one history; x_ref: (T+1, nx); u_ref: (T+1, nu).
+            window: the history's states (L, nx), actions (L, nu) and validity (L,) (1/0);
+            x_ref: (T+1, nx); u_ref: (T+1, nu).
 
         Returns:
             New plan (T, nu), its predicted states (T, nx) (see `MPPIConfig.plan_rollout`),
@@ -271,6 +282,7 @@ class MPPI:
         """
         model = self.model
         assert model is not None
+        memory = model.init_memory(window[0], window[1], window[2] > 0.5)
         k = eps.shape[0]
         v = torch.maximum(torch.minimum(u_mean + eps, self._hi), self._lo)  # (K, T, nu)
         xs = model.rollout(x0.expand(k, -1), v, expand_memory(memory, (k,)))  # (K, T, nx)
@@ -350,8 +362,8 @@ def _noise_spectrum(
 class _GraphedPlan:
     """The MPPI update captured in a CUDA graph; inputs are copied into static buffers.
 
-    A graph is (re)captured whenever the shapes or the memory's keys change; the model is
-    part of the captured work, so `MPPI.set_model` builds a new instance.
+    A graph is (re)captured whenever the input shapes change; the model (history encoding
+    included) is part of the captured work, so `MPPI.set_model` builds a new instance.
     """
 
     def __init__(self, fn: PlanFn) -> None:
@@ -359,7 +371,6 @@ class _GraphedPlan:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._key: tuple[Any, ...] | None = None
         self._inputs: list[torch.Tensor] = []
-        self._mem_keys: list[str] = []
         self._outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._failed = False
 
@@ -368,23 +379,22 @@ class _GraphedPlan:
         x0: torch.Tensor,
         u_mean: torch.Tensor,
         eps: torch.Tensor,
-        memory: Memory,
+        window: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         x_ref: torch.Tensor,
         u_ref: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mem_keys = sorted(memory)
-        args = [x0, u_mean, eps, x_ref, u_ref] + [memory[k] for k in mem_keys]
-        key = tuple((tuple(a.shape), a.dtype) for a in args) + tuple(mem_keys)
+        args = [x0, u_mean, eps, *window, x_ref, u_ref]
+        key = tuple((tuple(a.shape), a.dtype) for a in args)
         if self._failed:
-            return self._fn(x0, u_mean, eps, memory, x_ref, u_ref)
+            return self._fn(x0, u_mean, eps, window, x_ref, u_ref)
         if key != self._key:
             try:
-                self._capture(args, mem_keys)
+                self._capture(args)
             except RuntimeError as exc:  # e.g. a cost that copies host tensors while captured
                 logger.warning("MPPI: CUDA graph capture failed (%s); running eagerly", exc)
                 self._failed = True
                 torch.cuda.synchronize()
-                return self._fn(x0, u_mean, eps, memory, x_ref, u_ref)
+                return self._fn(x0, u_mean, eps, window, x_ref, u_ref)
             self._key = key
         for buf, a in zip(self._inputs, args):
             buf.copy_(a)
@@ -393,13 +403,11 @@ class _GraphedPlan:
         return tuple(o.clone() for o in self._outputs)  # type: ignore[return-value]
 
     def _run(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x0, u_mean, eps, x_ref, u_ref = self._inputs[:5]
-        memory = dict(zip(self._mem_keys, self._inputs[5:]))
-        return self._fn(x0, u_mean, eps, memory, x_ref, u_ref)
+        x0, u_mean, eps, hs, ha, hv, x_ref, u_ref = self._inputs
+        return self._fn(x0, u_mean, eps, (hs, ha, hv), x_ref, u_ref)
 
-    def _capture(self, args: list[torch.Tensor], mem_keys: list[str]) -> None:
+    def _capture(self, args: list[torch.Tensor]) -> None:
         self._inputs = [a.clone() for a in args]
-        self._mem_keys = mem_keys
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
