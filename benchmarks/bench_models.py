@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from metasym_control.bench import machine_description, markdown_table, time_call
 from metasym_control.dynamics import AdaptBudget, expand_memory
 from metasym_control.experiments import DEFAULT_WEIGHTS, make_model
 from metasym_control.models.learned import LearnedModel
+from metasym_control.trajectory import Trajectory
 
 
 def _load_default(device: str) -> tuple[LearnedModel, str]:
@@ -34,13 +36,16 @@ def _load_default(device: str) -> tuple[LearnedModel, str]:
         return model, "fresh default model (no shipped weights found)"
 
 
-def _support(n_episodes: int = 3, steps: int = 100) -> object:
+def _support(path: Path | None = None, n_episodes: int = 3, steps: int = 100) -> Trajectory:
+    """3 episodes of one test-split quadrotor: collected, or read from a saved Trajectory."""
+    if path is not None:
+        return Trajectory.load(path)
     from metasym_control.data import collect_quadrotor_dataset
 
     return collect_quadrotor_dataset(1, n_episodes, steps, "test", seed=7)
 
 
-def bench(device: str, repeat: int) -> list[list[object]]:
+def bench(device: str, repeat: int, support_path: Path | None = None) -> list[list[object]]:
     """Rows (what, device, median ms, p10 ms) for one device."""
     model, origin = _load_default(device)
     model.eval()
@@ -107,7 +112,7 @@ def bench(device: str, repeat: int) -> list[list[object]]:
         "Jacobians along 20 steps (vmap(jacrev))",
         time_call(lambda: jac(traj, us[0]), max(5, repeat // 5), sync=sync),
     )
-    support = _support()
+    support = _support(support_path)
     budget = AdaptBudget()
     row(
         f"3-shot adapt ({budget.inner_steps} {budget.optimizer} steps, 300 transitions)",
@@ -125,12 +130,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=200, help="timed calls per item")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    parser.add_argument(
+        "--support",
+        type=Path,
+        help="adaptation data as a saved Trajectory (.npz) instead of collecting it with MuJoCo",
+    )
+    parser.add_argument("--save-support", type=Path, help="save the collected data here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    rows = bench("cpu", args.repeat)
+    if args.save_support:
+        _support().save(args.save_support)
+    rows = bench("cpu", args.repeat, args.support)
     if torch.cuda.is_available():
-        rows += bench("cuda", args.repeat)
+        rows += bench("cuda", args.repeat, args.support)
     table = markdown_table(["what", "device", "median (ms)", "p10 (ms)"], rows)
     text = (
         "## Models: the default MetaSym in the control loop\n\n"
