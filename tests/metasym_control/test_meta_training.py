@@ -42,31 +42,55 @@ def _train_from_scratch(config: MetaSymConfig, support: Trajectory, budget: Adap
 
 @pytest.mark.slow
 def test_learning_happens_on_oscillators() -> None:
+    """Issue 5's claims on held-out (test-range) oscillators, 3-shot, 20-step rollouts:
+    adaptation cuts the unadapted meta-model's error >= 2x, beats the same architecture
+    trained from scratch on the support data with the same budget by a clear margin (< 0.7x),
+    and stays below a tenth of the "next state = state" predictor's error.
+
+    Measured (20-step RMS error in state-std units; unadapted / adapted / scratch / hold):
+      seed 0 (this test): 0.214 / 0.030 / 0.155 / 0.755, i.e. ratios 0.14 / 0.19 / 0.040
+      seed 1:             0.445 / 0.088 / 0.160 / 1.400, i.e. ratios 0.20 / 0.55 / 0.063
+      seed 2:             0.335 / 0.083 / 0.426 / 1.303, i.e. ratios 0.25 / 0.20 / 0.064
+    (seed s: training systems from seed s, held-out ones from s + 1, initial weights and
+    meta-training draws from s). Scratch given 4x the budget (200 steps) on seed 0: 0.047,
+    still above the adapted 0.030. About 100 s on one core.
+    """
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    train = oscillator_family(24, 5, 40, "train", seed=0)
-    test = oscillator_family(4, 4, 40, "test", seed=1)
-    # fast weights = the whole decoder: the meta-attention alone adapts too little after a
-    # run this short (measured: adapted 0.18 vs unadapted 0.28 vs from-scratch 0.13)
+    seed = 0
+    train = oscillator_family(24, 5, 40, "train", seed=seed)
+    test = oscillator_family(4, 4, 40, "test", seed=seed + 1)
+    # fast weights = the whole decoder; the time-reversal losses are off (with forcing and
+    # damping in the data, Φ_-dt(x_{k+1}) = x_k only holds approximately)
     config = MetaSymConfig(
         d_model=16, fast_set="decoder", reversal_weight=0.0, roundtrip_weight=0.0
     )
-    meta = _model(config)
+    meta = _model(config, seed)
     meta.fit_normalization(train)
+    budget = AdaptBudget(inner_steps=50, lr=3e-3, optimizer="adam", horizon=4)
+    # the recipe, and why (each measured against the plain-MAML recipe, which left the
+    # unadapted model as bad as holding the state, 0.76, and adapted only to 0.12):
+    # - inner loop on the budget's loss (optimizer, step size, 4-step horizon): training
+    #   is what adaptation then does;
+    # - unadapted_weight 0.5: the meta-model is also trained to predict before adapting,
+    #   so adaptation starts from a good average model (adapted 0.12 -> 0.058);
+    # - outer lr 1e-2 with the cosine decay: 0.058 -> 0.030 in the same 300 steps.
     cfg = MetaTrainConfig(
         steps=300,
         meta_batch=4,
         support_episodes=3,
         inner_steps=5,
-        inner_lr=3e-3,
-        inner_optimizer="adam",
+        inner_lr=budget.lr,
+        inner_optimizer=budget.optimizer,
         horizon=4,
+        inner_horizon=budget.horizon,
         batch_windows=32,
-        outer_lr=3e-3,
+        outer_lr=1e-2,
+        unadapted_weight=0.5,
+        seed=seed,
         log_every=50,
     )
     log = meta_train(meta, train, cfg, progress=False)
     assert log[-1]["inner_after"] < log[-1]["inner_before"]
-    budget = AdaptBudget(inner_steps=50, lr=3e-3, optimizer="adam", horizon=4)
     unadapted, adapted, scratch, const = [], [], [], []
     for task in test:
         support, query = task.subset([0, 1, 2]), task.subset([3])
@@ -79,11 +103,10 @@ def test_learning_happens_on_oscillators() -> None:
     u, a_, s, c = (float(np.mean(v)) for v in (unadapted, adapted, scratch, const))
     print(f"20-step error: unadapted {u:.4f} adapted {a_:.4f} scratch {s:.4f} constant {c:.4f}")
     assert a_ <= 0.5 * u, "3-shot adaptation must cut the error at least 2x"
-    assert a_ < s, "adapting the meta-model must beat training on the support data alone"
-    # measured here: unadapted 0.76, adapted 0.12, scratch 0.13, constant 0.75, i.e.
-    # adapted / constant ~ 0.16: the issue's aim of 0.1 is not reached by a run this short;
-    # the bound still fails a model that merely holds the state
-    assert a_ < 0.3 * c
+    assert a_ < 0.7 * s, "adapting must clearly beat training on the support data alone"
+    assert a_ < 0.1 * c, "adapted error must stay below a tenth of holding the state"
+    # and on every held-out system, not only on average
+    assert all(x < y for x, y in zip(adapted, unadapted))
 
 
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
