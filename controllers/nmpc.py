@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 Mode = Literal["ipopt", "rti"]
 Linearization = Literal["auto", "casadi", "fd", "jacrev", "jacfwd"]
-QPSolver = Literal["osqp", "qrqp", "daqp", "proxqp"]
-_QP_SOLVERS = ("osqp", "qrqp", "daqp", "proxqp")
+QPSolver = Literal["hpipm", "osqp", "qrqp", "daqp", "proxqp"]
+_QP_SOLVERS = ("hpipm", "osqp", "qrqp", "daqp", "proxqp")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,9 @@ class NMPCConfig:
         mode: "ipopt" solves the full multiple-shooting NLP every step (needs a model with
             `casadi_step`); "rti" takes `sqp_iters` Gauss-Newton-type SQP steps a control period
             (one: the real-time iteration), each a convex QP.
-        qp_solver: CasADi conic plugin of the RTI QP ("qrqp", "osqp", "daqp" or "proxqp";
-            see docs/controllers.md).
+        qp_solver: CasADi conic plugin of the RTI QP: "qrqp" (default; sparse active-set),
+            "hpipm" (a Riccati-based interior-point method for the stage-wise structure of the
+            QP), "osqp", "daqp" or "proxqp" (see docs/controllers.md).
         qp_backup: a second QP solver tried when the first fails or returns a point that
             breaks the constraints (None: straight to the fallback plan). Default "proxqp":
             with a learned model's Jacobians and active trusted-region bounds qrqp (and daqp)
@@ -73,8 +74,9 @@ class NMPCConfig:
         ipopt_max_iter: ipopt iteration limit per control step.
         ipopt_tol: ipopt convergence tolerance.
         ipopt_mu_init: ipopt's initial barrier parameter (small suits a warm start).
-        qp_eps: osqp absolute and relative tolerance.
-        qp_max_iter: iteration limit of the QP solver.
+        qp_eps: osqp and proxqp absolute (osqp: and relative) tolerance.
+        qp_max_iter: iteration limit of the QP solver (hpipm: at most 200, an interior-point
+            method needs tens).
         qp_feas_tol: largest bound or equality violation accepted from a QP solution (a
             "successful" solution that breaks it counts as a failed solve).
     """
@@ -103,7 +105,10 @@ class NMPCConfig:
         if self.mode not in ("ipopt", "rti"):
             raise ValueError(f"NMPCConfig.mode must be 'ipopt' or 'rti', got {self.mode!r}")
         if self.qp_solver not in _QP_SOLVERS or self.qp_backup not in (*_QP_SOLVERS, None):
-            raise ValueError(f"NMPCConfig.qp_solver must be osqp or qrqp: {self.qp_solver!r}")
+            raise ValueError(
+                f"NMPCConfig.qp_solver/qp_backup must be one of {_QP_SOLVERS}: "
+                f"{self.qp_solver!r}, {self.qp_backup!r}"
+            )
         if self.linearization not in ("auto", "casadi", "fd", "jacrev", "jacfwd"):
             raise ValueError(f"NMPCConfig.linearization unknown: {self.linearization!r}")
         if self.ipopt_max_iter < 0 or self.qp_max_iter < 0:
@@ -195,26 +200,26 @@ class NMPC:
             )
         self.model = model
         self.linearization: str = lin
+        self._trust = trusted_bounds(model)  # declared once per model
         self._f_sym: ca.Function | None = None
+        self._lin_buf: _Buffered | None = None
+        self._dyn_hess_buf: _Buffered | None = None
         if has_sym and (c.mode == "ipopt" or lin == "casadi"):
             x = ca.SX.sym("x", self.nx)
             u = ca.SX.sym("u", self.nu)
-            self._f_sym = ca.Function("f", [x, u], [model.casadi_step(x, u)])  # type: ignore[attr-defined]
+            fx = model.casadi_step(x, u)  # type: ignore[attr-defined]
+            self._f_sym = ca.Function("f", [x, u], [fx])
             n = c.horizon
-            jac = ca.Function(
-                "lin",
-                [x, u],
-                [
-                    self._f_sym(x, u),
-                    ca.jacobian(self._f_sym(x, u), x),
-                    ca.jacobian(self._f_sym(x, u), u),
-                ],
-            )
-            self._lin_sym = jac.map(n)  # (nx, N), (nx, nx·N), (nx, nu·N)
-            lam = ca.SX.sym("lam", self.nx)
             z = ca.vertcat(x, u)
-            h_dyn = ca.hessian(ca.dot(lam, self._f_sym(x, u)), z)[0]
-            self._dyn_hess = ca.Function("hf", [x, u, lam], [h_dyn]).map(n)  # (nz, nz·N)
+            # one expression graph for the value and the stage Jacobian [A_k B_k] (nx, nz)
+            jac = ca.Function("lin", [x, u], [fx, ca.densify(ca.jacobian(fx, z))])
+            self._lin_buf = _Buffered(jac.map(n))  # (nx, N), (nx, nz·N)
+            lam = ca.SX.sym("lam", self.nx)
+            h_dyn = ca.hessian(ca.dot(lam, fx), z)[0]
+            self._dyn_hess_sp = h_dyn.sparsity()
+            hf = ca.Function("hf", [x, u, lam], [ca.densify(h_dyn)])
+            self._dyn_hess_buf = _Buffered(hf.map(n))  # (nz, nz·N)
+        self._build_psd_plan()
         if c.mode == "ipopt":
             self._build_nlp()
 
@@ -236,7 +241,8 @@ class NMPC:
         times = t + self.model.dt * np.arange(n + 1)
         x_ref, u_ref = self.task.reference(times)  # (N+1, nx), (N+1, nu)
         x0 = np.asarray(state, dtype=np.float64).reshape(nx)
-        memory = history_memory(self.model, history, self.device, self.dtype)
+        with torch.no_grad():  # the memory is data here, never differentiated
+            memory = history_memory(self.model, history, self.device, self.dtype)
         info: dict[str, Any] = {"mode": c.mode}
         prev_shift = self._shifted_warm(u_ref) if self._w is not None else None
         w_init = prev_shift if prev_shift is not None else self._initial_guess(x0, u_ref, memory)
@@ -256,7 +262,7 @@ class NMPC:
         fallback: FallbackKind = "none"
         if fault == "none" and w_sol is not None:
             xs, us = self._split(w_sol)
-            fault = check_plan(xs[1:], trusted_bounds(self.model))
+            fault = check_plan(xs[1:], self._trust)
         if fault != "none" or w_sol is None:
             w_sol, fallback = self._fallback(x0, t, memory, prev_shift)
         xs, us = self._split(w_sol)
@@ -317,7 +323,7 @@ class NMPC:
         if prev_shift is not None:
             _, us = self._split(prev_shift)
             xs = self._rollout(x0, us, memory)
-            if check_plan(xs, trusted_bounds(self.model)) == "none":
+            if check_plan(xs, self._trust) == "none":
                 return self._join(np.concatenate([x0[None], xs], axis=0), us), "shifted_plan"
         u_safe = safe_action(self.task, t)
         us = np.repeat(u_safe[None], n, axis=0)
@@ -355,7 +361,7 @@ class NMPC:
         not overlap, the task's bounds are kept.
         """
         lb, ub = self._lbw.copy(), self._ubw.copy()
-        trust = trusted_bounds(self.model) if self.config.trusted_constraints else None
+        trust = self._trust if self.config.trusted_constraints else None
         if trust is None:
             return lb, ub
         n = self.config.horizon
@@ -370,7 +376,11 @@ class NMPC:
         return lb, ub
 
     def _build_cost_functions(self) -> None:
-        """CasADi stage/terminal cost values, gradients and Hessians, mapped over the horizon."""
+        """CasADi stage/terminal cost values, gradients and Hessians, mapped over the horizon.
+
+        The derivative functions have dense outputs and run on preallocated numpy buffers
+        (`_Buffered`), so a call converts nothing.
+        """
         nx, nu, n = self.nx, self.nu, self.config.horizon
         x, u = ca.SX.sym("x", nx), ca.SX.sym("u", nu)
         xr, ur = ca.SX.sym("xr", nx), ca.SX.sym("ur", nu)
@@ -378,11 +388,30 @@ class NMPC:
         ell = self.task.running_cost_casadi(x, u, xr, ur)
         h_st, g_st = ca.hessian(ell, z)
         self._stage_cost = ca.Function("l", [x, u, xr, ur], [ell])
-        self._stage_derivs = ca.Function("dl", [x, u, xr, ur], [h_st, g_st]).map(n)
+        self._stage_hess_sp = h_st.sparsity()
+        stage = ca.Function("dl", [x, u, xr, ur], [ca.densify(h_st), ca.densify(g_st)])
+        self._stage_buf = _Buffered(stage.map(n))  # (nz, nz·N), (nz, N)
         vf = self.task.terminal_cost_casadi(x, xr)
         h_tf, g_tf = ca.hessian(vf, x)
         self._term_cost = ca.Function("V", [x, xr], [vf])
-        self._term_derivs = ca.Function("dV", [x, xr], [h_tf, g_tf])
+        self._term_hess_sp = h_tf.sparsity()
+        term = ca.Function("dV", [x, xr], [ca.densify(h_tf), ca.densify(g_tf)])
+        self._term_buf = _Buffered(term)  # (nx, nx), (nx, 1)
+
+    def _build_psd_plan(self) -> None:
+        """Split the stage and terminal Hessians into their structurally decoupled blocks.
+
+        The eigenvalue projection of a block-diagonal matrix is the projection of each block,
+        so only blocks that couple variables need an eigendecomposition (the quadrotor's
+        attitude cost couples the four quaternion components; everything else is diagonal).
+        With the Lagrangian Hessian the dynamics' curvature pattern joins the cost's.
+        """
+        nz = self.nx + self.nu
+        pattern = _pattern(self._stage_hess_sp, nz)
+        if self._use_lagrangian():
+            pattern |= _pattern(self._dyn_hess_sp, nz)
+        self._psd_stage = _PSDPlan(pattern)
+        self._psd_term = _PSDPlan(_pattern(self._term_hess_sp, self.nx))
 
     # ------------------------------------------------------------------ ipopt
     def _build_nlp(self) -> None:
@@ -458,40 +487,66 @@ class NMPC:
 
     # ------------------------------------------------------------------ RTI
     def _build_qp(self) -> None:
-        """The sparse QP of one SQP step, assembled by a CasADi function from stage blocks.
+        """The sparse QP of one SQP step: per solver, one CasADi function that assembles the
+        QP from stage blocks and calls the conic solver, run on preallocated buffers.
 
-        Variables dw, stage-ordered like w. Equalities: dx_{k+1} - A_k dx_k - B_k du_k = d_k
-        with the defect d_k = f(x̄_k, ū_k) - x̄_{k+1}. Simple bounds carry the actuator and
-        state bounds and pin dx_0 = x_init - x̄_0.
+        Variables dw, stage-ordered like w. Equalities, one row block per stage in hpipm's
+        form `A_k dx_k + B_k du_k - dx_{k+1} = -d_k`, with the defect
+        `d_k = f(x̄_k, ū_k) - x̄_{k+1}`. Simple bounds carry the actuator and state bounds and
+        pin `dx_0 = x_init - x̄_0`. Function inputs (dense, column-major nonzeros):
+        J (nx, nz·N) the stage Jacobians [A_k B_k] side by side, H (nz, nz·N) the stage
+        Hessians, HN (nx, nx), g (nw,), rhs (N·nx,) = -d, lbx and ubx (nw,); outputs dw (nw,)
+        and the multipliers of the dynamics rows lam_a (N·nx,). All solvers share the input
+        arrays (`self._qp_in`), so a backup solve copies nothing.
         """
         c = self.config
         n, nx, nu = c.horizon, self.nx, self.nu
         nz = nx + nu
-        a_in = ca.MX.sym("A", nx, nx * n)
-        b_in = ca.MX.sym("B", nx, nu * n)
+        nw = n * nz + nx
+        j_in = ca.MX.sym("J", nx, nz * n)
         h_in = ca.MX.sym("H", nz, nz * n)
         ht_in = ca.MX.sym("HN", nx, nx)
+        g_in = ca.MX.sym("g", nw)
+        r_in = ca.MX.sym("rhs", n * nx)
+        lbx_in = ca.MX.sym("lbx", nw)
+        ubx_in = ca.MX.sym("ubx", nw)
         blocks = [h_in[:, k * nz : (k + 1) * nz] for k in range(n)] + [ht_in]
         h_qp = ca.diagcat(*blocks)
+        neg_eye = -ca.MX.eye(nx)  # hpipm wants a structurally diagonal -I
         rows = []
-        eye = ca.MX.eye(nx)
         for k in range(n):
-            ab = ca.horzcat(-a_in[:, k * nx : (k + 1) * nx], -b_in[:, k * nu : (k + 1) * nu], eye)
             left = ca.MX(nx, k * nz)
             right = ca.MX(nx, (n - k - 1) * nz)
-            rows.append(ca.horzcat(left, ab, right))
+            rows.append(ca.horzcat(left, j_in[:, k * nz : (k + 1) * nz], neg_eye, right))
         a_qp = ca.vertcat(*rows)
-        self._assemble = ca.Function("assemble", [a_in, b_in, h_in, ht_in], [h_qp, a_qp])
-        h_sp = self._assemble.sparsity_out(0)
-        a_sp = self._assemble.sparsity_out(1)
         names = [c.qp_solver] + ([c.qp_backup] if c.qp_backup not in (None, c.qp_solver) else [])
-        self._qps = [(name, self._make_conic(name, h_sp, a_sp)) for name in names]
+        inputs = [j_in, h_in, ht_in, g_in, r_in, lbx_in, ubx_in]
+        self._qps: list[tuple[str, _Buffered]] = []
+        for name in names:
+            conic = self._make_conic(name, h_qp.sparsity(), a_qp.sparsity())
+            sol = conic(h=h_qp, g=g_in, a=a_qp, lba=r_in, uba=r_in, lbx=lbx_in, ubx=ubx_in)
+            fn = ca.Function(f"rti_qp_{name}", inputs, [sol["x"], sol["lam_a"]])
+            buf = _Buffered(fn)
+            if self._qps:
+                buf.share_args(self._qps[0][1])
+            self._qps.append((name, buf))
+        self._qp_in = self._qps[0][1].args  # J, H, HN, g, rhs, lbx, ubx
 
     def _make_conic(self, name: str, h_sp: ca.Sparsity, a_sp: ca.Sparsity) -> ca.Function:
         """A CasADi conic solver for the fixed QP sparsity."""
         c = self.config
-        if name == "osqp":
+        n, nx, nu = c.horizon, self.nx, self.nu
+        if name == "hpipm":
             opts: dict[str, Any] = {
+                "N": n,
+                "nx": [nx] * (n + 1),
+                "nu": [nu] * n + [0],
+                "ng": [0] * (n + 1),
+                "error_on_fail": False,
+                "hpipm": {"mode": "speed", "iter_max": min(c.qp_max_iter, 200)},
+            }
+        elif name == "osqp":
+            opts = {
                 "osqp": {
                     "verbose": False,
                     "eps_abs": c.qp_eps,
@@ -499,7 +554,6 @@ class NMPC:
                     "max_iter": c.qp_max_iter,
                     "polish": True,
                 },
-                "warm_start_primal": True,
                 "error_on_fail": False,
             }
         elif name == "daqp":
@@ -517,26 +571,46 @@ class NMPC:
                 "max_iter": c.qp_max_iter,
                 "error_on_fail": False,
             }
-        return ca.conic(f"rti_qp_{name}", name, {"h": h_sp, "a": a_sp}, opts)
+        return ca.conic(f"rti_conic_{name}", name, {"h": h_sp, "a": a_sp}, opts)
 
     def _linearize(
         self, xs: np.ndarray, us: np.ndarray, memory: Memory
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Dynamics along the trajectory: xs (N, nx), us (N, nu) -> f (N, nx), A (N, nx, nx),
-        B (N, nx, nu)."""
-        n, nx, nu = self.config.horizon, self.nx, self.nu
+        B (N, nx, nu) (copies; the RTI step itself uses `_linearize_stages`)."""
+        f, jt = self._linearize_stages(xs, us, memory)
+        jac = np.swapaxes(jt, 1, 2)  # (N, nx, nz)
+        return f.copy(), jac[..., : self.nx].copy(), jac[..., self.nx :].copy()
+
+    def _linearize_stages(
+        self, xs: np.ndarray, us: np.ndarray, memory: Memory
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Values and transposed stage Jacobians along the trajectory.
+
+        Args:
+            xs: (N, nx) states x̄_0..x̄_{N-1}; us: (N, nu) actions.
+            memory: the model's memory (torch models), held fixed along the horizon.
+
+        Returns:
+            f (N, nx) = f(x̄_k, ū_k) and jt (N, nz, nx) with jt[k] = [A_k B_k]ᵀ — the memory
+            layout of the QP's column-major J input. CasADi results are views of the
+            linearisation buffer, valid until the next call.
+        """
+        n, nx, nz = self.config.horizon, self.nx, self.nx + self.nu
         if self.linearization == "casadi":
-            f, a, b = self._lin_sym(xs.T, us.T)
-            f_np = np.asarray(f).T
-            a_np = np.asarray(a).reshape(nx, n, nx).transpose(1, 0, 2)
-            b_np = np.asarray(b).reshape(nx, n, nu).transpose(1, 0, 2)
-            return f_np, a_np, b_np
+            buf = self._lin_buf
+            assert buf is not None
+            buf.args[0][:] = xs.ravel()  # (N, nx) C-order = (nx, N) column-major
+            buf.args[1][:] = us.ravel()
+            buf()
+            return buf.res[0].reshape(n, nx), buf.res[1].reshape(n, nz, nx)
         return self._linearize_torch(xs, us, memory)
 
     def _linearize_torch(
         self, xs: np.ndarray, us: np.ndarray, memory: Memory
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Batched torch Jacobians of `model.step` with the memory held fixed along the horizon."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batched torch Jacobians of `model.step` with the memory held fixed along the horizon:
+        f (N, nx), jt (N, nz, nx) as in `_linearize_stages`."""
         assert self.model is not None
         model = self.model
         n, nx, nu = self.config.horizon, self.nx, self.nu
@@ -554,13 +628,8 @@ class NMPC:
                 mem = expand_memory(memory, (n, nz + 1))
                 fz, _ = model.step(pert[..., :nx], pert[..., nx:], mem)  # (N, nz+1, nx)
                 f0 = fz[:, 0]  # (N, nx)
-                jac = (fz[:, 1:] - f0[:, None]) / hstep[..., None]  # (N, nz, nx)
-                jac = jac.transpose(1, 2)  # (N, nx, nz)
-            return (
-                f0.cpu().double().numpy(),
-                jac[..., :nx].cpu().double().numpy(),
-                jac[..., nx:].cpu().double().numpy(),
-            )
+                jt = (fz[:, 1:] - f0[:, None]) / hstep[..., None]  # (N, nz, nx)
+            return f0.cpu().double().numpy(), jt.cpu().double().numpy()
 
         def f_single(xi: torch.Tensor, ui: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             out = model.step(xi, ui, memory)[0]
@@ -568,11 +637,8 @@ class NMPC:
 
         jac_fn = torch.func.jacrev if self.linearization == "jacrev" else torch.func.jacfwd
         (jac_x, jac_u), f0 = torch.func.vmap(jac_fn(f_single, argnums=(0, 1), has_aux=True))(x, u)
-        return (
-            f0.detach().cpu().double().numpy(),
-            jac_x.detach().cpu().double().numpy(),
-            jac_u.detach().cpu().double().numpy(),
-        )
+        jt = torch.cat([jac_x, jac_u], dim=-1).transpose(1, 2)  # (N, nz, nx)
+        return f0.detach().cpu().double().numpy(), jt.detach().cpu().double().numpy()
 
     def _use_lagrangian(self) -> bool:
         return self.config.hessian == "lagrangian" and self._f_sym is not None
@@ -588,23 +654,34 @@ class NMPC:
         """Convexified QP Hessians and cost gradients: (N, nz, nz), (N, nz), (nx, nx), (nx,).
 
         `lam` (N, nx), the multipliers of the QP's dynamics rows, adds the dynamics'
-        curvature: CasADi's QP Lagrangian is `f + lam_aᵀ(A dw)` and our rows are
-        `dx_{k+1} - f_z dz_k`, so the NLP multiplier of `f(z_k) - x_{k+1} = 0` is `-lam_a`.
+        curvature: CasADi's QP Lagrangian is `f + lam_aᵀ(A dw)` and our rows
+        `A_k dx_k + B_k du_k - dx_{k+1}` linearise `f(z_k) - x_{k+1} = 0`, so `lam_a` is
+        that constraint's NLP multiplier.
         """
-        n, nz = self.config.horizon, self.nx + self.nu
-        h, g = self._stage_derivs(xs[:-1].T, us.T, x_ref[:-1].T, u_ref[:-1].T)
-        h_np = np.asarray(h).reshape(nz, n, nz).transpose(1, 0, 2)
+        n, nx, nz = self.config.horizon, self.nx, self.nx + self.nu
+        sb = self._stage_buf
+        sb.args[0][:] = xs[:-1].ravel()  # (N, nx) C-order = (nx, N) column-major
+        sb.args[1][:] = us.ravel()
+        sb.args[2][:] = x_ref[:-1].ravel()
+        sb.args[3][:] = u_ref[:-1].ravel()
+        sb()
+        h = sb.res[0].reshape(n, nz, nz)  # h[k] = H_kᵀ (column-major blocks; symmetric)
         if lam is not None:
-            hd = self._dyn_hess(xs[:-1].T, us.T, -lam.T)
-            h_np = h_np + np.asarray(hd).reshape(nz, n, nz).transpose(1, 0, 2)
-        g_np = np.asarray(g).T
-        ht, gt = self._term_derivs(xs[-1], x_ref[-1])
-        h_all = _project_psd(
-            np.concatenate([h_np.reshape(n, nz, nz), _pad_block(np.asarray(ht), nz)[None]], axis=0),
-            self.config.hess_min_eig,
-        )
-        nx = self.nx
-        return h_all[:n], g_np, h_all[n, :nx, :nx], np.asarray(gt).ravel()
+            db = self._dyn_hess_buf
+            assert db is not None
+            db.args[0][:] = sb.args[0]
+            db.args[1][:] = sb.args[1]
+            db.args[2][:] = lam.ravel()
+            db()
+            h = h + db.res[0].reshape(n, nz, nz)
+        tb = self._term_buf
+        tb.args[0][:] = xs[-1]
+        tb.args[1][:] = x_ref[-1]
+        tb()
+        eig = self.config.hess_min_eig
+        h_st = self._psd_stage(h, eig)
+        h_t = self._psd_term(tb.res[0].reshape(1, nx, nx), eig)[0]
+        return h_st, sb.res[1].reshape(n, nz).copy(), h_t, tb.res[1].copy()
 
     def _solve_rti(
         self,
@@ -617,33 +694,36 @@ class NMPC:
     ) -> tuple[np.ndarray | None, FaultKind]:
         c = self.config
         n, nx, nu = c.horizon, self.nx, self.nu
+        nz = nx + nu
         w = w_init.copy()
         lbw, ubw = self._rti_bounds(x0)
-        t_lin = t_qp = 0.0
+        j_in, h_in, ht_in, g_in, r_in, lbx_in, ubx_in = self._qp_in
+        t_lin = t_cost = t_qp = 0.0
         for _ in range(c.sqp_iters):
             xs, us = self._split(w)
             t0 = time.perf_counter()
-            f, a, b = self._linearize(xs[:-1], us, memory)
-            t_lin += time.perf_counter() - t0
-            if not (np.all(np.isfinite(f)) and np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            f, jt = self._linearize_stages(xs[:-1], us, memory)
+            t1 = time.perf_counter()
+            t_lin += t1 - t0
+            if not (np.all(np.isfinite(f)) and np.all(np.isfinite(jt))):
                 return None, "non_finite"
-            t0 = time.perf_counter()
             lam = self._lam_dyn if self._use_lagrangian() else None
             h_st, g_st, h_t, g_t = self._cost_blocks(xs, us, x_ref, u_ref, lam)
-            h_qp, a_qp = self._assemble(
-                a.transpose(1, 0, 2).reshape(nx, n * nx),
-                b.transpose(1, 0, 2).reshape(nx, n * nu),
-                h_st.transpose(1, 0, 2).reshape(nx + nu, n * (nx + nu)),
-                h_t,
-            )
-            g_qp = np.concatenate([g_st.ravel(), g_t])
-            defect = (f - xs[1:]).ravel()
-            lbx = lbw - w
-            ubx = ubw - w
-            lbx[self._x0_index] = ubx[self._x0_index] = x0 - xs[0]
-            qp_args = {"h": h_qp, "g": g_qp, "a": a_qp, "lba": defect, "uba": defect}
-            dw, fault = self._solve_qp(qp_args, lbx, ubx, info)
-            t_qp += time.perf_counter() - t0
+            # the QP's data, written straight into the solvers' input buffers
+            j_in.reshape(n, nz, nx)[:] = jt
+            h_in.reshape(n, nz, nz)[:] = h_st  # symmetric: column-major = row-major
+            ht_in.reshape(nx, nx)[:] = h_t
+            g_in[: n * nz] = g_st.ravel()
+            g_in[n * nz :] = g_t
+            defect = f - xs[1:]  # (N, nx)
+            r_in.reshape(n, nx)[:] = -defect
+            np.subtract(lbw, w, out=lbx_in)
+            np.subtract(ubw, w, out=ubx_in)
+            lbx_in[self._x0_index] = ubx_in[self._x0_index] = x0 - xs[0]
+            t2 = time.perf_counter()
+            t_cost += t2 - t1
+            dw, fault = self._solve_qp(jt, defect, info)
+            t_qp += time.perf_counter() - t2
             if dw is None:
                 return None, fault
             w = w + dw
@@ -651,35 +731,47 @@ class NMPC:
             w = np.minimum(np.maximum(w, lbw), ubw)
             w[self._x0_index] = x0
         info["linearize_seconds"] = t_lin
+        info["cost_seconds"] = t_cost
         info["qp_seconds"] = t_qp
         info["linearization"] = self.linearization
         return w, "none"
 
     def _solve_qp(
-        self, qp: dict[str, Any], lbx: np.ndarray, ubx: np.ndarray, info: dict[str, Any]
+        self, jt: np.ndarray, defect: np.ndarray, info: dict[str, Any]
     ) -> tuple[np.ndarray | None, FaultKind]:
-        """Solve the QP with the primary solver, then the backup; validate each answer.
+        """Solve the QP in `self._qp_in` with the primary solver, then the backup; validate
+        each answer against the bounds and the dynamics rows.
+
+        Args:
+            jt: (N, nz, nx) transposed stage Jacobians; defect: (N, nx) d_k (to check rows).
+            info: receives the solver status, attempts and violation.
 
         Returns:
             The step dw (nw,) or None, and the fault of the last try.
         """
+        n, nx, nz = self.config.horizon, self.nx, self.nx + self.nu
+        lbx, ubx = self._qp_in[5], self._qp_in[6]
         fault: FaultKind = "solver_failed"
-        for name, solver in self._qps:
-            sol = self._qp_solve(solver, lbx=lbx, ubx=ubx, **qp)
-            stats = solver.stats()
+        for name, qp in self._qps:
+            self._qp_solve(qp)
+            stats = qp.stats()
             status = str(stats.get("return_status", ""))
+            unified = str(stats.get("unified_return_status", ""))
             info["qp_solver"], info["solver_status"] = name, status
             info.setdefault("qp_attempts", []).append(f"{name}: {status}")
-            dw = np.asarray(sol["x"]).ravel()
+            dw = qp.res[0]
             if not stats.get("success", False) or not np.all(np.isfinite(dw)):
-                fault = "infeasible" if "infeas" in status.lower() else "solver_failed"
+                infeasible = "infeas" in status.lower() or "INFEASIBLE" in unified
+                fault = "infeasible" if infeasible else "solver_failed"
                 continue
             # trust no status alone: qrqp was seen reporting success on a point that broke
             # its bounds (docs/controllers.md)
+            dz = dw[: n * nz].reshape(n, nz)
+            rows = np.einsum("kji,kj->ki", jt, dz) - dw[self._xk_index].reshape(n, nx) + defect
             viol = max(
                 float(np.max(lbx - dw, initial=0.0)),
                 float(np.max(dw - ubx, initial=0.0)),
-                float(np.max(np.abs(np.asarray(qp["a"] @ dw).ravel() - qp["lba"]), initial=0.0)),
+                float(np.max(np.abs(rows), initial=0.0)),
             )
             info["qp_violation"] = viol
             info["qp_attempts"][-1] += f" (violation {viol:.1e})"
@@ -688,27 +780,107 @@ class NMPC:
                 fault = "solver_failed"
                 continue
             if self._use_lagrangian():
-                lam_a = np.asarray(sol["lam_a"]).ravel().reshape(self.config.horizon, self.nx)
+                lam_a = qp.res[1].reshape(n, nx)
                 # shifted by one stage for the next control step's linearisation point
                 self._lam_dyn = np.concatenate([lam_a[1:], lam_a[-1:]], axis=0)
-            return dw, "none"
+            return dw.copy(), "none"
         return None, fault
 
-    def _qp_solve(self, solver: ca.Function, **kwargs: Any) -> dict[str, Any]:
-        """Call a CasADi conic solver (a seam tests use to inject a failing solve)."""
-        return solver(**kwargs)
+    def _qp_solve(self, qp: _Buffered) -> None:
+        """Run one buffered QP solve (a seam tests use to inject a failing solve)."""
+        qp()
 
 
-def _pad_block(m: np.ndarray, size: int) -> np.ndarray:
-    """An (r, r) block in the top-left corner of a (size, size) zero matrix."""
-    out = np.zeros((size, size))
-    out[: m.shape[0], : m.shape[1]] = m
+class _Buffered:
+    """A CasADi function evaluated in place on preallocated float64 numpy arrays.
+
+    CasADi's `FunctionBuffer` reads the inputs' nonzeros from, and writes the outputs'
+    nonzeros to, the bound arrays (column-major order of each sparsity). A plain call instead
+    converts every numpy argument to a DM entry by entry: about 35 ns an entry here, 0.2 ms for
+    one 17×340 block, which made the conversions of an RTI step cost as much as its QP solve.
+
+    Attributes:
+        fn: the function.
+        args: one (nnz_in(i),) array per input; write into them, never rebind them.
+        res: one (nnz_out(i),) array per output, overwritten by each call.
+    """
+
+    def __init__(self, fn: ca.Function) -> None:
+        self.fn = fn
+        self._buf, self._eval = fn.buffer()
+        self.args = [np.zeros(fn.nnz_in(i)) for i in range(fn.n_in())]
+        self.res = [np.zeros(fn.nnz_out(i)) for i in range(fn.n_out())]
+        for i, a in enumerate(self.args):
+            self._buf.set_arg(i, memoryview(a))
+        for i, r in enumerate(self.res):
+            self._buf.set_res(i, memoryview(r))
+
+    def share_args(self, other: _Buffered) -> None:
+        """Read the inputs from `other`'s arrays (same input sparsities)."""
+        for i, a in enumerate(other.args):
+            if a.shape != self.args[i].shape:
+                raise ValueError(f"{self.fn.name()}: input {i} differs from {other.fn.name()}")
+            self._buf.set_arg(i, memoryview(a))
+        self.args = other.args
+
+    def __call__(self) -> None:
+        """Evaluate; raises RuntimeError if CasADi reports a failed evaluation."""
+        self._eval()
+        ret = self._buf.ret()
+        if ret != 0:
+            raise RuntimeError(f"CasADi function {self.fn.name()} failed (return code {ret})")
+
+    def stats(self) -> dict[str, Any]:
+        """Statistics of the last evaluation (for a QP function: its conic solver's)."""
+        return dict(self._buf.stats())
+
+
+class _PSDPlan:
+    """Symmetrise (B, m, m) matrices and clip their eigenvalues below, block by block.
+
+    Args:
+        pattern: (m, m) bool structural nonzeros of the matrices; its connected components
+            are the blocks (entries outside them are exact zeros).
+    """
+
+    def __init__(self, pattern: np.ndarray) -> None:
+        m = pattern.shape[0]
+        adj = pattern | pattern.T
+        label = -np.ones(m, dtype=np.int64)
+        comps: list[list[int]] = []
+        for start in range(m):
+            if label[start] >= 0:
+                continue
+            label[start] = len(comps)
+            comp, stack = [], [start]
+            while stack:
+                i = stack.pop()
+                comp.append(i)
+                for j in np.flatnonzero(adj[i]):
+                    if label[j] < 0:
+                        label[j] = len(comps)
+                        stack.append(int(j))
+            comps.append(sorted(comp))
+        self.diag = np.array([cc[0] for cc in comps if len(cc) == 1], dtype=np.int64)
+        self.blocks = [np.array(cc, dtype=np.int64) for cc in comps if len(cc) > 1]
+
+    def __call__(self, h: np.ndarray, min_eig: float) -> np.ndarray:
+        """(B, m, m) -> (B, m, m) symmetric with every eigenvalue >= `min_eig`."""
+        out = 0.5 * (h + np.swapaxes(h, -1, -2))
+        d = self.diag
+        if d.size:
+            out[:, d, d] = np.maximum(out[:, d, d], min_eig)
+        for idx in self.blocks:
+            sub = out[:, idx[:, None], idx[None, :]]  # (B, b, b)
+            lam, vec = np.linalg.eigh(sub)
+            lam = np.maximum(lam, min_eig)
+            out[:, idx[:, None], idx[None, :]] = np.einsum("bij,bj,bkj->bik", vec, lam, vec)
+        return out
+
+
+def _pattern(sp: ca.Sparsity, m: int) -> np.ndarray:
+    """(m, m) bool matrix of a CasADi sparsity's structural nonzeros."""
+    rows, cols = sp.get_triplet()
+    out = np.zeros((m, m), dtype=bool)
+    out[np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)] = True
     return out
-
-
-def _project_psd(h: np.ndarray, min_eig: float) -> np.ndarray:
-    """Symmetrise (B, m, m) matrices and clip their eigenvalues below at `min_eig`."""
-    h = 0.5 * (h + np.swapaxes(h, -1, -2))
-    lam, vec = np.linalg.eigh(h)
-    lam = np.maximum(lam, min_eig)
-    return np.einsum("bij,bj,bkj->bik", vec, lam, vec)
