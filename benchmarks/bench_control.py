@@ -10,6 +10,11 @@ BENCHMARKS.md.
     python benchmarks/bench_control.py             # CPU, ~5 minutes on 2 cores
     python benchmarks/bench_control.py --quick     # fewer steps and sizes
     python benchmarks/bench_control.py --device cuda   # adds the GPU MPPI rows (K 4096, T 30)
+    python benchmarks/bench_control.py --only RTI,ipopt   # only rows whose label matches
+                                                          # (case-insensitive; no file write)
+
+NMPC rows also report where an RTI step's time goes (median per step: linearisation, cost
+blocks and QP data, QP solve with its checks, the rest of `act`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class Row:
     rmse: float | None
     fallbacks: int | None
     steps: int
+    breakdown: dict[str, float] | None = None  # median ms per phase of an NMPC step
 
     def cells(self) -> list[object]:
         rmse = "—" if self.rmse is None else f"{self.rmse:.3f}"
@@ -210,6 +216,37 @@ class PyTorchMPPIController:
 
 
 # ------------------------------------------------------------------------------ runs
+ONLY: list[str] = []  # label filters from --only (empty: every row)
+
+
+def wanted(name: str, model_name: str) -> bool:
+    """Whether the row `name` / `model_name` passes the --only filters."""
+    label = f"{name} {model_name}".lower()
+    return not ONLY or any(f in label for f in ONLY)
+
+
+def phase_breakdown(infos: list[dict[str, Any]], act_ms: np.ndarray) -> dict[str, float] | None:
+    """Median ms per phase of the NMPC steps that solved (no fallback): linearisation, cost
+    blocks and QP data, QP solve and checks, and the rest of `act` (history encoding,
+    reference, warm start, plan check)."""
+    keys = ("linearize_seconds", "cost_seconds", "qp_seconds", "solve_seconds")
+    ok = [
+        (i, a)
+        for i, a in zip(infos, act_ms)
+        if all(k in i for k in keys) and i.get("fallback") == "none"
+    ]
+    if not ok:
+        return None
+    col = {k: np.array([1e3 * i[k] for i, _ in ok]) for k in keys}
+    rest = np.array([a for _, a in ok]) - col["solve_seconds"]
+    return {
+        "linearize": float(np.median(col["linearize_seconds"])),
+        "cost+data": float(np.median(col["cost_seconds"])),
+        "qp": float(np.median(col["qp_seconds"])),
+        "rest": float(np.median(rest)),
+    }
+
+
 def closed_loop_row(
     name: str,
     model_name: str,
@@ -220,8 +257,11 @@ def closed_loop_row(
     env: QuadrotorEnv,
     steps: int,
     history_len: int = 0,
-) -> Row:
-    """Fly `make()` on the figure-8 for `steps` control steps; time every act."""
+) -> Row | None:
+    """Fly `make()` on the figure-8 for `steps` control steps; time every act (None: the row
+    is filtered out by --only)."""
+    if not wanted(name, model_name):
+        return None
     ctrl = make()
     run_closed_loop(env, ctrl, 3, seed=1, history_len=history_len)  # warm-up (JIT, graphs)
     r = run_closed_loop(env, ctrl, steps, seed=0, history_len=history_len)
@@ -239,8 +279,12 @@ def closed_loop_row(
         rmse,
         fb,
         len(r.actions),
+        phase_breakdown(r.infos[2:], ms),
     )
-    print(" | ".join(str(c) for c in row.cells()), flush=True)
+    extra = ""
+    if row.breakdown:
+        extra = "  [" + ", ".join(f"{k} {v:.2f}" for k, v in row.breakdown.items()) + " ms]"
+    print(" | ".join(str(c) for c in row.cells()) + extra, flush=True)
     return row
 
 
@@ -258,7 +302,14 @@ def main() -> None:
     )
     ap.add_argument("--fit-seconds", type=float, default=None, help="MLP stand-in fit time")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated, case-insensitive substrings of the row labels (controller and "
+        "model) to run, e.g. 'RTI,ipopt'; implies --no-write",
+    )
     args = ap.parse_args()
+    ONLY[:] = [f.strip().lower() for f in args.only.split(",") if f.strip()]
     torch.set_num_threads(args.threads)
     steps = args.steps or (60 if args.quick else 150)
     fit_s = args.fit_seconds if args.fit_seconds is not None else (10.0 if args.quick else 40.0)
@@ -272,6 +323,11 @@ def main() -> None:
     learned, learned_name = default_learned_model(analytic, task, fit_s, dtype)
     hist = int(learned.history_len)
     rows: list[Row] = []
+
+    def add(row: Row | None) -> None:
+        if row is not None:
+            rows.append(row)
+
     print("controller | model | device | K | T | median ms | p90 ms | RMSE m | fallbacks | steps")
 
     def mppi(model: Any, k: int, t: int, device: str = "cpu", **kw: Any) -> Callable[[], Any]:
@@ -282,7 +338,7 @@ def main() -> None:
     ks = (256, 1024) if args.quick else (256, 1024, 4096)
     for k in ks:
         mppi_steps = steps if k < 4096 or not args.quick else max(30, steps // 3)
-        rows.append(
+        add(
             closed_loop_row(
                 "MPPI",
                 learned_name,
@@ -295,7 +351,7 @@ def main() -> None:
                 hist,
             )
         )
-    rows.append(
+    add(
         closed_loop_row(
             "MPPI",
             "analytic",
@@ -308,7 +364,7 @@ def main() -> None:
         )
     )
     k = 1024
-    rows.append(
+    add(
         closed_loop_row(
             "pytorch-mppi (no_grad)",
             learned_name,
@@ -326,31 +382,40 @@ def main() -> None:
     def nmpc(model: Any, **kw: Any) -> Callable[[], Any]:
         return lambda: NMPC(model, task, NMPCConfig(horizon=horizon, **kw), dtype=dtype)
 
-    rows.append(
+    add(
         closed_loop_row(
             "NMPC ipopt", "analytic", "cpu", "—", horizon, nmpc(analytic, mode="ipopt"), env, steps
         )
     )
-    rows.append(
-        closed_loop_row(
-            "NMPC RTI (qrqp)", "analytic", "cpu", "—", horizon, nmpc(analytic), env, steps
-        )
-    )
-    for lin in ("fd",) if args.quick else ("fd", "jacrev"):
-        rows.append(
+    for qp in ("qrqp", "hpipm"):
+        add(
             closed_loop_row(
-                f"NMPC RTI (qrqp, {lin} Jacobians)",
+                f"NMPC RTI ({qp})",
+                "analytic",
+                "cpu",
+                "—",
+                horizon,
+                nmpc(analytic, qp_solver=qp),
+                env,
+                steps,
+            )
+        )
+    lins = [("qrqp", "fd"), ("hpipm", "fd")] + ([] if args.quick else [("qrqp", "jacrev")])
+    for qp, lin in lins:
+        add(
+            closed_loop_row(
+                f"NMPC RTI ({qp}, {lin} Jacobians)",
                 learned_name,
                 "cpu",
                 "—",
                 horizon,
-                nmpc(learned, linearization=lin),
+                nmpc(learned, linearization=lin, qp_solver=qp),
                 env,
                 steps,
                 hist,
             )
         )
-    rows.append(
+    add(
         closed_loop_row(
             "NMPC SQP ×5 (full solve)",
             learned_name,
@@ -363,7 +428,7 @@ def main() -> None:
             hist,
         )
     )
-    rows.append(
+    add(
         closed_loop_row(
             "cascaded baseline",
             "physics params",
@@ -397,7 +462,7 @@ def main() -> None:
             ),
         ]
         for t_h, label, kw in variants:
-            rows.append(
+            add(
                 closed_loop_row(
                     label,
                     learned_name,
@@ -410,7 +475,7 @@ def main() -> None:
                     hist,
                 )
             )
-        rows.append(
+        add(
             closed_loop_row(
                 "pytorch-mppi (no_grad)",
                 learned_name,
@@ -437,15 +502,32 @@ def main() -> None:
         "steps",
     ]
     table = markdown_table(header, [r.cells() for r in rows])
-    ipopt = next(r for r in rows if r.controller == "NMPC ipopt")
-    rti = next(r for r in rows if r.controller == "NMPC RTI (qrqp)")
-    rti_l = next(r for r in rows if r.controller.startswith("NMPC RTI (qrqp, fd"))
-    goals = [
-        f"- RTI with the default learned model ({learned_name}), horizon 20, "
-        f"{args.threads} CPU threads: median {rti_l.median_ms:.2f} ms per step (goal < 5 ms).",
-        f"- RTI tracking RMSE {rti.rmse:.4f} m vs full ipopt {ipopt.rmse:.4f} m with the "
-        f"analytic model: {100 * (rti.rmse / ipopt.rmse - 1):+.1f}% (goal within 10%).",
-    ]
+    by_name = {r.controller: r for r in rows}
+    ipopt = by_name.get("NMPC ipopt")
+    goals = []
+    for qp in ("qrqp", "hpipm"):
+        rti_l = by_name.get(f"NMPC RTI ({qp}, fd Jacobians)")
+        if rti_l is not None:
+            goals.append(
+                f"- RTI ({qp}) with the default learned model ({learned_name}), horizon 20, "
+                f"{args.threads} CPU threads: median {rti_l.median_ms:.2f} ms per step "
+                "(goal < 5 ms)."
+            )
+        rti = by_name.get(f"NMPC RTI ({qp})")
+        if rti is not None and ipopt is not None and rti.rmse and ipopt.rmse:
+            goals.append(
+                f"- RTI ({qp}) tracking RMSE {rti.rmse:.4f} m vs full ipopt {ipopt.rmse:.4f} m "
+                f"with the analytic model: {100 * (rti.rmse / ipopt.rmse - 1):+.1f}% "
+                "(goal within 10%)."
+            )
+    split = [r for r in rows if r.breakdown]
+    breakdown = markdown_table(
+        ["controller", "model", "linearisation", "cost + QP data", "QP solve + checks", "rest"],
+        [
+            [r.controller, r.model, *(f"{v:.2f}" for v in r.breakdown.values())]  # type: ignore[union-attr]
+            for r in split
+        ],
+    )
     gpu = [
         r
         for r in rows
@@ -482,12 +564,17 @@ def main() -> None:
             "",
             table,
             "",
+            "Where an NMPC step's time goes (median ms over the steps without a fallback; "
+            "`rest` = history encoding, reference, warm start and plan check):",
+            "",
+            breakdown,
+            "",
             *goals,
         ]
     )
     print()
     print("\n".join(goals))
-    if not args.no_write:
+    if not args.no_write and not ONLY:
         path = write_section("control", md)
         print(f"wrote section 'control' of {path}")
 
