@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import casadi as ca
 import numpy as np
@@ -758,6 +758,8 @@ class NMPC:
             stats = qp.stats()
             status = str(stats.get("return_status", ""))
             unified = str(stats.get("unified_return_status", ""))
+            if status.isdigit():  # hpipm reports a bare code
+                status = f"{unified} (code {status})"
             info["qp_solver"], info["solver_status"] = name, status
             info.setdefault("qp_attempts", []).append(f"{name}: {status}")
             dw = qp.res[0]
@@ -808,20 +810,22 @@ class _Buffered:
 
     def __init__(self, fn: ca.Function) -> None:
         self.fn = fn
+        # typed Any: the bindings take (index, memoryview) although CasADi's stubs ask for a size
+        self._buf: Any
         self._buf, self._eval = fn.buffer()
         self.args = [np.zeros(fn.nnz_in(i)) for i in range(fn.n_in())]
         self.res = [np.zeros(fn.nnz_out(i)) for i in range(fn.n_out())]
         for i, a in enumerate(self.args):
-            self._buf.set_arg(i, memoryview(a))
+            self._buf.set_arg(i, memoryview(cast(Any, a)))
         for i, r in enumerate(self.res):
-            self._buf.set_res(i, memoryview(r))
+            self._buf.set_res(i, memoryview(cast(Any, r)))
 
     def share_args(self, other: _Buffered) -> None:
         """Read the inputs from `other`'s arrays (same input sparsities)."""
         for i, a in enumerate(other.args):
             if a.shape != self.args[i].shape:
                 raise ValueError(f"{self.fn.name()}: input {i} differs from {other.fn.name()}")
-            self._buf.set_arg(i, memoryview(a))
+            self._buf.set_arg(i, memoryview(cast(Any, a)))
         self.args = other.args
 
     def __call__(self) -> None:

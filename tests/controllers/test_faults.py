@@ -167,15 +167,23 @@ def test_osqp_with_too_few_iterations_is_a_failed_solve() -> None:
     assert all(i["fault"] == "solver_failed" for i in infos)
 
 
-def test_infeasible_state_bounds_fall_back() -> None:
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        NMPCConfig(horizon=10, mode="rti"),
+        NMPCConfig(horizon=10, mode="rti", qp_solver="hpipm", qp_backup=None),
+        NMPCConfig(horizon=10, mode="ipopt"),
+    ],
+    ids=["rti", "rti-hpipm", "ipopt"],
+)
+def test_infeasible_state_bounds_fall_back(cfg: NMPCConfig) -> None:
     """Starting at 1 m/s with |v| <= 0.1 and |a| <= 0.2 m/s² per step: no feasible plan."""
     task = QuadraticTask(v_max=0.1)
-    for mode in ("rti", "ipopt"):
-        ctrl = NMPC(DoubleIntegrator(), task, NMPCConfig(horizon=10, mode=mode))  # type: ignore[arg-type]
-        u = ctrl.act(np.array([0.0, 0.0, 1.0, 0.0]), 0.0)
-        assert ctrl.last_info["fallback"] == "safe_action"
-        assert ctrl.last_info["fault"] in ("infeasible", "solver_failed")
-        np.testing.assert_allclose(u, 0.0)
+    ctrl = NMPC(DoubleIntegrator(), task, cfg)
+    u = ctrl.act(np.array([0.0, 0.0, 1.0, 0.0]), 0.0)
+    assert ctrl.last_info["fallback"] == "safe_action"
+    assert ctrl.last_info["fault"] in ("infeasible", "solver_failed")
+    np.testing.assert_allclose(u, 0.0)
 
 
 def test_mppi_failed_update_falls_back_to_the_shifted_plan() -> None:
