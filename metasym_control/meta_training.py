@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from metasym_control.adaptation import (
     window_sampler,
 )
 from metasym_control.checkpoint import restore_into, save_checkpoint
+from metasym_control.dynamics import AdaptBudget
 from metasym_control.models.learned import LearnedModel, data_statistics
 from metasym_control.trajectory import Trajectory
 
@@ -109,6 +110,29 @@ class MetaTrainConfig:
             raise ValueError("MetaTrainConfig: support_episodes, horizons must be >= 1")
         if self.inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam': {self.inner_optimizer}")
+
+    def matching(self, budget: AdaptBudget) -> MetaTrainConfig:
+        """This config with its inner loop doing what `budget` does at adaptation time.
+
+        The inner loop then minimises the budget's loss (its rollout horizon) with the
+        budget's optimizer and step size, so the meta-learned initialisation is the one that
+        adaptation starts from under the same rules; only the number of inner steps stays
+        this config's (adaptation may run longer than training affords). The two defaults
+        agree; a budget with other values (say a 4-step loss) needs this, or the inner
+        loop trains on another loss than adaptation minimises.
+
+        Args:
+            budget: the adaptation budget the meta-model will be adapted with.
+
+        Returns:
+            A new config; `self` is unchanged.
+        """
+        return replace(
+            self,
+            inner_lr=budget.lr,
+            inner_optimizer=budget.optimizer,
+            inner_horizon=budget.horizon,
+        )
 
 
 @dataclass
