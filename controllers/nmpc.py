@@ -129,12 +129,16 @@ class NMPC:
       (CasADi Jacobian functions built once, or batched torch Jacobians for torch models with
       the model's memory held fixed along the horizon), take the cost's exact Hessian from
       CasADi projected to be positive definite, and solve one sparse convex QP with a
-      CasADi conic solver.
+      CasADi conic solver. Every CasADi function of this path runs on preallocated numpy
+      buffers (`Function.buffer()`), so a step converts no arrays.
 
     Faults (never raised): a failed or infeasible solve, a non-finite prediction, or a plan
     leaving the model's trusted region fall back to the previous plan shifted by one stage
     (if its own prediction passes), then to the task's reference action at `t` (hover for
-    the quadrotor). `last_info` reports `fallback`, `fault` and `fallback_count`.
+    the quadrotor). `last_info` reports `fallback`, `fault` and `fallback_count`, and the
+    wall time in seconds of the solve (`solve_seconds`) and, in "rti" mode, of its parts:
+    `linearize_seconds` (dynamics), `cost_seconds` (cost derivatives, convexification, QP
+    data) and `qp_seconds` (QP solves and their checks).
 
     Args:
         model: any `DynamicsModel`; mode "ipopt" and linearization "casadi" need a
