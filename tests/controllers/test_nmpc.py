@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from controller_toy import DoubleIntegrator, QuadraticTask, TorchOnly, simulate
 
+from metasym_control.controllers import nmpc
 from metasym_control.controllers.nmpc import NMPC, NMPCConfig, _PSDPlan
 
 X0 = np.array([1.0, -0.5, 0.0, 0.0])
@@ -155,3 +156,25 @@ def test_blockwise_psd_projection_equals_the_full_one() -> None:
     np.testing.assert_allclose(got, ref, atol=1e-12)
     assert np.linalg.eigvalsh(got).min() >= 1e-3 - 1e-12
     assert np.any(np.linalg.eigvalsh(h) < 0)  # the projection had work to do
+
+
+@pytest.mark.parametrize("linearization", ["casadi", "fd"])
+def test_buffered_casadi_calls_equal_plain_calls(
+    linearization: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RTI step evaluates its CasADi functions on bound numpy buffers; the plain-call path
+    (CasADi without Function.buffer) must give the same closed loop, Lagrangian Hessian and
+    backup solver included."""
+    model = DoubleIntegrator(drag=3.0)
+    task = QuadraticTask(amp=1.0, omega=2.0, v_max=0.6)
+    cfg = NMPCConfig(linearization=linearization, hessian="lagrangian")  # type: ignore[arg-type]
+    m = model if linearization == "casadi" else TorchOnly(model)
+    runs = []
+    for use in (True, False):
+        monkeypatch.setattr(nmpc, "_USE_BUFFERS", use)
+        ctrl = NMPC(m, task, cfg)
+        assert (ctrl._qps[0][1]._buf is not None) == use
+        _, us, infos = simulate(ctrl, X0, 30, plant=model)
+        assert all(i["fallback"] == "none" for i in infos)
+        runs.append(us)
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-10)
