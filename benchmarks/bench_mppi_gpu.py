@@ -44,11 +44,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _model(name: str, dtype: torch.dtype, device: str) -> tuple[Any, str]:
-    """The model and its description (MetaSym: the shipped weights when present)."""
+def _model(name: str, dtype: torch.dtype, device: str, fresh: bool) -> tuple[Any, str]:
+    """The model and its description (MetaSym: the shipped weights unless `fresh`)."""
     if name.startswith("MLP"):
         return MLPModel(13, 4, 0.02, device=device, dtype=dtype).eval(), name
     try:
+        if fresh:
+            raise CheckpointError("fresh model asked for")
         model, _ = load_checkpoint(DEFAULT_WEIGHTS, device=device, dtype=dtype)
         return model.eval(), "MetaSym (shipped weights)"
     except CheckpointError:  # latency does not depend on the weights
@@ -56,7 +58,9 @@ def _model(name: str, dtype: torch.dtype, device: str) -> tuple[Any, str]:
         return fresh.eval(), "MetaSym default (untrained)"
 
 
-def measure(steps: int = 60, device: str = "cuda", samples: int = 4096) -> list[dict[str, Any]]:
+def measure(
+    steps: int = 60, device: str = "cuda", samples: int = 4096, fresh: bool = False
+) -> list[dict[str, Any]]:
     """Median and p90 latency (ms) of `MPPI.act` for each combination, K = 4096, float32.
 
     `device="cpu"` with few samples and steps is a quick dry run of the script itself.
@@ -66,7 +70,7 @@ def measure(steps: int = 60, device: str = "cuda", samples: int = 4096) -> list[
     rng = np.random.default_rng(0)
     rows = []
     for name, horizon, options in COMBOS:
-        model, label = _model(name, torch.float32, device)
+        model, label = _model(name, torch.float32, device, fresh)
         hist = History(model.history_len, 13, 4)
         for _ in range(model.history_len):
             hist.push(x_ref[0], np.full(4, task.hover_action))
@@ -158,16 +162,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the measured rows here (JSON)")
     ap.add_argument("--from-json", type=Path, nargs="*", help="recorded runs to render")
     ap.add_argument("--dry-run", action="store_true", help="a few CPU steps, nothing written")
+    ap.add_argument("--fresh", action="store_true", help="an untrained default MetaSym")
     args = ap.parse_args()
     if args.dry_run:
-        print(measure(steps=3, device="cpu", samples=64))
+        print(measure(steps=3, device="cpu", samples=64, fresh=args.fresh))
         return
     if args.from_json:
         runs = [json.loads(p.read_text()) for p in args.from_json]
     else:
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: pass --from-json with recorded runs instead")
-        rows = measure()
+        rows = measure(fresh=args.fresh)
         run = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": rows}
         if args.out:
             args.out.write_text(json.dumps(run, indent=1))

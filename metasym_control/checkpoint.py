@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from metasym_control.models.learned import LearnedModel
 
 CHECKPOINT_FORMAT_VERSION = 2
-# Format 1 (before the decoder's null slot): transformer decoders attended to the new token
-# itself; such checkpoints load with `attend_self = True`, which keeps their meaning.
+# Format 1 (before the decoders' fixed self score): the self slot's score was the query-key
+# product; such checkpoints load with `attend_self = True`, which keeps their meaning.
 _READABLE_FORMATS = (1, 2)
 _SELF_ATTENDING = ("MetaSym", "TransformerModel")
 CHECKPOINT_KIND = "metasym_control.checkpoint"

@@ -102,7 +102,7 @@ class TransformerConfig:
         n_heads: heads.
         n_layers: ordinary blocks before the meta-attention.
         mlp_ratio: MLP width / d_model.
-        attend_self: a new token attends to itself (format-1 checkpoints), else a null slot.
+        attend_self: the self slot's score is the query-key product (format-1 checkpoints), else 0.
     """
 
     history_len: int = 8  # the same window as MetaSym

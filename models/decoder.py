@@ -12,10 +12,11 @@ copied per sample and it batches and differentiates under `torch.func`.
 
 Context: the history window is causal among itself (token i sees tokens <= i); each new
 rollout token attends to the whole window, to the last min(t, `own_context`) tokens of its own
-rollout and either to itself (`attend_self`) or to a null slot (key 0, value 0: the attention
-may look nowhere, and a window with no valid entry is harmless). Without the self term a step
-is about half the arithmetic (no per-sample keys and values). With `own_context = 0` (the
-default) the rollout is Markov given the
+rollout and to itself. The self slot's score is either the query-key product (`attend_self`,
+the checkpoints of format 1) or a fixed 0 (the default): its value, the token's own, still
+carries a linear path from the current state through the fast weights, but everything between
+the nonlinearities of a step is then affine, which lets a planner fold a step into a few
+products (`fold_shared`). With `own_context = 0` (the default) the rollout is Markov given the
 window: the environments' states are Markov, so the window's role is to identify the system
 in context, and a step then copies nothing per sample. Training and control run the very same
 `init_memory` + `step` code, so the context has one form in both.
@@ -27,7 +28,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from metasym_control.dynamics import Memory
@@ -44,8 +44,8 @@ class DecoderConfig:
         mlp_ratio: hidden width of the blocks' MLP as a multiple of d_model.
         own_context: how many of its own previous rollout steps a new token also attends to
             (0: the rollout is Markov given the history window, and a step copies nothing).
-        attend_self: a new token attends to itself (the checkpoints of format 1) instead of
-            a null slot; the residual stream carries the token anyway.
+        attend_self: the self slot's score is the query-key product (the checkpoints of
+            format 1) instead of a fixed 0; its value is the token's own either way.
     """
 
     d_model: int = 32  # ~10-20k parameters in all: many steps fit into a 20 ms period
@@ -53,7 +53,7 @@ class DecoderConfig:
     n_layers: int = 1  # one ordinary block + the meta-attention keeps a step to few ops
     mlp_ratio: int = 2  # a small MLP: the meta-attention carries the per-system part
     own_context: int = 0  # the state is Markov; the window identifies the system
-    attend_self: bool = False  # a null slot instead: half a step's arithmetic, same fit
+    attend_self: bool = False  # a fixed self score: a step folds into ~6 products
 
 
 def compact_broadcast(t: torch.Tensor, n_lead: int) -> torch.Tensor:
@@ -155,8 +155,8 @@ class Attention(nn.Module):
             shared: the shared prefix keys (d, H*L) and values (H*L, d) (used when kbd is None).
             bias: (1 or B, L) additive mask of the prefix (0 visible, -inf hidden).
             own: (B, n, 2, d) keys and values of each sample's own previous steps, or None.
-            attend_self: the last slot is the token itself, else a null slot (score 0,
-                value 0).
+            attend_self: the last slot's score is the token's query-key product, else 0 (its
+                value is the token's own either way).
 
         Returns:
             out (B, d), and the current keys and values stacked as (B, 2, d).
@@ -179,7 +179,7 @@ class Attention(nn.Module):
         if attend_self:
             scores.append((qh[:, 0] * k.view(B, H, dh)).sum(-1, keepdim=True))  # (B, H, 1)
         else:
-            scores.append(sp.new_zeros(B, H, 1))  # the null slot
+            scores.append(sp.new_zeros(B, H, 1))  # a fixed self score
         s = torch.cat(scores, dim=-1)  # (B, H, L+n+1)
         # softmax by hand: torch.softmax is slow on CPU for short rows like these
         e = (s - s.amax(dim=-1, keepdim=True)).exp()
@@ -187,8 +187,7 @@ class Attention(nn.Module):
         # weighted values
         wp = w[..., :L].reshape(B, H * L)
         out = wp @ shared[1] if vbd is None else torch.bmm(wp.unsqueeze(1), vbd).squeeze(1)
-        if attend_self:
-            out = out + (w[..., -1:] * v.view(B, H, dh)).reshape(B, -1)  # (B, d)
+        out = out + (w[..., -1:] * v.view(B, H, dh)).reshape(B, -1)  # (B, d) own value
         if own is not None:
             ov = own[:, :, 1].view(B, n, H, dh)
             wn = w[..., L : L + n].transpose(1, 2).unsqueeze(-1)  # (B, n, H, 1)
@@ -295,30 +294,31 @@ class ActiveDecoder(nn.Module):
         """
         return self.window_outputs(tokens, valid)[1]
 
-    def fold_shared(self, memory: Memory) -> tuple[Memory, torch.Tensor]:
-        """Fold ONE window's prefix into per-layer step matrices: the planner's fast path.
+    def fold_shared(self, memory: Memory) -> Memory:
+        """ONE window's prefix folded into per-layer matrices (MetaSym's planner fast path).
 
         With the prefix shared by every sample, each layer's query projection times the
-        prefix keys is one matrix, the prefix values times the output projection another, and
+        prefix keys is one matrix and the prefix values times the output projection another;
         each bias the residual stream picks up is carried as one constant that the next
-        consumer's bias absorbs. `step_folded` then needs about a dozen operators a layer.
-        Only for `own_context = 0` (a Markov rollout given the window).
+        consumer's bias absorbs. Needs `own_context = 0` and the fixed self score
+        (`attend_self` False): then everything between the softmaxes and GELUs is affine in
+        the stream.
 
         Args:
             memory: `encode_prefix` of one window (no batch dimensions).
 
         Returns:
-            Entries per attention layer i: `fold_a{i}_w` and `fold_a{i}_b` giving, with
-            `attend_self`, [prefix scores incl. mask (H*L), q / sqrt(dh), k, v] (d, H*L + 3d),
-            else per head [L prefix scores, the null slot's 0] (d, H*(L+1)); `fold_a{i}_vw`
-            (H*(L+1), d), the prefix values through the output projection with a zero row
-            for each head's last slot; `fold_a{i}_pw` (d, d) with `attend_self`; and for
-            blocks with an MLP
-            `fold_m{i}_w1` (d, r*d), `fold_m{i}_b1` (r*d,), `fold_m{i}_w2` (r*d, d). Also the
-            constant (d,) that the residual stream carries into the head.
+            Per attention layer i: `fold_a{i}_w` (d, H*(L+1) + d) and `fold_a{i}_b`, from the
+            stream to [scores per head (L window slots incl. mask, the self slot's 0) | the
+            token's own value v]; `fold_a{i}_vw` (H*(L+1) + d, d), from [softmax weights |
+            self weight * v] back to the stream (window values through the output
+            projection, zero rows for the self slots; then the projection); for blocks with an MLP
+            `fold_m{i}_w1` (d, r*d), `fold_m{i}_b1` (r*d,), `fold_m{i}_w2` (r*d, d); and
+            `c_head` (d,), the constant the stream carries into the head.
         """
-        if self.config.own_context:
-            raise ValueError("ActiveDecoder.fold_shared needs own_context = 0")
+        if self.config.own_context or self.config.attend_self:
+            raise ValueError("ActiveDecoder.fold_shared needs own_context = 0, attend_self off")
+        # scores [window | self], then the own value; see `Attention.step`
         d, H = self.config.d_model, self.config.n_heads
         dh = d // H
         bias = memory["bias"]  # (L,)
@@ -327,24 +327,20 @@ class ActiveDecoder(nn.Module):
         out: Memory = {}
         for i, (attn, mlp) in enumerate(self._layers()):
             kbd, vbd = memory[f"kbd{i}"], memory[f"vbd{i}"]  # (d, H*L), (H*L, d)
-            w = attn.qkv.weight  # (3d, d)
-            b = attn.qkv.bias + w @ c  # (3d,)
-            wq, wk, wv = w.chunk(3, dim=0)
-            bq, bk, bv = b.chunk(3)
+            wq, wv = attn.qkv.weight[:d], attn.qkv.weight[2 * d :]  # (d, d) each
+            bq = attn.qkv.bias[:d] + wq @ c
+            bv = attn.qkv.bias[2 * d :] + wv @ c
             s = 1.0 / math.sqrt(dh)
-            pw = attn.proj.weight.T  # (d, d)
+            ws = ((wq.T * s) @ kbd).view(d, H, L)
+            bs = ((bq * s) @ kbd + bias.repeat(H)).view(H, L)
+            ws = torch.cat([ws, ws.new_zeros(d, H, 1)], 2).view(d, -1)
+            bs = torch.cat([bs, bs.new_zeros(H, 1)], 1).view(-1)
+            out[f"fold_a{i}_w"] = torch.cat([ws, wv.T], dim=1)
+            out[f"fold_a{i}_b"] = torch.cat([bs, bv])
+            pw = attn.proj.weight.T
             vw = (vbd @ pw).view(H, L, d)
-            out[f"fold_a{i}_vw"] = torch.cat([vw, vw.new_zeros(H, 1, d)], dim=1).view(-1, d)
-            ws, bs = (wq.T * s) @ kbd, (bq * s) @ kbd + bias.repeat(H)  # (d, H*L), (H*L,)
-            if self.config.attend_self:
-                out[f"fold_a{i}_w"] = torch.cat([ws, wq.T * s, wk.T, wv.T], dim=1)
-                out[f"fold_a{i}_b"] = torch.cat([bs, bq * s, bk, bv])
-                out[f"fold_a{i}_pw"] = pw
-            else:  # per head [L prefix scores, the null slot's 0]
-                out[f"fold_a{i}_w"] = torch.cat([ws.view(d, H, L), ws.new_zeros(d, H, 1)], 2)
-                out[f"fold_a{i}_b"] = torch.cat([bs.view(H, L), bs.new_zeros(H, 1)], 1)
-                out[f"fold_a{i}_w"] = out[f"fold_a{i}_w"].view(d, -1)
-                out[f"fold_a{i}_b"] = out[f"fold_a{i}_b"].view(-1)
+            vw = torch.cat([vw, vw.new_zeros(H, 1, d)], dim=1).view(-1, d)
+            out[f"fold_a{i}_vw"] = torch.cat([vw, pw], dim=0)
             c = c + attn.proj.bias
             if mlp is not None:
                 l1, l2 = mlp[0], mlp[2]
@@ -352,42 +348,8 @@ class ActiveDecoder(nn.Module):
                 out[f"fold_m{i}_b1"] = l1.bias + l1.weight @ c
                 out[f"fold_m{i}_w2"] = l2.weight.T
                 c = c + l2.bias
-        return out, c
-
-    def step_folded(self, h: torch.Tensor, fold: Memory) -> torch.Tensor:
-        """The layers of `step` on folded matrices (see `fold_shared`).
-
-        Args:
-            h: (B, d) embedded tokens.
-            fold: the `fold_shared` entries, each at its own shape (no batch dimensions).
-
-        Returns:
-            (B, d) the residual stream at the head, without the constant `fold_shared`
-            returned (the caller folds it into the head's bias).
-        """
-        B = h.shape[0]
-        d, H = self.config.d_model, self.config.n_heads
-        dh = d // H
-        for i in range(self.n_attn):
-            y = torch.addmm(fold[f"fold_a{i}_b"], h, fold[f"fold_a{i}_w"])
-            if self.config.attend_self:  # y (B, H*L + 3d)
-                hl = y.shape[1] - 3 * d
-                q, k, v = y[:, hl : hl + d], y[:, hl + d : hl + 2 * d], y[:, hl + 2 * d :]
-                own = (q * k).view(B, H, dh).sum(-1, keepdim=True)  # (B, H, 1)
-                s = torch.cat([y[:, :hl].view(B, H, hl // H), own], dim=-1)  # (B, H, L+1)
-            else:  # y (B, H*(L+1)) already holds the null slot
-                s = y.view(B, H, -1)
-            # softmax by hand: torch.softmax is slow on CPU for short rows like these
-            e = (s - s.amax(dim=-1, keepdim=True)).exp()
-            w = e / e.sum(dim=-1, keepdim=True)
-            h = torch.addmm(h, w.view(B, -1), fold[f"fold_a{i}_vw"])
-            if self.config.attend_self:
-                cur = w[..., -1:] * v.reshape(B, H, dh)  # (B, H, dh) own value
-                h = torch.addmm(h, cur.view(B, d), fold[f"fold_a{i}_pw"])
-            if f"fold_m{i}_w1" in fold:
-                g = F.gelu(torch.addmm(fold[f"fold_m{i}_b1"], h, fold[f"fold_m{i}_w1"]))
-                h = torch.addmm(h, g, fold[f"fold_m{i}_w2"])
-        return h
+        out["c_head"] = c
+        return out
 
     def step(self, token: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """One new token per sample: token (..., token_dim) -> out (..., out_dim), new memory.

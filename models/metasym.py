@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from metasym_control.dynamics import Memory
 from metasym_control.models.coordinates import CoordinateMap
@@ -49,8 +50,8 @@ class MetaSymConfig:
         mlp_ratio: decoder MLP width / d_model.
         own_context: own previous rollout steps each new token attends to (0: Markov given
             the window, the fastest step).
-        attend_self: a new token attends to itself (format-1 checkpoints) instead of a null
-            slot (see `ActiveDecoder`).
+        attend_self: the self slot's score is the query-key product (format-1 checkpoints)
+            instead of a fixed 0 (see `ActiveDecoder`; the fixed score lets a step fold).
         encoder_kind: "G" or "LA" symplectic shears.
         encoder_layers: (up, low) pairs of nonlinear shears.
         encoder_width: width of the gradient shears.
@@ -67,7 +68,7 @@ class MetaSymConfig:
     n_layers: int = 1  # one ordinary block + meta-attention: ~15k parameters in all
     mlp_ratio: int = 2  # modest MLP; the per-system part lives in the meta-attention
     own_context: int = 0  # states are Markov: the window identifies, the step copies nothing
-    attend_self: bool = False  # a null slot: the step's per-sample work halves
+    attend_self: bool = False  # a fixed self score: a planner step folds into ~6 products
     encoder_kind: str = "G"  # gradient shears: universal, few parameters
     encoder_layers: int = 1  # one nonlinear (up, low) pair: tanh is costly in the hot loop
     encoder_width: int = 16  # the conservative flows here are smooth
@@ -145,12 +146,18 @@ class MetaSym(LearnedModel):
         )
         self.to(device=device, dtype=dtype)
         self.can_index = self.can_index.long()
-        # widths of the encoder's tanh stages, in order (the folded step's layout)
-        self._stage_widths = [
-            m.k.shape[0] if isinstance(m, GradientShear) else d
+        # the folded step's nonlinear nodes in order, (kind, width): the encoder's tanh
+        # stages, then per attention layer its softmax over [window, self] per head and,
+        # in the ordinary blocks, the MLP's GELU
+        self._fold_nodes: list[tuple[str, int]] = [
+            ("tanh", m.k.shape[0] if isinstance(m, GradientShear) else d)
             for m in self.encoder.shears
             if isinstance(m, GradientShear | ActivationShear)
         ]
+        for i in range(self.decoder.n_attn):
+            self._fold_nodes.append(("attn", cfg.n_heads * (cfg.history_len + 1) + cfg.d_model))
+            if i < cfg.n_layers:
+                self._fold_nodes.append(("gelu", cfg.mlp_ratio * cfg.d_model))
 
     # ---------------------------------------------------------------- fast weights
     def fast_weight_names(self) -> list[str]:
@@ -210,24 +217,28 @@ class MetaSym(LearnedModel):
             valid = torch.ones(states.shape[:-1], dtype=torch.bool, device=states.device)
         e, _ = self._encode(states)
         memory = self.decoder.encode_prefix(self._token(states, actions, e), valid.bool())
-        if states.dim() == 2 and self.config.own_context == 0:
+        if states.dim() == 2 and self.config.own_context == 0 and not self.config.attend_self:
             memory.update(self._fold(memory))
         return memory
 
     def _fold(self, memory: Memory) -> Memory:
-        """The whole step for ONE history as a few matrices (the planner's fast path).
+        """The whole step for ONE history as a chain of nonlinear nodes and matrices.
 
-        The canonical map, the linear shears, the embedding with its normalisation, the
-        encoder increment's state change and every bias are affine, so they compose into
-        the input matrices `fold_wx` (nx, N), `fold_wu` (nu, N), `fold_b` (N,) whose columns
-        are [pre-activation of each tanh stage | embedded token (d) | x + encoder change +
-        head constant (nx)]; stage j reads earlier stages i through `fold_s{j}_{i}` and the
-        output columns through `fold_o{i}`; `fold_head` (d, nx) is the head times
-        `delta_std`. The decoder's own entries come from `ActiveDecoder.fold_shared`.
+        Between its nonlinearities (the encoder's tanh stages, each attention's softmax, each
+        MLP's GELU) a step is affine: the canonical map, the linear shears, normalisation,
+        embedding, every bias, the residual stream, the prefix keys and values and the head
+        all compose. So each node's output goes through ONE matrix straight to every later
+        consumer (the residual stream is never formed), and a step is one product for the
+        state, then per node its nonlinearity and one product.
+
+        Layout: the columns of a running accumulator are [each node's pre-activation, in
+        order | the next state before projection (nx)]. Entries: `fold_wx` (nx, N),
+        `fold_wu` (nu, N), `fold_b` (N,) for the inputs, and `fold_n{k}` (w_k, N_k) from
+        node k to the columns after it.
         """
         nx, nu, d = self.state_dim, self.action_dim, self.coords.dim_q
         ref = self.decoder.head.weight
-        out, c_head = self.decoder.fold_shared(memory)
+        dec = self.decoder.fold_shared(memory)
         # canonical coordinates z = x[idx] * mul - sub as an affine map of X = [x, u]
         pz = ref.new_zeros(nx + nu, 2 * d)
         pz[self.can_index, torch.arange(2 * d, device=ref.device)] = self.can_mul.to(ref)
@@ -236,7 +247,7 @@ class MetaSym(LearnedModel):
         p0 = Affine(pz[:, d:], [], -sub[d:])
         stages, q1, p1 = fold_encoder(self.encoder, q0, p0, self.dt)
         n_st = len(stages)
-        # e = Φ(z) - z, then [embedded token | x + e @ can_out + head constant]
+        # e = Φ(z) - z; embedded token h0 and x + e @ can_out, per source
         e_ts = [
             None if a is None and b is None else torch.cat([_or0(a, d, b), _or0(b, d, a)], 1)
             for a, b in zip(_pad(q1.ts, n_st), _pad(p1.ts, n_st))
@@ -246,29 +257,72 @@ class MetaSym(LearnedModel):
         we = self.decoder.embed.weight.T  # (nx+nu+2d, dm)
         inv = torch.cat([1.0 / self.state_std, 1.0 / self.action_std]).to(ref)
         mean = torch.cat([self.state_mean, self.action_mean]).to(ref)
-        w_xu = inv[:, None] * we[: nx + nu]
         w_e = we[nx + nu :]
         to_x = torch.cat([torch.eye(nx, dtype=ref.dtype, device=ref.device), ref.new_zeros(nu, nx)])
         can_out = self.can_out.to(ref)
         dstd = self.delta_std.to(ref)
-        x_cols = torch.cat([w_xu + e_x @ w_e, to_x + e_x @ can_out], dim=1)  # (nx+nu, dm+nx)
-        b_cols = torch.cat(
-            [
-                self.decoder.embed.bias - (mean * inv) @ we[: nx + nu] + e_c @ w_e,
-                e_c @ can_out + (self.decoder.head.weight @ c_head + self.decoder.head.bias) * dstd,
-            ]
-        )
-        for i, t in enumerate(e_ts):
-            if t is not None:
-                out[f"fold_o{i}"] = torch.cat([t @ w_e, t @ can_out], dim=1)
-        for j, st in enumerate(stages):
-            for i, t in enumerate(_pad(st.pre.ts, j)):
-                if t is not None:
-                    out[f"fold_s{j}_{i}"] = t
-        w_in = torch.cat([st.pre.x for st in stages] + [x_cols], dim=1)  # (nx+nu, N)
-        out["fold_wx"], out["fold_wu"] = w_in[:nx], w_in[nx:]
-        out["fold_b"] = torch.cat([st.pre.c for st in stages] + [b_cols])
-        out["fold_head"] = self.decoder.head.weight.T * dstd
+        head = self.decoder.head.weight.T * dstd  # (dm, nx)
+        c_h = self.decoder.embed.bias - (mean * inv) @ we[: nx + nu] + e_c @ w_e
+        c_x = e_c @ can_out + self.decoder.head.bias * dstd
+        # the decoder's consumers of the stream: node index -> (matrix, bias)
+        nodes = self._fold_nodes
+        cons: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        k = n_st
+        for i in range(self.decoder.n_attn):
+            cons[k] = (dec[f"fold_a{i}_w"], dec[f"fold_a{i}_b"])
+            k += 1
+            if f"fold_m{i}_w1" in dec:
+                cons[k] = (dec[f"fold_m{i}_w1"], dec[f"fold_m{i}_b1"])
+                k += 1
+        out_n = len(nodes)
+        cons[out_n] = (head, ref.new_zeros(nx))
+        widths = [w for _, w in nodes] + [nx]
+
+        def block(
+            rows: int, direct: dict[int, torch.Tensor], stream: torch.Tensor | None, after: int
+        ) -> torch.Tensor:
+            """(rows, N): direct coefficients, plus the stream contribution times the matrix
+            of every decoder consumer after node `after`."""
+            cols = []
+            for n, w in enumerate(widths):
+                c = direct.get(n)
+                if stream is not None and n in cons and n > after:
+                    c = stream @ cons[n][0] if c is None else c + stream @ cons[n][0]
+                cols.append(ref.new_zeros(rows, w) if c is None else c)
+            return torch.cat(cols, dim=1)
+
+        direct_in = {j: st.pre.x for j, st in enumerate(stages)}
+        direct_in[out_n] = to_x + e_x @ can_out
+        w_in = block(nx + nu, direct_in, inv[:, None] * we[: nx + nu] + e_x @ w_e, -1)
+        bias = [st.pre.c for st in stages]
+        bias += [cons[n][1] + c_h @ cons[n][0] for n in range(n_st, out_n)]
+        bias.append(c_x + c_h @ head + dec["c_head"] @ head)
+        out: Memory = {"fold_wx": w_in[:nx], "fold_wu": w_in[nx:], "fold_b": torch.cat(bias)}
+        offs = [0]
+        for w in widths:
+            offs.append(offs[-1] + w)
+        for j in range(n_st):  # tanh stages: later stages, the output, the stream
+            direct = {
+                n: t
+                for n, st in enumerate(stages)
+                if n > j
+                for t in [_pad(st.pre.ts, n)[j]]
+                if t is not None
+            }
+            et = e_ts[j]
+            if et is not None:
+                direct[out_n] = et @ can_out
+            full = block(widths[j], direct, None if et is None else et @ w_e, -1)
+            out[f"fold_n{j}"] = full[:, offs[j + 1] :]
+        k = n_st
+        for i in range(self.decoder.n_attn):  # softmax and GELU nodes write to the stream
+            full = block(widths[k], {}, dec[f"fold_a{i}_vw"], k)
+            out[f"fold_n{k}"] = full[:, offs[k + 1] :]
+            k += 1
+            if f"fold_m{i}_w2" in dec:
+                full = block(widths[k], {}, dec[f"fold_m{i}_w2"], k)
+                out[f"fold_n{k}"] = full[:, offs[k + 1] :]
+                k += 1
         return out
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
@@ -298,7 +352,7 @@ class MetaSym(LearnedModel):
         fold: Memory,
         pu: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`step` for one shared history on the `_fold` matrices.
+        """`step` for one shared history on the `_fold` chain.
 
         Args:
             x: (B, nx) states; u: (B, nu) actions; fold: `_shared_fold` of the memory.
@@ -311,23 +365,24 @@ class MetaSym(LearnedModel):
         if pu is None:
             assert u is not None
             pu = torch.addmm(fold["fold_b"], u, fold["fold_wu"])
-        p = torch.addmm(pu, x, fold["fold_wx"])  # (B, N)
-        ts: list[torch.Tensor] = []
-        lo = 0
-        for j, w in enumerate(self._stage_widths):
-            pre = p[:, lo : lo + w]
-            for i in range(j):
-                if f"fold_s{j}_{i}" in fold:
-                    pre = torch.addmm(pre, ts[i], fold[f"fold_s{j}_{i}"])
-            ts.append(torch.tanh(pre))
-            lo += w
-        o = p[:, lo:]
-        for i, t in enumerate(ts):
-            if f"fold_o{i}" in fold:
-                o = torch.addmm(o, t, fold[f"fold_o{i}"])
-        dm = self.config.d_model
-        h = self.decoder.step_folded(o[:, :dm], fold)
-        return torch.addmm(o[:, dm:], h, fold["fold_head"])
+        acc = torch.addmm(pu, x, fold["fold_wx"])  # (B, N)
+        B, H = x.shape[0], self.config.n_heads
+        for k, (kind, w) in enumerate(self._fold_nodes):
+            pre = acc[:, :w]
+            if kind == "tanh":
+                y = torch.tanh(pre)
+            elif kind == "gelu":
+                y = F.gelu(pre)
+            else:  # attention: softmax per head over [window, self] (by hand: fast for short
+                # rows), and the self slot's weight times the token's own value
+                dm = self.config.d_model
+                s = pre[:, : w - dm].view(B, H, -1)
+                e = (s - s.amax(dim=-1, keepdim=True)).exp()
+                p = e / e.sum(dim=-1, keepdim=True)
+                own = p[..., -1:] * pre[:, w - dm :].view(B, H, -1)
+                y = torch.cat([p.view(B, -1), own.view(B, dm)], dim=1)
+            acc = torch.addmm(acc[:, w:], y, fold[f"fold_n{k}"])
+        return acc
 
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """One control step: x (..., nx), u (..., nu) -> x_next (..., nx), new memory.

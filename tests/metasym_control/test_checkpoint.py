@@ -145,7 +145,7 @@ def test_mismatched(tmp_path: Path) -> None:
 
 
 def test_format_1_loads_with_its_self_attending_decoder(tmp_path: Path) -> None:
-    """Format-1 checkpoints predate the decoder's null slot: they load with attend_self."""
+    """Format-1 checkpoints predate the fixed self score: they load with attend_self."""
     torch.manual_seed(0)
     old = MetaSym(
         2,
@@ -166,7 +166,7 @@ def test_format_1_loads_with_its_self_attending_decoder(tmp_path: Path) -> None:
     loaded, _ = load_checkpoint(tmp_path / "ck")
     assert isinstance(loaded, MetaSym) and loaded.config.attend_self
     torch.testing.assert_close(_predict(loaded), _predict(old), rtol=0, atol=0)
-    # the same weights read as a null-slot decoder predict something else
+    # the same weights read with a fixed self score predict something else
     meta["format_version"] = 2
     jpath.write_text(json.dumps(meta))
     fresh, _ = load_checkpoint(tmp_path / "ck")
