@@ -343,7 +343,9 @@ class ActiveDecoder(nn.Module):
             out[f"fold_a{i}_vw"] = torch.cat([vw, pw], dim=0)
             c = c + attn.proj.bias
             if mlp is not None:
+                assert isinstance(mlp, nn.Sequential)
                 l1, l2 = mlp[0], mlp[2]
+                assert isinstance(l1, nn.Linear) and isinstance(l2, nn.Linear)
                 out[f"fold_m{i}_w1"] = l1.weight.T
                 out[f"fold_m{i}_b1"] = l1.bias + l1.weight @ c
                 out[f"fold_m{i}_w2"] = l2.weight.T
