@@ -47,18 +47,26 @@ def test_learning_happens_on_oscillators() -> None:
     trained from scratch on the support data with the same budget by a clear margin (< 0.7x),
     and stays below a tenth of the "next state = state" predictor's error.
 
-    The fast weights are the paper's: the meta-attention and the output head. Measured
-    (20-step RMS error in state-std units; unadapted / adapted / scratch / hold, then the
-    three ratios adapted / unadapted, / scratch, / hold):
-      seed 0 (this test): 0.211 / 0.044 / 0.097 / 0.755, ratios 0.21 / 0.45 / 0.058
-      seed 1:             0.429 / 0.088 / 0.147 / 1.400, ratios 0.21 / 0.60 / 0.063
-      seed 2:             0.332 / 0.096 / 0.336 / 1.303, ratios 0.29 / 0.29 / 0.074
+    Measured (20-step RMS error in state-std units; unadapted / adapted / scratch / hold,
+    then the ratios adapted / unadapted, / scratch, / hold):
+      seed 0 (this test): 0.213 / 0.034 / 0.130 / 0.755, ratios 0.16 / 0.26 / 0.045
+      seed 1:             0.442 / 0.083 / 0.156 / 1.400, ratios 0.19 / 0.54 / 0.060
+      seed 2:             0.333 / 0.081 / 0.416 / 1.303, ratios 0.24 / 0.20 / 0.062
     (seed s: training systems from seed s, held-out ones from s + 1, initial weights and
-    meta-training draws from s). The whole decoder as fast set, 50 steps at 3e-3, gives
-    0.034 / 0.083 / 0.081 adapted, ratios to scratch 0.26 / 0.54 / 0.20. The advantage over
-    scratch is one of speed: scratch given 4x the steps (120) reaches 0.019 / 0.037 / 0.107,
-    better than the adapted model on seeds 0 and 1 (120 transitions pin down a linear 2-D
-    system). About 50 s on one free core, 100 s on a loaded one.
+    meta-training draws from s), with the decoder's fixed self-slot score. Other variants
+    of the self slot, adapted error on seeds 0 / 1 / 2: learned self key 0.039 / 0.084 /
+    0.098 (worst ratios 0.29 / 0.54 / 0.075), null slot 0.030 / 0.088 / 0.083.
+
+    Why the whole decoder is the fast set, not the paper's meta-attention + head: with that
+    set (30 Adam steps at 1e-2, the best budget for it) the claims held on seeds 0-2 with
+    the fixed self score (ratios to scratch 0.45 / 0.60 / 0.29), but with the learned self
+    key seed 1 fails the scratch margin (0.116 vs 0.147 from scratch, ratio 0.79): the
+    comparison is fragile there, and robust here.
+
+    The advantage over scratch is one of speed, not of the end result: scratch given 4x the
+    steps (200) reaches 0.030 / 0.084 / 0.175 on seeds 0 / 1 / 2: the adapted model's error
+    on seeds 0 and 1 (120 transitions pin down a linear 2-D system), worse on seed 2.
+    About 70 s on one free core.
     """
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     seed = 0
@@ -67,21 +75,19 @@ def test_learning_happens_on_oscillators() -> None:
     # the time-reversal losses are off (with forcing and damping in the data,
     # Φ_-dt(x_{k+1}) = x_k only holds approximately)
     config = MetaSymConfig(
-        d_model=16, fast_set="meta_attention_head", reversal_weight=0.0, roundtrip_weight=0.0
+        d_model=16, fast_set="decoder", reversal_weight=0.0, roundtrip_weight=0.0
     )
     meta = _model(config, seed)
     meta.fit_normalization(train)
-    # 30 steps: with 50, scratch nearly catches up (seed 1: 0.056 vs 0.071), with 20 the
-    # adapted error is 0.08 of hold-state, too close to the bound
-    budget = AdaptBudget(inner_steps=30, lr=1e-2, optimizer="adam", horizon=4)
-    # the recipe, and why (seed 0, decoder fast set, one change at a time from plain MAML,
-    # which left the unadapted model as bad as holding the state, 0.76, and adapted only to
-    # 0.12; measured before `attend_self` defaulted to False):
+    budget = AdaptBudget(inner_steps=50, lr=3e-3, optimizer="adam", horizon=4)
+    # the recipe, and why (seed 0, one change at a time from plain MAML, which left the
+    # unadapted model as bad as holding the state, 0.76, and adapted only to 0.12; the
+    # first three numbers measured before `attend_self` defaulted to False):
     # - `matching(budget)`: the inner loop runs on the budget's loss (optimizer, step size,
     #   4-step horizon, where plain MAML had a 1-step one): adapted 0.12 -> 0.11;
     # - unadapted_weight 0.5: the meta-model is also trained to predict before adapting,
     #   so adaptation starts from a good average model: 0.11 -> 0.053;
-    # - outer lr 1e-2 (with the cosine decay), here and for every later number.
+    # - outer lr 1e-2 (with the cosine decay): -> 0.030 (null slot) / 0.034 (now).
     cfg = MetaTrainConfig(
         steps=300,
         meta_batch=4,
