@@ -102,7 +102,8 @@ class TransformerConfig:
         n_heads: heads.
         n_layers: ordinary blocks before the meta-attention.
         mlp_ratio: MLP width / d_model.
-        attend_self: the self slot's score is the query-key product (format-1 checkpoints), else 0.
+        attend_self: the self slot's score is the query-key product (format-1 checkpoints),
+            else the query times a learned key.
     """
 
     history_len: int = 8  # the same window as MetaSym
@@ -110,7 +111,7 @@ class TransformerConfig:
     n_heads: int = 4  # 16 per head, as in MetaSym
     n_layers: int = 2  # one more block than MetaSym
     mlp_ratio: int = 4  # the usual transformer MLP
-    attend_self: bool = False  # as MetaSym's decoder
+    attend_self: bool = True  # as MetaSym's decoder
 
 
 class TransformerModel(LearnedModel):

@@ -13,10 +13,10 @@ copied per sample and it batches and differentiates under `torch.func`.
 Context: the history window is causal among itself (token i sees tokens <= i); each new
 rollout token attends to the whole window, to the last min(t, `own_context`) tokens of its own
 rollout and to itself. The self slot's score is either the query-key product (`attend_self`,
-the checkpoints of format 1) or a fixed 0 (the default): its value, the token's own, still
-carries a linear path from the current state through the fast weights, but everything between
-the nonlinearities of a step is then affine, which lets a planner fold a step into a few
-products (`fold_shared`). With `own_context = 0` (the default) the rollout is Markov given the
+the checkpoints of format 1) or, by default, the query times a learned key per head: linear in
+the token, so that everything between the nonlinearities of a step is affine and a planner
+folds a step into a few products (`fold_shared`); the slot's value is the token's own either
+way. With `own_context = 0` (the default) the rollout is Markov given the
 window: the environments' states are Markov, so the window's role is to identify the system
 in context, and a step then copies nothing per sample. Training and control run the very same
 `init_memory` + `step` code, so the context has one form in both.
@@ -45,7 +45,8 @@ class DecoderConfig:
         own_context: how many of its own previous rollout steps a new token also attends to
             (0: the rollout is Markov given the history window, and a step copies nothing).
         attend_self: the self slot's score is the query-key product (the checkpoints of
-            format 1) instead of a fixed 0; its value is the token's own either way.
+            format 1) instead of the query times a learned key per head; its value is the
+            token's own either way.
     """
 
     d_model: int = 32  # ~10-20k parameters in all: many steps fit into a 20 ms period
@@ -53,7 +54,7 @@ class DecoderConfig:
     n_layers: int = 1  # one ordinary block + the meta-attention keeps a step to few ops
     mlp_ratio: int = 2  # a small MLP: the meta-attention carries the per-system part
     own_context: int = 0  # the state is Markov; the window identifies the system
-    attend_self: bool = False  # a fixed self score: a step folds into ~6 products
+    attend_self: bool = True  # own-key self score: measurably better adaptation (docs/metasym.md)
 
 
 def compact_broadcast(t: torch.Tensor, n_lead: int) -> torch.Tensor:
@@ -95,9 +96,11 @@ class Attention(nn.Module):
 
     Args:
         d_model: token width; n_heads: heads.
+        self_key: score a new token's own slot with a learned key per head (`self_key`,
+            (H, dh), zero at start) instead of its own key (see `ActiveDecoder`).
     """
 
-    def __init__(self, d_model: int, n_heads: int) -> None:
+    def __init__(self, d_model: int, n_heads: int, self_key: bool = False) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} not divisible by n_heads={n_heads}")
@@ -106,6 +109,9 @@ class Attention(nn.Module):
         self.d_head = d_model // n_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
+        self.self_key: nn.Parameter | None = None
+        if self_key:
+            self.self_key = nn.Parameter(torch.zeros(n_heads, self.d_head))
 
     def prefix(
         self, h: torch.Tensor, valid: torch.Tensor
@@ -155,8 +161,8 @@ class Attention(nn.Module):
             shared: the shared prefix keys (d, H*L) and values (H*L, d) (used when kbd is None).
             bias: (1 or B, L) additive mask of the prefix (0 visible, -inf hidden).
             own: (B, n, 2, d) keys and values of each sample's own previous steps, or None.
-            attend_self: the last slot's score is the token's query-key product, else 0 (its
-                value is the token's own either way).
+            attend_self: the last slot's score is the token's query-key product, else its
+                query times the learned `self_key` (its value is the token's own either way).
 
         Returns:
             out (B, d), and the current keys and values stacked as (B, 2, d).
@@ -176,10 +182,10 @@ class Attention(nn.Module):
         if own is not None:
             ok = own[:, :, 0].view(B, n, H, dh)
             scores.append((qh * ok).sum(-1).transpose(1, 2))  # (B, H, n)
-        if attend_self:
+        if attend_self or self.self_key is None:
             scores.append((qh[:, 0] * k.view(B, H, dh)).sum(-1, keepdim=True))  # (B, H, 1)
-        else:
-            scores.append(sp.new_zeros(B, H, 1))  # a fixed self score
+        else:  # the learned self key: linear in the token
+            scores.append((qh[:, 0] * self.self_key).sum(-1, keepdim=True))  # (B, H, 1)
         s = torch.cat(scores, dim=-1)  # (B, H, L+n+1)
         # softmax by hand: torch.softmax is slow on CPU for short rows like these
         e = (s - s.amax(dim=-1, keepdim=True)).exp()
@@ -198,9 +204,9 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """An ordinary causal block: h + attn(h), then + mlp(.) (no normalisation: tiny depth)."""
 
-    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int) -> None:
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, self_key: bool = False) -> None:
         super().__init__()
-        self.attn = Attention(d_model, n_heads)
+        self.attn = Attention(d_model, n_heads, self_key)
         self.mlp = nn.Sequential(
             nn.Linear(d_model, mlp_ratio * d_model),
             nn.GELU(),
@@ -237,9 +243,10 @@ class ActiveDecoder(nn.Module):
         self.history_len = history_len
         self.embed = nn.Linear(token_dim, cfg.d_model)
         self.blocks = nn.ModuleList(
-            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers)
+            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, not cfg.attend_self)
+            for _ in range(cfg.n_layers)
         )
-        self.meta_attn = Attention(cfg.d_model, cfg.n_heads)
+        self.meta_attn = Attention(cfg.d_model, cfg.n_heads, not cfg.attend_self)
         self.head = nn.Linear(cfg.d_model, out_dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -300,7 +307,7 @@ class ActiveDecoder(nn.Module):
         With the prefix shared by every sample, each layer's query projection times the
         prefix keys is one matrix and the prefix values times the output projection another;
         each bias the residual stream picks up is carried as one constant that the next
-        consumer's bias absorbs. Needs `own_context = 0` and the fixed self score
+        consumer's bias absorbs. Needs `own_context = 0` and the learned self key
         (`attend_self` False): then everything between the softmaxes and GELUs is affine in
         the stream.
 
@@ -309,16 +316,16 @@ class ActiveDecoder(nn.Module):
 
         Returns:
             Per attention layer i: `fold_a{i}_w` (d, H*(L+1) + d) and `fold_a{i}_b`, from the
-            stream to [scores per head (L window slots incl. mask, the self slot's 0) | the
+            stream to [scores per head (L window slots incl. mask, the self slot) | the
             token's own value v]; `fold_a{i}_vw` (H*(L+1) + d, d), from [softmax weights |
             self weight * v] back to the stream (window values through the output
-            projection, zero rows for the self slots; then the projection); for blocks with an MLP
+            projection, zero rows for the self slots; then the projection); for blocks with
+            an MLP
             `fold_m{i}_w1` (d, r*d), `fold_m{i}_b1` (r*d,), `fold_m{i}_w2` (r*d, d); and
             `c_head` (d,), the constant the stream carries into the head.
         """
         if self.config.own_context or self.config.attend_self:
             raise ValueError("ActiveDecoder.fold_shared needs own_context = 0, attend_self off")
-        # scores [window | self], then the own value; see `Attention.step`
         d, H = self.config.d_model, self.config.n_heads
         dh = d // H
         bias = memory["bias"]  # (L,)
@@ -327,14 +334,18 @@ class ActiveDecoder(nn.Module):
         out: Memory = {}
         for i, (attn, mlp) in enumerate(self._layers()):
             kbd, vbd = memory[f"kbd{i}"], memory[f"vbd{i}"]  # (d, H*L), (H*L, d)
-            wq, wv = attn.qkv.weight[:d], attn.qkv.weight[2 * d :]  # (d, d) each
-            bq = attn.qkv.bias[:d] + wq @ c
-            bv = attn.qkv.bias[2 * d :] + wv @ c
+            w, b = attn.qkv.weight, attn.qkv.bias + attn.qkv.weight @ c  # (3d, d), (3d,)
+            wq, wv, bq, bv = w[:d], w[2 * d :], b[:d], b[2 * d :]
             s = 1.0 / math.sqrt(dh)
             ws = ((wq.T * s) @ kbd).view(d, H, L)
             bs = ((bq * s) @ kbd + bias.repeat(H)).view(H, L)
-            ws = torch.cat([ws, ws.new_zeros(d, H, 1)], 2).view(d, -1)
-            bs = torch.cat([bs, bs.new_zeros(H, 1)], 1).view(-1)
+            sk = attn.self_key
+            assert sk is not None
+            # the learned self key: the self score is one more column per head
+            w_own = torch.einsum("dhe,he->dh", (wq.T * s).view(d, H, dh), sk)  # (d, H)
+            b_own = ((bq * s).view(H, dh) * sk).sum(-1)  # (H,)
+            ws = torch.cat([ws, w_own[..., None]], 2).view(d, -1)
+            bs = torch.cat([bs, b_own[:, None]], 1).view(-1)
             out[f"fold_a{i}_w"] = torch.cat([ws, wv.T], dim=1)
             out[f"fold_a{i}_b"] = torch.cat([bs, bv])
             pw = attn.proj.weight.T

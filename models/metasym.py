@@ -51,7 +51,8 @@ class MetaSymConfig:
         own_context: own previous rollout steps each new token attends to (0: Markov given
             the window, the fastest step).
         attend_self: the self slot's score is the query-key product (format-1 checkpoints)
-            instead of a fixed 0 (see `ActiveDecoder`; the fixed score lets a step fold).
+            instead of the query times a learned key (see `ActiveDecoder`; a score linear in
+            the token lets a step fold).
         encoder_kind: "G" or "LA" symplectic shears.
         encoder_layers: (up, low) pairs of nonlinear shears.
         encoder_width: width of the gradient shears.
@@ -68,7 +69,7 @@ class MetaSymConfig:
     n_layers: int = 1  # one ordinary block + meta-attention: ~15k parameters in all
     mlp_ratio: int = 2  # modest MLP; the per-system part lives in the meta-attention
     own_context: int = 0  # states are Markov: the window identifies, the step copies nothing
-    attend_self: bool = False  # a fixed self score: a planner step folds into ~6 products
+    attend_self: bool = True  # own-key self score: better adaptation (docs/metasym.md)
     encoder_kind: str = "G"  # gradient shears: universal, few parameters
     encoder_layers: int = 1  # one nonlinear (up, low) pair: tanh is costly in the hot loop
     encoder_width: int = 16  # the conservative flows here are smooth
@@ -149,15 +150,20 @@ class MetaSym(LearnedModel):
         # the folded step's nonlinear nodes in order, (kind, width): the encoder's tanh
         # stages, then per attention layer its softmax over [window, self] per head and,
         # in the ordinary blocks, the MLP's GELU
-        self._fold_nodes: list[tuple[str, int]] = [
-            ("tanh", m.k.shape[0] if isinstance(m, GradientShear) else d)
-            for m in self.encoder.shears
-            if isinstance(m, GradientShear | ActivationShear)
+        # (kind, input width, output width)
+        self._fold_nodes: list[tuple[str, int, int]] = [
+            ("tanh", w, w)
+            for w in (
+                m.k.shape[0] if isinstance(m, GradientShear) else d
+                for m in self.encoder.shears
+                if isinstance(m, GradientShear | ActivationShear)
+            )
         ]
-        for i in range(self.decoder.n_attn):
-            self._fold_nodes.append(("attn", cfg.n_heads * (cfg.history_len + 1) + cfg.d_model))
+        hl1, dm = cfg.n_heads * (cfg.history_len + 1), cfg.d_model
+        for i in range(self.decoder.n_attn):  # [scores | v] -> [weights | own value]
+            self._fold_nodes.append(("attn", hl1 + dm, hl1 + dm))
             if i < cfg.n_layers:
-                self._fold_nodes.append(("gelu", cfg.mlp_ratio * cfg.d_model))
+                self._fold_nodes.append(("gelu", cfg.mlp_ratio * dm, cfg.mlp_ratio * dm))
 
     # ---------------------------------------------------------------- fast weights
     def fast_weight_names(self) -> list[str]:
@@ -217,6 +223,8 @@ class MetaSym(LearnedModel):
             valid = torch.ones(states.shape[:-1], dtype=torch.bool, device=states.device)
         e, _ = self._encode(states)
         memory = self.decoder.encode_prefix(self._token(states, actions, e), valid.bool())
+        # the fold needs a self score linear in the token (`attend_self` False): with the own
+        # key it would form q and k for every later consumer, 1.8x the arithmetic on a CPU
         if states.dim() == 2 and self.config.own_context == 0 and not self.config.attend_self:
             memory.update(self._fold(memory))
         return memory
@@ -276,7 +284,8 @@ class MetaSym(LearnedModel):
                 k += 1
         out_n = len(nodes)
         cons[out_n] = (head, ref.new_zeros(nx))
-        widths = [w for _, w in nodes] + [nx]
+        widths = [w for _, w, _ in nodes] + [nx]  # the accumulator's column blocks
+        rows = [w for _, _, w in nodes]  # each node's output width
 
         def block(
             rows: int, direct: dict[int, torch.Tensor], stream: torch.Tensor | None, after: int
@@ -312,15 +321,15 @@ class MetaSym(LearnedModel):
             et = e_ts[j]
             if et is not None:
                 direct[out_n] = et @ can_out
-            full = block(widths[j], direct, None if et is None else et @ w_e, -1)
+            full = block(rows[j], direct, None if et is None else et @ w_e, -1)
             out[f"fold_n{j}"] = full[:, offs[j + 1] :]
         k = n_st
         for i in range(self.decoder.n_attn):  # softmax and GELU nodes write to the stream
-            full = block(widths[k], {}, dec[f"fold_a{i}_vw"], k)
+            full = block(rows[k], {}, dec[f"fold_a{i}_vw"], k)
             out[f"fold_n{k}"] = full[:, offs[k + 1] :]
             k += 1
             if f"fold_m{i}_w2" in dec:
-                full = block(widths[k], {}, dec[f"fold_m{i}_w2"], k)
+                full = block(rows[k], {}, dec[f"fold_m{i}_w2"], k)
                 out[f"fold_n{k}"] = full[:, offs[k + 1] :]
                 k += 1
         return out
@@ -367,7 +376,8 @@ class MetaSym(LearnedModel):
             pu = torch.addmm(fold["fold_b"], u, fold["fold_wu"])
         acc = torch.addmm(pu, x, fold["fold_wx"])  # (B, N)
         B, H = x.shape[0], self.config.n_heads
-        for k, (kind, w) in enumerate(self._fold_nodes):
+        dm = self.config.d_model
+        for k, (kind, w, _) in enumerate(self._fold_nodes):
             pre = acc[:, :w]
             if kind == "tanh":
                 y = torch.tanh(pre)
@@ -375,12 +385,11 @@ class MetaSym(LearnedModel):
                 y = F.gelu(pre)
             else:  # attention: softmax per head over [window, self] (by hand: fast for short
                 # rows), and the self slot's weight times the token's own value
-                dm = self.config.d_model
+                v = pre[:, w - dm :].view(B, H, -1)
                 s = pre[:, : w - dm].view(B, H, -1)
                 e = (s - s.amax(dim=-1, keepdim=True)).exp()
                 p = e / e.sum(dim=-1, keepdim=True)
-                own = p[..., -1:] * pre[:, w - dm :].view(B, H, -1)
-                y = torch.cat([p.view(B, -1), own.view(B, dm)], dim=1)
+                y = torch.cat([p.view(B, -1), (p[..., -1:] * v).view(B, dm)], dim=1)
             acc = torch.addmm(acc[:, w:], y, fold[f"fold_n{k}"])
         return acc
 

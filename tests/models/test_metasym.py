@@ -102,15 +102,24 @@ def test_shared_history_broadcast_matches_copies(tasks: list) -> None:
     "config",
     [
         MetaSymConfig(),
-        MetaSymConfig(attend_self=True),
-        MetaSymConfig(encoder_kind="LA", encoder_layers=2, n_layers=2, history_len=5, n_heads=4),
-        MetaSymConfig(encoder_layers=2, encoder_linear=False, n_layers=0),
-        MetaSymConfig(encoder_kind="LA", encoder_layers=1, n_layers=3, mlp_ratio=1),
+        MetaSymConfig(attend_self=False),
+        MetaSymConfig(
+            encoder_kind="LA",
+            encoder_layers=2,
+            n_layers=2,
+            history_len=5,
+            n_heads=4,
+            attend_self=False,
+        ),
+        MetaSymConfig(encoder_layers=2, encoder_linear=False, n_layers=0, attend_self=False),
+        MetaSymConfig(
+            encoder_kind="LA", encoder_layers=1, n_layers=3, mlp_ratio=1, attend_self=False
+        ),
     ],
 )
 def test_folded_step_equals_general_step(config: MetaSymConfig) -> None:
-    """One shared history takes the folded fast path (fixed self score; a self-attending
-    decoder has none); it must equal the general path."""
+    """One shared history takes the folded fast path (learned self keys; an own-key decoder
+    has none); it must equal the general path."""
     torch.manual_seed(0)
     coords = quadrotor_coordinates()
     m = MetaSym(13, 4, 0.02, config, coords, "MetaSymQuadrotor-v0")
