@@ -54,8 +54,9 @@ def test_learning_happens_on_oscillators() -> None:
       seed 2:             0.333 / 0.081 / 0.416 / 1.303, ratios 0.24 / 0.20 / 0.062
     (seed s: training systems from seed s, held-out ones from s + 1, initial weights and
     meta-training draws from s), with the decoder's fixed self-slot score. Other variants
-    of the self slot, adapted error on seeds 0 / 1 / 2: learned self key 0.039 / 0.084 /
-    0.098 (worst ratios 0.29 / 0.54 / 0.075), null slot 0.030 / 0.088 / 0.083.
+    of the self slot, adapted error on seeds 0 / 1 / 2: learned self key (work in progress,
+    two snapshots) 0.038-0.039 / 0.084-0.090 / 0.098, worst ratios 0.29 / 0.60 / 0.075;
+    null slot 0.030 / 0.088 / 0.083.
 
     Why the whole decoder is the fast set, not the paper's meta-attention + head: with that
     set (30 Adam steps at 1e-2, the best budget for it) the claims held on seeds 0-2 with
