@@ -67,7 +67,7 @@ def test_learning_happens_on_oscillators() -> None:
     The advantage over scratch is one of speed, not of the end result: scratch given 4x the
     steps (200) reaches 0.030 / 0.083 / 0.158 on seeds 0 / 1 / 2: the adapted model's error
     on seeds 0 and 1 (120 transitions pin down a linear 2-D system), worse on seed 2.
-    About 70 s on one free core.
+    About 60 s on one free core (110 s on a loaded one).
     """
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     seed = 0
