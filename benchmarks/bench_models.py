@@ -21,6 +21,7 @@ from metasym_control.bench import machine_description, markdown_table, time_call
 from metasym_control.dynamics import AdaptBudget, expand_memory
 from metasym_control.experiments import DEFAULT_WEIGHTS, make_model
 from metasym_control.models.learned import LearnedModel
+from metasym_control.models.metasym import MetaSymConfig
 from metasym_control.trajectory import Trajectory
 
 
@@ -84,6 +85,22 @@ def bench(device: str, repeat: int, support_path: Path | None = None) -> list[li
             "step, 1024 samples, general path (no fold)",
             time_call(lambda: model.step(xk, uk, mg), repeat, sync=sync),
         )
+        # the planner variant (learned self key, `attend_self=False`): its step is folded;
+        # timing does not depend on the weights, so a fresh model of the same size
+        variant = make_model(
+            "metasym",
+            "MetaSymQuadrotor-v0",
+            13,
+            4,
+            0.02,
+            device=device,
+            metasym=MetaSymConfig(attend_self=False),
+        ).to(torch.float32)
+        mv = expand_memory(variant.init_memory(hist_x, hist_u), (k,))
+        row(
+            "step, 1024 samples, folded planner variant (attend_self=False)",
+            time_call(lambda: variant.step(xk, uk, mv), repeat, sync=sync),
+        )
         compiled = torch.compile(lambda a, b, m: model.step(a, b, m)[0], dynamic=False)
         compiled(xk, uk, mk)  # compile outside the timing
         row(
@@ -142,15 +159,18 @@ def main() -> None:
     if args.save_support:
         _support().save(args.save_support)
     rows = bench("cpu", args.repeat, args.support)
+    gpu_line = ""
     if torch.cuda.is_available():
         rows += bench("cuda", args.repeat, args.support)
+    else:
+        gpu_line = "\nNo CUDA device in this run: no GPU rows (`benchmarks/gpu_session.sh`).\n"
     table = markdown_table(["what", "device", "median (ms)", "p10 (ms)"], rows)
     text = (
         "## Models: the default MetaSym in the control loop\n\n"
         "Command: `make bench-models` (`python benchmarks/bench_models.py`). "
         f"CPU timings with {args.threads} torch threads. The history window is encoded once "
         "(`init_memory`) and broadcast to every sample without copies.\n"
-        f"Machine: {machine_description()}.\n\n" + table
+        f"Machine: {machine_description()}.\n{gpu_line}\n" + table
     )
     print(text)
     if not args.no_write:
