@@ -285,7 +285,7 @@ class MetaSym(LearnedModel):
         out_n = len(nodes)
         cons[out_n] = (head, ref.new_zeros(nx))
         widths = [w for _, w, _ in nodes] + [nx]  # the accumulator's column blocks
-        rows = [w for _, _, w in nodes]  # each node's output width
+        out_widths = [w for _, _, w in nodes]  # each node's output width
 
         def block(
             rows: int, direct: dict[int, torch.Tensor], stream: torch.Tensor | None, after: int
@@ -321,15 +321,15 @@ class MetaSym(LearnedModel):
             et = e_ts[j]
             if et is not None:
                 direct[out_n] = et @ can_out
-            full = block(rows[j], direct, None if et is None else et @ w_e, -1)
+            full = block(out_widths[j], direct, None if et is None else et @ w_e, -1)
             out[f"fold_n{j}"] = full[:, offs[j + 1] :]
         k = n_st
         for i in range(self.decoder.n_attn):  # softmax and GELU nodes write to the stream
-            full = block(rows[k], {}, dec[f"fold_a{i}_vw"], k)
+            full = block(out_widths[k], {}, dec[f"fold_a{i}_vw"], k)
             out[f"fold_n{k}"] = full[:, offs[k + 1] :]
             k += 1
             if f"fold_m{i}_w2" in dec:
-                full = block(rows[k], {}, dec[f"fold_m{i}_w2"], k)
+                full = block(out_widths[k], {}, dec[f"fold_m{i}_w2"], k)
                 out[f"fold_n{k}"] = full[:, offs[k + 1] :]
                 k += 1
         return out
