@@ -307,25 +307,26 @@ class ActiveDecoder(nn.Module):
         With the prefix shared by every sample, each layer's query projection times the
         prefix keys is one matrix and the prefix values times the output projection another;
         each bias the residual stream picks up is carried as one constant that the next
-        consumer's bias absorbs. Needs `own_context = 0` and the learned self key
-        (`attend_self` False): then everything between the softmaxes and GELUs is affine in
-        the stream.
+        consumer's bias absorbs. Needs `own_context = 0`. With the learned self key
+        (`attend_self` False) everything between the softmaxes and GELUs is affine in the
+        stream; with the own key the step also forms each token's query and key.
 
         Args:
             memory: `encode_prefix` of one window (no batch dimensions).
 
         Returns:
-            Per attention layer i: `fold_a{i}_w` (d, H*(L+1) + d) and `fold_a{i}_b`, from the
-            stream to [scores per head (L window slots incl. mask, the self slot) | the
-            token's own value v]; `fold_a{i}_vw` (H*(L+1) + d, d), from [softmax weights |
-            self weight * v] back to the stream (window values through the output
-            projection, zero rows for the self slots; then the projection); for blocks with
-            an MLP
-            `fold_m{i}_w1` (d, r*d), `fold_m{i}_b1` (r*d,), `fold_m{i}_w2` (r*d, d); and
-            `c_head` (d,), the constant the stream carries into the head.
+            Per attention layer i: `fold_a{i}_w` and `fold_a{i}_b`, from the stream to
+            [scores per head (L window slots incl. mask, the self slot) | the token's own
+            value v] (d, H*(L+1) + d) with a learned self key, or to [window scores (H*L) |
+            q / sqrt(dh) | k | v] (d, H*L + 3d) with the own key; `fold_a{i}_vw`
+            (H*(L+1) + d, d), from [softmax weights | self weight * v] back to the stream
+            (window values through the output projection, zero rows for the self slots; then
+            the projection); for blocks with an MLP `fold_m{i}_w1` (d, r*d), `fold_m{i}_b1`
+            (r*d,), `fold_m{i}_w2` (r*d, d); and `c_head` (d,), the constant the stream
+            carries into the head.
         """
-        if self.config.own_context or self.config.attend_self:
-            raise ValueError("ActiveDecoder.fold_shared needs own_context = 0, attend_self off")
+        if self.config.own_context:
+            raise ValueError("ActiveDecoder.fold_shared needs own_context = 0")
         d, H = self.config.d_model, self.config.n_heads
         dh = d // H
         bias = memory["bias"]  # (L,)
@@ -335,19 +336,22 @@ class ActiveDecoder(nn.Module):
         for i, (attn, mlp) in enumerate(self._layers()):
             kbd, vbd = memory[f"kbd{i}"], memory[f"vbd{i}"]  # (d, H*L), (H*L, d)
             w, b = attn.qkv.weight, attn.qkv.bias + attn.qkv.weight @ c  # (3d, d), (3d,)
-            wq, wv, bq, bv = w[:d], w[2 * d :], b[:d], b[2 * d :]
+            wq, wk, wv = w[:d], w[d : 2 * d], w[2 * d :]
+            bq, bk, bv = b[:d], b[d : 2 * d], b[2 * d :]
             s = 1.0 / math.sqrt(dh)
             ws = ((wq.T * s) @ kbd).view(d, H, L)
             bs = ((bq * s) @ kbd + bias.repeat(H)).view(H, L)
             sk = attn.self_key
-            assert sk is not None
-            # the learned self key: the self score is one more column per head
-            w_own = torch.einsum("dhe,he->dh", (wq.T * s).view(d, H, dh), sk)  # (d, H)
-            b_own = ((bq * s).view(H, dh) * sk).sum(-1)  # (H,)
-            ws = torch.cat([ws, w_own[..., None]], 2).view(d, -1)
-            bs = torch.cat([bs, b_own[:, None]], 1).view(-1)
-            out[f"fold_a{i}_w"] = torch.cat([ws, wv.T], dim=1)
-            out[f"fold_a{i}_b"] = torch.cat([bs, bv])
+            if sk is None:  # own key: the step forms q and k to score the self slot
+                out[f"fold_a{i}_w"] = torch.cat([ws.view(d, -1), wq.T * s, wk.T, wv.T], 1)
+                out[f"fold_a{i}_b"] = torch.cat([bs.view(-1), bq * s, bk, bv])
+            else:  # the learned self key: the self score is one more column per head
+                w_own = torch.einsum("dhe,he->dh", (wq.T * s).view(d, H, dh), sk)  # (d, H)
+                b_own = ((bq * s).view(H, dh) * sk).sum(-1)  # (H,)
+                ws = torch.cat([ws, w_own[..., None]], 2).view(d, -1)
+                bs = torch.cat([bs, b_own[:, None]], 1).view(-1)
+                out[f"fold_a{i}_w"] = torch.cat([ws, wv.T], dim=1)
+                out[f"fold_a{i}_b"] = torch.cat([bs, bv])
             pw = attn.proj.weight.T
             vw = (vbd @ pw).view(H, L, d)
             vw = torch.cat([vw, vw.new_zeros(H, 1, d)], dim=1).view(-1, d)

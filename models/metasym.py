@@ -91,6 +91,10 @@ class MetaSymConfig:
 class MetaSym(LearnedModel):
     """The MetaSym dynamics model (see the module docstring for the step).
 
+    Attributes:
+        fold_mode: when `init_memory` of one history adds the folded planner step: "auto"
+            (default; see `_folds`), "always" or "never". A runtime speed choice, not saved.
+
     Args:
         state_dim: nx; action_dim: nu; dt: control period (s).
         config: architecture.
@@ -147,6 +151,9 @@ class MetaSym(LearnedModel):
         )
         self.to(device=device, dtype=dtype)
         self.can_index = self.can_index.long()
+        # when one history's step is folded: "auto", "always" or "never" (see `_folds`); a
+        # runtime choice of speed, not part of the model (not saved)
+        self.fold_mode = "auto"
         # the folded step's nonlinear nodes in order, (kind, width): the encoder's tanh
         # stages, then per attention layer its softmax over [window, self] per head and,
         # in the ordinary blocks, the MLP's GELU
@@ -160,8 +167,11 @@ class MetaSym(LearnedModel):
             )
         ]
         hl1, dm = cfg.n_heads * (cfg.history_len + 1), cfg.d_model
-        for i in range(self.decoder.n_attn):  # [scores | v] -> [weights | own value]
-            self._fold_nodes.append(("attn", hl1 + dm, hl1 + dm))
+        for i in range(self.decoder.n_attn):
+            if cfg.attend_self:  # [window scores | q | k | v] -> [weights | own value]
+                self._fold_nodes.append(("attn_qk", hl1 - cfg.n_heads + 3 * dm, hl1 + dm))
+            else:  # [scores | v] -> [weights | own value]
+                self._fold_nodes.append(("attn", hl1 + dm, hl1 + dm))
             if i < cfg.n_layers:
                 self._fold_nodes.append(("gelu", cfg.mlp_ratio * dm, cfg.mlp_ratio * dm))
 
@@ -223,11 +233,24 @@ class MetaSym(LearnedModel):
             valid = torch.ones(states.shape[:-1], dtype=torch.bool, device=states.device)
         e, _ = self._encode(states)
         memory = self.decoder.encode_prefix(self._token(states, actions, e), valid.bool())
-        # the fold needs a self score linear in the token (`attend_self` False): with the own
-        # key it would form q and k for every later consumer, 1.8x the arithmetic on a CPU
-        if states.dim() == 2 and self.config.own_context == 0 and not self.config.attend_self:
+        if states.dim() == 2 and self.config.own_context == 0 and self._folds(states.device):
             memory.update(self._fold(memory))
         return memory
+
+    def _folds(self, device: torch.device) -> bool:
+        """Whether `init_memory` of one history adds the folded step (see `fold_mode`).
+
+        "auto": always with the learned self key (fewer products and less arithmetic); with
+        the own key only on CUDA devices, where a step is bound by kernel launches (the chain
+        has about a third of the products) and not by its 1.8x arithmetic, which on a CPU
+        makes it slower than the general path.
+        """
+        mode = self.fold_mode
+        if mode not in ("auto", "always", "never"):
+            raise ValueError(f"MetaSym.fold_mode must be auto, always or never, got {mode!r}")
+        if mode == "auto":
+            return not self.config.attend_self or device.type == "cuda"
+        return mode == "always"
 
     def _fold(self, memory: Memory) -> Memory:
         """The whole step for ONE history as a chain of nonlinear nodes and matrices.
@@ -386,7 +409,13 @@ class MetaSym(LearnedModel):
             else:  # attention: softmax per head over [window, self] (by hand: fast for short
                 # rows), and the self slot's weight times the token's own value
                 v = pre[:, w - dm :].view(B, H, -1)
-                s = pre[:, : w - dm].view(B, H, -1)
+                if kind == "attn_qk":  # the self score from the token's own query and key
+                    hl = w - 3 * dm
+                    q, kk = pre[:, hl : hl + dm], pre[:, hl + dm : hl + 2 * dm]
+                    own = (q * kk).view(B, H, -1).sum(-1, keepdim=True)
+                    s = torch.cat([pre[:, :hl].view(B, H, -1), own], dim=-1)
+                else:
+                    s = pre[:, : w - dm].view(B, H, -1)
                 e = (s - s.amax(dim=-1, keepdim=True)).exp()
                 p = e / e.sum(dim=-1, keepdim=True)
                 y = torch.cat([p.view(B, -1), (p[..., -1:] * v).view(B, dm)], dim=1)

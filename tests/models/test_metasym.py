@@ -118,8 +118,8 @@ def test_shared_history_broadcast_matches_copies(tasks: list) -> None:
     ],
 )
 def test_folded_step_equals_general_step(config: MetaSymConfig) -> None:
-    """One shared history takes the folded fast path (learned self keys; an own-key decoder
-    has none); it must equal the general path."""
+    """One shared history takes the folded fast path (forced here for own-key decoders, which
+    fold by default only on CUDA); it must equal the general path."""
     torch.manual_seed(0)
     coords = quadrotor_coordinates()
     m = MetaSym(13, 4, 0.02, config, coords, "MetaSymQuadrotor-v0")
@@ -138,8 +138,13 @@ def test_folded_step_equals_general_step(config: MetaSymConfig) -> None:
     ha = torch.rand(L, 4, generator=g, dtype=torch.float64) * 2 - 1
     valid = torch.ones(L, dtype=torch.bool)
     valid[:2] = False
+    folds = any(k.startswith("fold_") for k in m.init_memory(hs, ha, valid))
+    assert folds == (not config.attend_self)  # "auto" on a CPU
+    m.fold_mode = "never"
+    assert not any(k.startswith("fold_") for k in m.init_memory(hs, ha, valid))
+    m.fold_mode = "always"
     mem = m.init_memory(hs, ha, valid)
-    assert any(k.startswith("fold_") for k in mem) == (not config.attend_self)
+    assert any(k.startswith("fold_") for k in mem)
     general = {k: v for k, v in mem.items() if not k.startswith("fold_")}
     x = torch.randn(6, 2, 13, generator=g, dtype=torch.float64)
     us = torch.rand(6, 2, 5, 4, generator=g, dtype=torch.float64) * 2 - 1
