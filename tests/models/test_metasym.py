@@ -276,3 +276,9 @@ def test_cuda_matches_cpu(tasks: list) -> None:
     ref = m.rollout(x, us, m.init_memory(hs, ha))
     out = g.rollout(x.cuda(), us.cuda(), g.init_memory(hs.cuda(), ha.cuda()))
     torch.testing.assert_close(out.cpu(), ref)
+    # one shared history: the folded step on CUDA ("auto") against the general path on CPU
+    mem1 = g.init_memory(hs[0].cuda(), ha[0].cuda())
+    assert any(k.startswith("fold_") for k in mem1)
+    out1 = g.rollout(x.cuda(), us.cuda(), expand_memory(mem1, (3,)))
+    ref1 = m.rollout(x, us, expand_memory(m.init_memory(hs[0], ha[0]), (3,)))
+    torch.testing.assert_close(out1.cpu(), ref1)
