@@ -36,6 +36,7 @@ COMBOS: list[tuple[str, int, dict[str, Any]]] = [
     ("MetaSym", 30, {"cuda_graph": True}),
     ("MetaSym", 30, {"cuda_graph": True, "plan_rollout": "weighted"}),
     ("MetaSym", 30, {"cuda_graph": True, "plan_rollout": "weighted", "compile": True}),
+    ("MetaSym general path", 30, {"cuda_graph": True, "plan_rollout": "weighted"}),
 ]
 
 
@@ -52,10 +53,14 @@ def _model(name: str, dtype: torch.dtype, device: str, fresh: bool) -> tuple[Any
         if fresh:
             raise CheckpointError("fresh model asked for")
         model, _ = load_checkpoint(DEFAULT_WEIGHTS, device=device, dtype=dtype)
-        return model.eval(), "MetaSym (shipped weights)"
+        label = "MetaSym (shipped weights)"
     except CheckpointError:  # latency does not depend on the weights
-        fresh = MetaSym(13, 4, 0.02, coords=quadrotor_coordinates(), device=device, dtype=dtype)
-        return fresh.eval(), "MetaSym default (untrained)"
+        model = MetaSym(13, 4, 0.02, coords=quadrotor_coordinates(), device=device, dtype=dtype)
+        label = "MetaSym default (untrained)"
+    if name.endswith("general path"):  # the unfolded step, for comparison
+        model.fold_mode = "never"
+        label += ", general path"
+    return model.eval(), label
 
 
 def measure(
