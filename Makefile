@@ -49,6 +49,7 @@ bench: $(STAMP)
 
 bench-models: $(STAMP)
 	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_kernel_count.py
 
 bench-control: $(STAMP)
 	$(PY) benchmarks/bench_control.py
