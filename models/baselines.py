@@ -26,6 +26,20 @@ from metasym_control.models.learned import Batch, LearnedModel
 from metasym_control.models.symplectic import SymplecticConfig, SymplecticEncoder
 
 
+class _MarkovModel(LearnedModel):
+    """Base of the learned baselines that read no history: empty memory, windows from x0."""
+
+    def init_memory(
+        self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> Memory:
+        """Markov model: the memory is empty."""
+        return {}
+
+    def predict_windows(self, batch: Batch) -> torch.Tensor:
+        """Rollouts of a batch of windows: (B, H, nx)."""
+        return self.rollout(batch["x0"], batch["ua"], {})
+
+
 @dataclass(frozen=True)
 class MLPConfig:
     """Residual MLP baseline.
@@ -39,7 +53,7 @@ class MLPConfig:
     layers: int = 2  # two hidden layers: the usual MBRL size
 
 
-class MLPModel(LearnedModel):
+class MLPModel(_MarkovModel):
     """x_{k+1} = x_k + delta_std * MLP(norm(x_k), norm(u_k)); Markov (history_len 0).
 
     The last layer starts at zero, so the untrained model predicts `x_{k+1} = x_k`.
@@ -76,20 +90,10 @@ class MLPModel(LearnedModel):
         """The last layer: `out.weight`, `out.bias`."""
         return ["out.weight", "out.bias"]
 
-    def init_memory(
-        self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
-    ) -> Memory:
-        """Markov model: the memory is empty."""
-        return {}
-
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """x (..., nx), u (..., nu) -> x_next (..., nx), memory unchanged."""
         h = self.net(torch.cat([self.norm_state(x), self.norm_action(u)], dim=-1))
         return x + self.delta_std * self.out(h), memory
-
-    def predict_windows(self, batch: Batch) -> torch.Tensor:
-        """Rollouts of a batch of windows: (B, H, nx)."""
-        return self.rollout(batch["x0"], batch["ua"], {})
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,7 @@ class SymplecticOnlyConfig:
     encoder_width: int = 32  # the same reason
 
 
-class SymplecticOnlyModel(LearnedModel):
+class SymplecticOnlyModel(_MarkovModel):
     """x_{k+1} = x_k + state(Φ_dt(z) - z) + delta_std * (B norm(u) + c); Markov.
 
     Fast weights: the control matrix B and the bias c.
@@ -235,22 +239,12 @@ class SymplecticOnlyModel(LearnedModel):
         """The control input: `control.weight`, `control.bias`."""
         return ["control.weight", "control.bias"]
 
-    def init_memory(
-        self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
-    ) -> Memory:
-        """Markov model: the memory is empty."""
-        return {}
-
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """x (..., nx), u (..., nu) -> x_next (..., nx), memory unchanged."""
         z = self.canonical(x)
         dx = (self.encoder(z, self.dt) - z) @ self.can_out
         x_next = x + dx + self.delta_std * self.control(self.norm_action(u))
         return self.coords.postprocess(x_next), memory
-
-    def predict_windows(self, batch: Batch) -> torch.Tensor:
-        """Rollouts of a batch of windows: (B, H, nx)."""
-        return self.rollout(batch["x0"], batch["ua"], {})
 
 
 @dataclass(frozen=True)
@@ -266,7 +260,7 @@ class HNNConfig:
     substeps: int = 1  # one RK4 step per control step: the flows are slow against dt
 
 
-class HNNModel(LearnedModel):
+class HNNModel(_MarkovModel):
     """A Hamiltonian neural network (Greydanus et al. 2019) with dissipation and control.
 
     In standardised canonical coordinates z = (q, p) (time in units of dt):
@@ -311,12 +305,6 @@ class HNNModel(LearnedModel):
         """Control, damping and the Hamiltonian's output layer."""
         return ["h_out", "gamma", "g.weight", "control.weight", "control.bias"]
 
-    def init_memory(
-        self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
-    ) -> Memory:
-        """Markov model: the memory is empty."""
-        return {}
-
     def grad_h(self, z: torch.Tensor) -> torch.Tensor:
         """grad H(z) for z (..., 2d): W^T (w * (1 - tanh^2(W z + b)))."""
         t = torch.tanh(self.h_in(z))
@@ -344,7 +332,3 @@ class HNNModel(LearnedModel):
             w = w + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         x_next = x + (w - z) @ self.can_out + self.delta_std * self.control(un)
         return self.coords.postprocess(x_next), memory
-
-    def predict_windows(self, batch: Batch) -> torch.Tensor:
-        """Rollouts of a batch of windows: (B, H, nx)."""
-        return self.rollout(batch["x0"], batch["ua"], {})

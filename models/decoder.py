@@ -13,10 +13,9 @@ copied per sample and it batches and differentiates under `torch.func`.
 Context: the history window is causal among itself (token i sees tokens <= i); each new
 rollout token attends to the whole window, to the last min(t, `own_context`) tokens of its own
 rollout and to itself. The self slot's score is either the query-key product (`attend_self`,
-the checkpoints of format 1) or, by default, the query times a learned key per head: linear in
-the token, so that everything between the nonlinearities of a step is affine and a planner
-folds a step into a few products (`fold_shared`); the slot's value is the token's own either
-way. With `own_context = 0` (the default) the rollout is Markov given the
+the default) or the query times a learned key per head, which is linear in the token and
+makes a planner's folded step cheaper (`fold_shared`); the slot's value is the token's own
+either way. With `own_context = 0` (the default) the rollout is Markov given the
 window: the environments' states are Markov, so the window's role is to identify the system
 in context, and a step then copies nothing per sample. Training and control run the very same
 `init_memory` + `step` code, so the context has one form in both.
@@ -150,7 +149,6 @@ class Attention(nn.Module):
         shared: tuple[torch.Tensor, torch.Tensor],
         bias: torch.Tensor,
         own: torch.Tensor | None,
-        attend_self: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention of B new tokens to the prefix, their own recent steps and themselves.
 
@@ -161,8 +159,6 @@ class Attention(nn.Module):
             shared: the shared prefix keys (d, H*L) and values (H*L, d) (used when kbd is None).
             bias: (1 or B, L) additive mask of the prefix (0 visible, -inf hidden).
             own: (B, n, 2, d) keys and values of each sample's own previous steps, or None.
-            attend_self: the last slot's score is the token's query-key product, else its
-                query times the learned `self_key` (its value is the token's own either way).
 
         Returns:
             out (B, d), and the current keys and values stacked as (B, 2, d).
@@ -182,7 +178,7 @@ class Attention(nn.Module):
         if own is not None:
             ok = own[:, :, 0].view(B, n, H, dh)
             scores.append((qh * ok).sum(-1).transpose(1, 2))  # (B, H, n)
-        if attend_self or self.self_key is None:
+        if self.self_key is None:  # the token's own key
             scores.append((qh[:, 0] * k.view(B, H, dh)).sum(-1, keepdim=True))  # (B, H, 1)
         else:  # the learned self key: linear in the token
             scores.append((qh[:, 0] * self.self_key).sum(-1, keepdim=True))  # (B, H, 1)
@@ -395,7 +391,7 @@ class ActiveDecoder(nn.Module):
             own = _flat_lead(memory[f"own{i}"], 3, lead) if n else None
             if own is None and n:  # shared own cache (unusual): broadcast it
                 own = memory[f"own{i}"].expand(*lead, n, 2, h.shape[-1]).reshape(B, n, 2, -1)
-            a, kv = attn.step(h, kf, vf, shared, bias2, own, self.config.attend_self)
+            a, kv = attn.step(h, kf, vf, shared, bias2, own)
             h = h + a
             if mlp is not None:
                 h = h + mlp(h)

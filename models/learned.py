@@ -57,7 +57,8 @@ class LearnedModel(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        MODEL_REGISTRY[cls.__name__] = cls
+        if not cls.__name__.startswith("_"):  # private bases are not checkpointable models
+            MODEL_REGISTRY[cls.__name__] = cls
 
     def __init__(
         self,
