@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +31,20 @@ from metasym_control.models.baselines import MLPModel
 from metasym_control.models.coordinates import quadrotor_coordinates
 from metasym_control.models.metasym import MetaSym
 
-# (model, horizon, MPPI options)
+# (model, horizon, MPPI options), the candidates for the goal first (a lent machine's time
+# is short); "fused": the whole rollout in one Triton kernel (`MetaSym.rollout_kernel`)
+W = {"cuda_graph": True, "plan_rollout": "weighted"}
 COMBOS: list[tuple[str, int, dict[str, Any]]] = [
+    ("MetaSym fused", 30, W),
+    ("MetaSym fused tf32", 30, W),
+    ("MetaSym", 30, W),
+    ("MetaSym general path", 30, W),
     ("MLP 2x128", 30, {"cuda_graph": True}),
+    ("MetaSym fused", 30, {}),
     ("MetaSym", 30, {}),
     ("MetaSym", 30, {"cuda_graph": True}),
-    ("MetaSym", 30, {"cuda_graph": True, "plan_rollout": "weighted"}),
-    ("MetaSym", 30, {"cuda_graph": True, "plan_rollout": "weighted", "compile": True}),
-    ("MetaSym general path", 30, {"cuda_graph": True, "plan_rollout": "weighted"}),
+    ("MetaSym fused", 30, {**W, "compile": True}),
+    ("MetaSym", 30, {**W, "compile": True}),
 ]
 
 
@@ -60,42 +68,78 @@ def _model(name: str, dtype: torch.dtype, device: str, fresh: bool) -> tuple[Any
     if name.endswith("general path"):  # the unfolded step, for comparison
         model.fold_mode = "never"
         label += ", general path"
+    if " fused" in name:
+        model.rollout_kernel = "triton-tf32" if name.endswith("tf32") else "triton"
+        label += ", fused Triton rollout" + (" (tf32)" if name.endswith("tf32") else "")
     return model.eval(), label
 
 
 def measure(
-    steps: int = 60, device: str = "cuda", samples: int = 4096, fresh: bool = False
+    steps: int = 60,
+    device: str = "cuda",
+    samples: int = 4096,
+    fresh: bool = False,
+    only: list[str] | None = None,
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Median and p90 latency (ms) of `MPPI.act` for each combination, K = 4096, float32.
 
-    `device="cpu"` with few samples and steps is a quick dry run of the script itself.
+    `device="cpu"` with few samples and steps is a quick dry run of the script itself;
+    `only`: substrings of the model names to run (None: all). A row that fails records its
+    error instead of timings. `on_row` gets the rows so far after each one (a lent machine
+    may be taken back mid-run).
     """
     task = Figure8Task()
     x_ref, _ = task.reference(np.arange(steps + 40) * 0.02)
     rng = np.random.default_rng(0)
     rows = []
     for name, horizon, options in COMBOS:
-        model, label = _model(name, torch.float32, device, fresh)
-        hist = History(model.history_len, 13, 4)
-        for _ in range(model.history_len):
-            hist.push(x_ref[0], np.full(4, task.hover_action))
-        cfg = MPPIConfig(horizon=horizon, num_samples=samples, noise_beta=2.0, **options)
-        ctrl = MPPI(model, task, cfg, device=device, dtype=torch.float32)
-        times = []
-        for i in range(steps + 10):
-            x = x_ref[i].copy()
-            x[:3] += 0.05 * rng.standard_normal(3)
-            t0 = time.perf_counter()
-            ctrl.act(x, i * 0.02, hist)
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        ms = 1e3 * np.asarray(times[10:])  # the first calls capture and compile
-        row = {"model": label, "T": horizon, **options}
-        row |= {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90))}
-        row["update_ms"] = _update_only(ctrl, x_ref[0], hist)
+        if only and not any(o in name for o in only):
+            continue
+        try:
+            row = _measure_one(name, horizon, options, steps, device, samples, fresh, x_ref, rng)
+        except Exception as exc:  # one failing variant must not cost the others their rows
+            row = {"model": name, "T": horizon, **options, "error": f"{type(exc).__name__}: {exc}"}
         print(row, flush=True)
         rows.append(row)
+        if on_row is not None:
+            on_row(rows)
     return rows
+
+
+def _measure_one(
+    name: str,
+    horizon: int,
+    options: dict[str, Any],
+    steps: int,
+    device: str,
+    samples: int,
+    fresh: bool,
+    x_ref: np.ndarray,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """One row of `measure`."""
+    task = Figure8Task()
+    model, label = _model(name, torch.float32, device, fresh)
+    hist = History(model.history_len, 13, 4)
+    for _ in range(model.history_len):
+        hist.push(x_ref[0], np.full(4, task.hover_action))
+    cfg = MPPIConfig(horizon=horizon, num_samples=samples, noise_beta=2.0, **options)
+    ctrl = MPPI(model, task, cfg, device=device, dtype=torch.float32)
+    times = []
+    for i in range(steps + 10):
+        x = x_ref[i].copy()
+        x[:3] += 0.05 * rng.standard_normal(3)
+        t0 = time.perf_counter()
+        ctrl.act(x, i * 0.02, hist)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    ms = 1e3 * np.asarray(times[10:])  # the first calls capture and compile
+    row = {"model": label, "T": horizon, **options}
+    row |= {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90))}
+    row["fallbacks"] = int(ctrl.last_info.get("fallback_count", 0))
+    row["update_ms"] = _update_only(ctrl, x_ref[0], hist)
+    return row
 
 
 def _update_only(ctrl: MPPI, x: np.ndarray, hist: History, n: int = 50) -> float:
@@ -122,6 +166,78 @@ def _update_only(ctrl: MPPI, x: np.ndarray, hist: History, n: int = 50) -> float
     return float(1e3 * np.median(times[5:]))
 
 
+def sweep(
+    device: str = "cuda", samples: int = 4096, horizon: int = 30, n: int = 50
+) -> list[dict[str, Any]]:
+    """The fused rollout alone (no MPPI around it) against the torch folded rollout, per
+    launch configuration: median ms of one K x T rollout, float32, shipped or default weights.
+    """
+    from metasym_control.dynamics import expand_memory
+    from metasym_control.models.fused_rollout import fused_rollout
+    from metasym_control.models.metasym import _shared_fold
+
+    model, label = _model("MetaSym", torch.float32, device, fresh=False)
+    model.fold_mode = "always"
+    L = model.history_len
+    g = torch.Generator().manual_seed(0)
+    hs = torch.randn(L, 13, generator=g).to(device)
+    hs[:, 3:7] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    ha = torch.zeros(L, 4, device=device)
+    mem = expand_memory(model.init_memory(hs, ha), (samples,))
+    fold = _shared_fold(mem)
+    assert fold is not None
+    x0 = hs[-1].expand(samples, 13).contiguous()
+    us = (0.3 * torch.randn(samples, horizon, 4, generator=g)).to(device)
+
+    def timed(fn: Callable[[], torch.Tensor]) -> float:
+        for _ in range(3):  # compile and warm up
+            fn()
+        _sync(device)
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        return float(1e3 * np.median(times))
+
+    rows = []
+    with torch.no_grad():
+        ref = model.rollout(x0, us, mem)
+        rows.append(
+            {
+                "model": label,
+                "config": "torch folded rollout",
+                "ms": timed(lambda: model.rollout(x0, us, mem)),
+            }
+        )
+        for prec in ("ieee", "tf32"):
+            for block, warps in ((16, 2), (32, 4), (64, 4), (64, 8)):
+                cfg = f"fused, {prec}, block {block}, {warps} warps"
+                try:
+                    run = partial(fused_rollout, model, fold, x0, us, prec, block, warps)
+                    err = ((run() - ref).abs().max() / ref.abs().max()).item()
+                    rows.append({"model": label, "config": cfg, "ms": timed(run), "rel_err": err})
+                except Exception as exc:  # record and go on: a launch option may not fit
+                    rows.append({"model": label, "config": cfg, "error": f"{exc}"[:200]})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def _sweep_table(rows: list[dict[str, Any]], samples: int) -> str:
+    """Markdown table of a `sweep` run."""
+    body = [
+        [
+            r["config"],
+            f"{r['ms']:.3f}" if "ms" in r else "failed: " + r.get("error", "?")[:100],
+            f"{r['rel_err']:.1e}" if "rel_err" in r else "—",
+        ]
+        for r in rows
+    ]
+    head = f"The rollout alone, K {samples}, T 30 (`--sweep`):\n\n"
+    return head + markdown_table(["rollout", "median ms", "max error / max state"], body)
+
+
 def section(runs: list[dict[str, Any]]) -> str:
     """The "control-gpu" markdown section from runs {device, torch, rows}."""
     out = [
@@ -137,8 +253,14 @@ def section(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         out += ["", f"Device: {run['device']}, torch {run.get('torch', '?')}."]
         out += [run["note"], ""] if "note" in run else [""]
+        if any("config" in r for r in run["rows"]):  # a `--sweep` run: the rollout alone
+            out.append(_sweep_table(run["rows"], run.get("samples", 4096)))
+            continue
         rows = []
         for r in run["rows"]:
+            if "error" in r:  # a variant that failed on this machine: say so
+                rows.append([r["model"], r["T"], "failed: " + r["error"][:120], "—", "—", "—"])
+                continue
             if "median_ms" not in r:
                 continue
             opts = [k for k in ("cuda_graph", "compile") if r.get(k)]
@@ -168,19 +290,39 @@ def main() -> None:
     ap.add_argument("--from-json", type=Path, nargs="*", help="recorded runs to render")
     ap.add_argument("--dry-run", action="store_true", help="a few CPU steps, nothing written")
     ap.add_argument("--fresh", action="store_true", help="an untrained default MetaSym")
+    ap.add_argument("--only", nargs="*", help="substrings of the model names to run")
+    ap.add_argument(
+        "--sweep", type=Path, help="time the fused rollout alone per launch option; JSON here"
+    )
     args = ap.parse_args()
+    if args.sweep:
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        rows = sweep(dev, samples=4096 if dev == "cuda" else 64, n=50 if dev == "cuda" else 2)
+        name = torch.cuda.get_device_name(0) if dev == "cuda" else "cpu (Triton interpreter)"
+        run = {
+            "device": name,
+            "torch": torch.__version__,
+            "samples": 4096 if dev == "cuda" else 64,
+            "rows": rows,
+        }
+        args.sweep.write_text(json.dumps(run, indent=1))
+        return
     if args.dry_run:
-        print(measure(steps=3, device="cpu", samples=64, fresh=args.fresh))
+        print(measure(steps=3, device="cpu", samples=64, fresh=args.fresh, only=args.only))
         return
     if args.from_json:
         runs = [json.loads(p.read_text()) for p in args.from_json]
     else:
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: pass --from-json with recorded runs instead")
-        rows = measure(fresh=args.fresh)
-        run = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": rows}
-        if args.out:
-            args.out.write_text(json.dumps(run, indent=1))
+        run: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+
+        def save(rows: list[dict[str, Any]]) -> None:
+            run["rows"] = rows
+            if args.out:
+                args.out.write_text(json.dumps(run, indent=1))
+
+        save(measure(fresh=args.fresh, only=args.only, on_row=save))
         runs = [run]
     text = section(runs)
     print(text)

@@ -34,13 +34,17 @@ export PYTHONPATH="$PKG:$EXTRA"
 export MUJOCO_GL=egl
 { nvidia-smi --query-gpu=name,driver_version --format=csv; python -V; lscpu | grep "Model name"
   python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"; } > "$OUT/env.txt" 2>&1
-# MPPI_ARGS="--fresh" times an untrained default model (latency does not depend on weights)
+# MPPI_ARGS="--fresh" times an untrained default model (latency does not depend on weights);
+# "--only fused" only the fused-rollout rows. The JSON is rewritten after every row.
 timeout 330 python benchmarks/bench_mppi_gpu.py --out "$OUT/mppi_run.json" ${MPPI_ARGS:-} \
   > "$OUT/mppi.txt" 2>&1
 echo "bench_mppi_gpu rc $?" >> "$OUT/env.txt"
 timeout 150 python -m pytest -q -p no:cacheprovider -k "cuda or gpu" tests/models/test_metasym.py \
-  tests/models/test_symplectic.py tests/controllers/test_mppi.py > "$OUT/pytest.txt" 2>&1
+  tests/models/test_symplectic.py tests/models/test_fused_rollout.py \
+  tests/controllers/test_mppi.py > "$OUT/pytest.txt" 2>&1
 echo "pytest rc $?" >> "$OUT/env.txt"
+timeout 150 python benchmarks/bench_mppi_gpu.py --sweep "$OUT/sweep.json" > "$OUT/sweep.txt" 2>&1
+echo "sweep rc $?" >> "$OUT/env.txt"
 [ "${QUICK:-0}" = 1 ] && exit 0  # QUICK=1: MPPI rows and tests only
 timeout 200 taskset -c 0,1 python benchmarks/bench_models.py --no-write \
   --support gpuwheels/support.npz > "$OUT/models.md" 2>&1

@@ -94,6 +94,10 @@ class MetaSym(LearnedModel):
     Attributes:
         fold_mode: when `init_memory` of one history adds the folded planner step: "auto"
             (default; see `_folds`), "always" or "never". A runtime speed choice, not saved.
+        rollout_kernel: how `rollout` runs the folded step: "torch" (default: T steps of
+            torch operators), or "triton" / "triton-tf32" (the whole rollout in one Triton
+            kernel launch, `models/fused_rollout.py`; CUDA and float32; tf32 products on
+            tensor cores). A runtime speed choice, not saved.
 
     Args:
         state_dim: nx; action_dim: nu; dt: control period (s).
@@ -154,6 +158,7 @@ class MetaSym(LearnedModel):
         # when one history's step is folded: "auto", "always" or "never" (see `_folds`); a
         # runtime choice of speed, not part of the model (not saved)
         self.fold_mode = "auto"
+        self.rollout_kernel = "torch"
         # the folded step's nonlinear nodes in order, (kind, width): the encoder's tanh
         # stages, then per attention layer its softmax over [window, self] per head and,
         # in the ordinary blocks, the MLP's GELU
@@ -361,7 +366,8 @@ class MetaSym(LearnedModel):
         """Predict T steps: x0 (..., nx), actions (..., T, nu) -> (..., T, nx), x0 excluded.
 
         Equal to repeated `step`. With one shared history, the actions of all T steps pass
-        the input matrix in one product before the loop (one product fewer per step).
+        the input matrix in one product before the loop (one product fewer per step), or
+        the whole rollout is one kernel launch (`rollout_kernel`).
         """
         fold = _shared_fold(memory)
         if fold is None:
@@ -370,6 +376,16 @@ class MetaSym(LearnedModel):
         nx, nu, T = self.state_dim, self.action_dim, actions.shape[-2]
         x = x0.expand(*lead, nx).reshape(-1, nx)  # (B, nx)
         ua = actions.expand(*lead, T, nu).reshape(-1, T, nu)  # (B, T, nu)
+        kernel = self.rollout_kernel
+        if kernel != "torch":
+            if kernel not in ("triton", "triton-tf32"):
+                raise ValueError(
+                    f"MetaSym.rollout_kernel must be torch, triton or triton-tf32, got {kernel!r}"
+                )
+            from metasym_control.models.fused_rollout import fused_rollout
+
+            precision = "tf32" if kernel == "triton-tf32" else "ieee"
+            return fused_rollout(self, fold, x, ua, precision).view(*lead, T, nx)
         pu = torch.matmul(ua, fold["fold_wu"]) + fold["fold_b"]  # (B, T, N)
         xs = []
         for k in range(T):

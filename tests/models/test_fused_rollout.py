@@ -1,0 +1,180 @@
+"""The fused Triton rollout against the torch folded path: Triton's interpreter on a CPU, the
+compiled kernel on a CUDA device; clear errors where it cannot run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from metasym_control.dynamics import expand_memory
+from metasym_control.models import fused_rollout as fr
+from metasym_control.models.coordinates import quadrotor_coordinates
+from metasym_control.models.metasym import MetaSym, MetaSymConfig
+
+# A random model away from its neutral start, a window with invalid slots, a rollout of B
+# samples that is not a multiple of the block; prints the errors of the fused rollout.
+_CHECK = """
+import json, torch
+from metasym_control.dynamics import expand_memory
+from metasym_control.models.coordinates import coordinates_for_env, quadrotor_coordinates
+from metasym_control.models.metasym import MetaSym, MetaSymConfig
+from metasym_control.toy import TOY_ENV_ID
+
+def build(nx, nu, config, coords, env, device):
+    torch.manual_seed(0)
+    m = MetaSym(nx, nu, 0.02, config, coords, env, device=device, dtype=torch.float32)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        m.state_mean.normal_()
+        m.state_std.uniform_(0.5, 2.0)
+        m.action_mean.normal_()
+        m.action_std.uniform_(0.5, 2.0)
+        m.delta_std.uniform_(0.1, 1.0)
+        m._on_normalization()
+    m.fold_mode = "always"
+    return m
+
+def check(device, kernels):
+    out = {}
+    cases = [
+        ("quadrotor own key", 13, 4, MetaSymConfig(), quadrotor_coordinates(),
+         "MetaSymQuadrotor-v0"),
+        ("quadrotor learned key", 13, 4, MetaSymConfig(attend_self=False),
+         quadrotor_coordinates(), "MetaSymQuadrotor-v0"),
+        ("oscillator, short window", 2, 1, MetaSymConfig(history_len=3),
+         coordinates_for_env(TOY_ENV_ID, 2), TOY_ENV_ID),
+    ]
+    for name, nx, nu, config, coords, env in cases:
+        m = build(nx, nu, config, coords, env, device)
+        L = m.history_len
+        g = torch.Generator().manual_seed(4)
+        hs = torch.randn(L, nx, generator=g).to(device)
+        ha = (torch.rand(L, nu, generator=g) * 2 - 1).to(device)
+        valid = torch.ones(L, dtype=torch.bool, device=device)
+        valid[:2] = False
+        B, T = 37, 6
+        x = torch.randn(B, nx, generator=g).to(device)
+        us = (torch.rand(B, T, nu, generator=g) * 2 - 1).to(device)
+        for window in ("partly valid", "empty"):
+            v = valid if window == "partly valid" else torch.zeros_like(valid)
+            mem = expand_memory(m.init_memory(hs, ha, v), (B,))
+            with torch.no_grad():
+                m.rollout_kernel = "torch"
+                ref = m.rollout(x, us, mem)
+                for kernel in kernels:
+                    m.rollout_kernel = kernel
+                    got = m.rollout(x, us, mem)
+                    err = ((got - ref).abs().max() / ref.abs().max()).item()
+                    out[f"{name}, {window}, {kernel}"] = err
+    return out
+"""
+
+
+def _build(config: MetaSymConfig, dtype: torch.dtype = torch.float32) -> MetaSym:
+    model = MetaSym(13, 4, 0.02, config, quadrotor_coordinates(), dtype=dtype)
+    model.fold_mode = "always"
+    return model
+
+
+def _fold_memory(model: MetaSym, samples: int) -> dict[str, torch.Tensor]:
+    L = model.history_len
+    dtype = model.state_mean.dtype
+    mem = model.init_memory(torch.zeros(L, 13, dtype=dtype), torch.zeros(L, 4, dtype=dtype))
+    return expand_memory(mem, (samples,))
+
+
+def test_bad_rollout_kernel_name_is_rejected() -> None:
+    model = _build(MetaSymConfig())
+    model.rollout_kernel = "cuda"
+    with pytest.raises(ValueError, match="rollout_kernel must be"):
+        model.rollout(torch.zeros(3, 13), torch.zeros(3, 5, 4), _fold_memory(model, 3))
+
+
+def test_unsupported_models_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    x32 = torch.zeros(2, 13)
+    other = _build(MetaSymConfig(n_layers=2))
+    if not fr.available():
+        assert "Triton is not installed" in str(fr.unsupported_reason(other, x32))
+        return
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # a CPU tensor, no interpreter
+    assert "CUDA device" in str(fr.unsupported_reason(_build(MetaSymConfig()), x32))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    double = _build(MetaSymConfig(), torch.float64)
+    assert "float32" in str(fr.unsupported_reason(double, x32.double()))
+    assert "tanh, tanh, attn_qk, gelu, attn_qk" in str(fr.unsupported_reason(other, x32))
+    assert fr.unsupported_reason(_build(MetaSymConfig()), x32) is None
+    other.rollout_kernel = "triton"
+    with pytest.raises(ValueError, match="fused_rollout: the fused rollout supports"):
+        other.rollout(x32, torch.zeros(2, 5, 4), _fold_memory(other, 2))
+
+
+@pytest.mark.skipif(not fr.available(), reason="needs Triton (pip install triton)")
+def test_fused_rollout_equals_the_torch_path_in_the_interpreter() -> None:
+    """The kernel's program, run by Triton's interpreter on the CPU (the env variable is read
+    when the kernel is defined, hence a fresh process)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    code = textwrap.dedent(_CHECK) + "\nprint(json.dumps(check('cpu', ['triton'])))\n"
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    errors = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(errors) == 6
+    # float32 rounding only (measured: below 1e-6 of the largest state)
+    assert max(errors.values()) < 1e-5, errors
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and fr.available()), reason="needs a CUDA device and Triton"
+)
+def test_fused_rollout_equals_the_torch_path_on_cuda() -> None:
+    scope: dict[str, Any] = {}
+    exec(textwrap.dedent(_CHECK), scope)
+    errors = scope["check"]("cuda", ["triton", "triton-tf32"])
+    exact = {k: v for k, v in errors.items() if k.endswith("triton")}
+    tf32 = {k: v for k, v in errors.items() if k.endswith("tf32")}
+    assert max(exact.values()) < 1e-5, errors
+    assert max(tf32.values()) < 2e-2, errors  # tensor-core products: 10-bit mantissas
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and fr.available()), reason="needs a CUDA device and Triton"
+)
+def test_mppi_with_the_fused_rollout_matches_the_torch_path_on_cuda() -> None:
+    """Same seed, same noise: the fused rollout flies the same plan, eager and graphed."""
+    from metasym_control.control import History
+    from metasym_control.controllers.mppi import MPPI, MPPIConfig
+    from metasym_control.envs.quadrotor import Figure8Task
+
+    torch.manual_seed(0)
+    model = MetaSym(13, 4, 0.02, coords=quadrotor_coordinates(), device="cuda")
+    model = model.to(torch.float32)
+    torch.nn.init.normal_(model.decoder.head.weight, std=0.05)
+    task = Figure8Task()
+    x_ref, _ = task.reference(np.arange(12) * 0.02)
+    actions = {}
+    for kernel, graph in (("torch", False), ("triton", False), ("triton", True)):
+        model.rollout_kernel = kernel
+        hist = History(model.history_len, 13, 4)
+        cfg = MPPIConfig(horizon=12, num_samples=512, noise_beta=1.0, cuda_graph=graph)
+        ctrl = MPPI(model, task, cfg, device="cuda", dtype=torch.float32)
+        out = []
+        for i in range(6):
+            u = ctrl.act(x_ref[i], i * 0.02, hist)
+            hist.push(x_ref[i], u)
+            out.append(u)
+        actions[(kernel, graph)] = np.asarray(out)
+    ref = actions[("torch", False)]
+    np.testing.assert_allclose(actions[("triton", False)], ref, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(actions[("triton", True)], actions[("triton", False)], atol=1e-6)
