@@ -9,7 +9,10 @@ BENCHMARKS.md.
 
     python benchmarks/bench_control.py             # CPU, ~5 minutes on 2 cores
     python benchmarks/bench_control.py --quick     # fewer steps and sizes
-    python benchmarks/bench_control.py --device cuda   # adds the GPU MPPI rows (K 4096, T 30)
+    python benchmarks/bench_control.py --device cuda   # adds the GPU MPPI rows (float32)
+    python benchmarks/bench_control.py --device cuda --skip-cpu --json gpu.json
+                                        # the GPU rows alone (no CasADi needed), as JSON that
+                                        # bench_mppi_gpu.py --from-json renders
     python benchmarks/bench_control.py --only RTI,ipopt   # only rows whose label matches
                                                           # (case-insensitive; no file write)
 
@@ -20,6 +23,9 @@ blocks and QP data, QP solve with its checks, the rest of `act`).
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +41,6 @@ from metasym_control.control import run_closed_loop
 from metasym_control.controllers.baseline import BaselineController
 from metasym_control.controllers.common import history_memory
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
-from metasym_control.controllers.nmpc import NMPC, NMPCConfig
 from metasym_control.dynamics import expand_memory
 from metasym_control.envs.quadrotor import QuadrotorEnv, QuadrotorParams
 from metasym_control.models.baselines import MLPModel
@@ -220,6 +225,7 @@ class PyTorchMPPIController:
 
 # ------------------------------------------------------------------------------ runs
 ONLY: list[str] = []  # label filters from --only (empty: every row)
+SKIP_CPU: list[bool] = [False]  # --skip-cpu: the GPU rows alone
 
 
 def wanted(name: str, model_name: str) -> bool:
@@ -263,7 +269,7 @@ def closed_loop_row(
 ) -> Row | None:
     """Fly `make()` on the figure-8 for `steps` control steps; time every act (None: the row
     is filtered out by --only)."""
-    if not wanted(name, model_name):
+    if not wanted(name, model_name) or (SKIP_CPU[0] and device == "cpu"):
         return None
     ctrl = make()
     run_closed_loop(env, ctrl, 3, seed=1, history_len=history_len)  # warm-up (JIT, graphs)
@@ -291,6 +297,88 @@ def closed_loop_row(
     return row
 
 
+def gpu_rows(
+    learned: Any,
+    learned_name: str,
+    env: QuadrotorEnv,
+    steps: int,
+    horizon: int,
+    dev: str,
+    name: str,
+    with_compile: bool = True,
+) -> list[Row]:
+    """MPPI rows on the device `dev` (named `name`), float32: K 256 / 1024 / 4096 at the
+    table's horizon, then the goal's setting (default model, K 4096, T 30) eager, graphed,
+    compiled (`with_compile`) and with the fused rollout (MetaSym), and pytorch-mppi on the
+    same model."""
+    task = env.task
+    hist = int(learned.history_len)
+    rows: list[Row] = []
+
+    def add(row: Row | None) -> None:
+        if row is not None:
+            rows.append(row)
+
+    gpu_model = copy.deepcopy(learned).to(device=dev, dtype=torch.float32)
+    fused = hasattr(gpu_model, "rollout_kernel")  # MetaSym: the one-launch rollout
+    graph_w = {"cuda_graph": True, "plan_rollout": "weighted"}
+    variants: list[tuple[int, int, str, dict[str, Any], str]] = [
+        (k, horizon, "MPPI (CUDA graph, weighted plan)", graph_w, "torch")
+        for k in (256, 1024, 4096)
+    ]
+    variants += [
+        (4096, 30, "MPPI (eager)", {}, "torch"),
+        (4096, 30, "MPPI (CUDA graph)", {"cuda_graph": True}, "torch"),
+        (4096, 30, "MPPI (CUDA graph, weighted plan)", graph_w, "torch"),
+    ]
+    if fused:
+        variants += [
+            (k, t, "MPPI (CUDA graph, weighted plan, fused rollout)", graph_w, "triton")
+            for k, t in ((1024, horizon), (4096, horizon), (4096, 30))
+        ]
+        variants.append(
+            (4096, 30, "MPPI (CUDA graph, weighted plan, fused tf32)", graph_w, "triton-tf32")
+        )
+    if with_compile:  # 30-90 s of compilation on the first call
+        variants.append(
+            (
+                4096,
+                30,
+                "MPPI (compiled, CUDA graph, weighted plan)",
+                {**graph_w, "compile": True},
+                "torch",
+            )
+        )
+    for k, t_h, label, kw, kernel in variants:
+        if fused:
+            gpu_model.rollout_kernel = kernel
+
+        def make(k: int = k, t_h: int = t_h, kw: dict[str, Any] = kw) -> Any:
+            cfg = MPPIConfig(horizon=t_h, num_samples=k, **{**MPPI_TUNED, **kw})
+            return MPPI(gpu_model, task, cfg, device=dev, dtype=torch.float32)
+
+        try:
+            add(closed_loop_row(label, learned_name, name, str(k), t_h, make, env, steps, hist))
+        except Exception as exc:  # one variant failing must not lose the others
+            print(f"{label} K {k} T {t_h}: failed: {type(exc).__name__}: {exc}", flush=True)
+    if fused:
+        gpu_model.rollout_kernel = "torch"
+    add(
+        closed_loop_row(
+            "pytorch-mppi (no_grad)",
+            learned_name,
+            name,
+            "4096",
+            30,
+            lambda: PyTorchMPPIController(gpu_model, task, 4096, 30, dev, torch.float32),
+            env,
+            steps,
+            hist,
+        )
+    )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU MPPI rows")
@@ -305,6 +393,8 @@ def main() -> None:
     )
     ap.add_argument("--fit-seconds", type=float, default=None, help="MLP stand-in fit time")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--skip-cpu", action="store_true", help="only the GPU rows; implies --no-write")
+    ap.add_argument("--json", type=Path, help="also write the rows here (JSON)")
     ap.add_argument(
         "--only",
         default="",
@@ -313,6 +403,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     ONLY[:] = [f.strip().lower() for f in args.only.split(",") if f.strip()]
+    SKIP_CPU[0] = args.skip_cpu
     torch.set_num_threads(args.threads)
     steps = args.steps or (60 if args.quick else 150)
     fit_s = args.fit_seconds if args.fit_seconds is not None else (10.0 if args.quick else 40.0)
@@ -383,7 +474,12 @@ def main() -> None:
 
     # gradient-based MPC
     def nmpc(model: Any, **kw: Any) -> Callable[[], Any]:
-        return lambda: NMPC(model, task, NMPCConfig(horizon=horizon, **kw), dtype=dtype)
+        def make() -> Any:
+            from metasym_control.controllers.nmpc import NMPC, NMPCConfig  # CasADi: CPU rows
+
+            return NMPC(model, task, NMPCConfig(horizon=horizon, **kw), dtype=dtype)
+
+        return make
 
     add(
         closed_loop_row(
@@ -444,53 +540,11 @@ def main() -> None:
         )
     )
 
-    # GPU rows: the goal's setting (default model, K 4096, T 30), eager and CUDA graph
     if args.device.startswith("cuda") and torch.cuda.is_available():
-        dev = args.device
-        gpu_model = learned.to(device=dev) if hasattr(learned, "to") else learned
-        name = torch.cuda.get_device_name(torch.device(dev))
-        variants = [
-            (20, "MPPI (CUDA graph)", {"cuda_graph": True}),
-            (30, "MPPI (eager)", {}),
-            (30, "MPPI (CUDA graph)", {"cuda_graph": True}),
-            (
-                30,
-                "MPPI (CUDA graph, weighted plan)",
-                {"cuda_graph": True, "plan_rollout": "weighted"},
-            ),
-            (
-                30,
-                "MPPI (compiled, CUDA graph, weighted plan)",
-                {"cuda_graph": True, "plan_rollout": "weighted", "compile": True},
-            ),
-        ]
-        for t_h, label, kw in variants:
-            add(
-                closed_loop_row(
-                    label,
-                    learned_name,
-                    name,
-                    "4096",
-                    t_h,
-                    mppi(gpu_model, 4096, t_h, device=dev, **kw),
-                    env,
-                    steps,
-                    hist,
-                )
-            )
-        add(
-            closed_loop_row(
-                "pytorch-mppi (no_grad)",
-                learned_name,
-                name,
-                "4096",
-                30,
-                lambda: PyTorchMPPIController(gpu_model, task, 4096, 30, dev, dtype),
-                env,
-                steps,
-            )
+        name = torch.cuda.get_device_name(torch.device(args.device))
+        rows += gpu_rows(
+            learned, learned_name, env, steps, horizon, args.device, name, not args.quick
         )
-        learned.to(device="cpu")
 
     header = [
         "controller",
@@ -553,7 +607,7 @@ def main() -> None:
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine_description()}.",
             "",
             f"Figure-8 (x = 1.25 sin t, z = 1.5 + 0.75 sin 2t), X2 quadrotor, {steps} control "
-            f"steps of 20 ms, seed 0, float64. "
+            f"steps of 20 ms, seed 0, float64 (GPU rows: float32). "
             "Latency = wall time of `act` (history encoding, reference, solve, fallback "
             "checks). RMSE = position error over the run, including the start from rest. "
             f"The learned model is {learned_name}"
@@ -577,7 +631,18 @@ def main() -> None:
     )
     print()
     print("\n".join(goals))
-    if not args.no_write and not ONLY:
+    if args.json:
+        on_gpu = args.device.startswith("cuda") and torch.cuda.is_available()
+        run = {
+            "device": torch.cuda.get_device_name(0) if on_gpu else args.device,
+            "torch": torch.__version__,
+            "closed_loop": True,
+            "steps": steps,
+            "model": learned_name,
+            "rows": [dataclasses.asdict(r) for r in rows],
+        }
+        args.json.write_text(json.dumps(run, indent=1))
+    if not args.no_write and not ONLY and not args.skip_cpu:
         path = write_section("control", md)
         print(f"wrote section 'control' of {path}")
 

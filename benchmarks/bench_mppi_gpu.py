@@ -43,6 +43,9 @@ COMBOS: list[tuple[str, int, dict[str, Any]]] = [
     ("MetaSym fused", 30, {}),
     ("MetaSym", 30, {}),
     ("MetaSym", 30, {"cuda_graph": True}),
+]
+# torch.compile rows: 30-90 s of compilation each on the first call (--with-compile)
+COMPILED: list[tuple[str, int, dict[str, Any]]] = [
     ("MetaSym fused", 30, {**W, "compile": True}),
     ("MetaSym", 30, {**W, "compile": True}),
 ]
@@ -81,11 +84,13 @@ def measure(
     fresh: bool = False,
     only: list[str] | None = None,
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+    with_compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Median and p90 latency (ms) of `MPPI.act` for each combination, K = 4096, float32.
 
     `device="cpu"` with few samples and steps is a quick dry run of the script itself;
-    `only`: substrings of the model names to run (None: all). A row that fails records its
+    `only`: substrings of the row keys to run, the model name and the option names (e.g.
+    "fused", "compile"; None: all). A row that fails records its
     error instead of timings. `on_row` gets the rows so far after each one (a lent machine
     may be taken back mid-run).
     """
@@ -93,8 +98,9 @@ def measure(
     x_ref, _ = task.reference(np.arange(steps + 40) * 0.02)
     rng = np.random.default_rng(0)
     rows = []
-    for name, horizon, options in COMBOS:
-        if only and not any(o in name for o in only):
+    for name, horizon, options in COMBOS + (COMPILED if with_compile else []):
+        key = " ".join([name, *options])  # e.g. "MetaSym fused cuda_graph plan_rollout compile"
+        if only and not any(o in key for o in only):
             continue
         try:
             row = _measure_one(name, horizon, options, steps, device, samples, fresh, x_ref, rng)
@@ -224,6 +230,30 @@ def sweep(
     return rows
 
 
+def _closed_loop_table(run: dict[str, Any]) -> str:
+    """Markdown table of a `bench_control.py --json` run (latency and tracking RMSE)."""
+    body = [
+        [
+            r["controller"],
+            r["k"],
+            r["horizon"],
+            f"{r['median_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            "—" if r["rmse"] is None else f"{r['rmse']:.3f}",
+            "—" if r["fallbacks"] is None else r["fallbacks"],
+        ]
+        for r in run["rows"]
+        if r["device"] != "cpu"
+    ]
+    head = (
+        f"Closed loop on the figure-8 (`bench_control.py --device cuda --skip-cpu`), "
+        f"{run['model']}, {run['steps']} control steps, float32; latency of `act`, position "
+        "RMSE in m:\n\n"
+    )
+    cols = ["controller", "K", "T", "median ms", "p90 ms", "RMSE m", "fallbacks"]
+    return head + markdown_table(cols, body)
+
+
 def _sweep_table(rows: list[dict[str, Any]], samples: int) -> str:
     """Markdown table of a `sweep` run."""
     body = [
@@ -253,6 +283,9 @@ def section(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         out += ["", f"Device: {run['device']}, torch {run.get('torch', '?')}."]
         out += [run["note"], ""] if "note" in run else [""]
+        if run.get("closed_loop"):  # `bench_control.py --device cuda --json`: flown rows
+            out.append(_closed_loop_table(run))
+            continue
         if any("config" in r for r in run["rows"]):  # a `--sweep` run: the rollout alone
             out.append(_sweep_table(run["rows"], run.get("samples", 4096)))
             continue
@@ -290,7 +323,10 @@ def main() -> None:
     ap.add_argument("--from-json", type=Path, nargs="*", help="recorded runs to render")
     ap.add_argument("--dry-run", action="store_true", help="a few CPU steps, nothing written")
     ap.add_argument("--fresh", action="store_true", help="an untrained default MetaSym")
-    ap.add_argument("--only", nargs="*", help="substrings of the model names to run")
+    ap.add_argument(
+        "--only", nargs="*", help="substrings of the row keys (model name, option names) to run"
+    )
+    ap.add_argument("--with-compile", action="store_true", help="also the torch.compile rows")
     ap.add_argument(
         "--sweep", type=Path, help="time the fused rollout alone per launch option; JSON here"
     )
@@ -308,7 +344,16 @@ def main() -> None:
         args.sweep.write_text(json.dumps(run, indent=1))
         return
     if args.dry_run:
-        print(measure(steps=3, device="cpu", samples=64, fresh=args.fresh, only=args.only))
+        print(
+            measure(
+                steps=3,
+                device="cpu",
+                samples=64,
+                fresh=args.fresh,
+                only=args.only,
+                with_compile=args.with_compile,
+            )
+        )
         return
     if args.from_json:
         runs = [json.loads(p.read_text()) for p in args.from_json]
@@ -322,7 +367,7 @@ def main() -> None:
             if args.out:
                 args.out.write_text(json.dumps(run, indent=1))
 
-        save(measure(fresh=args.fresh, only=args.only, on_row=save))
+        save(measure(fresh=args.fresh, only=args.only, on_row=save, with_compile=args.with_compile))
         runs = [run]
     text = section(runs)
     print(text)

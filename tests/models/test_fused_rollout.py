@@ -143,7 +143,8 @@ def test_fused_rollout_equals_the_torch_path_on_cuda() -> None:
     errors = scope["check"]("cuda", ["triton", "triton-tf32"])
     exact = {k: v for k, v in errors.items() if k.endswith("triton")}
     tf32 = {k: v for k, v in errors.items() if k.endswith("tf32")}
-    assert max(exact.values()) < 1e-5, errors
+    # summation order only (the interpreter's: below 2e-6); a wrong tile is O(1)
+    assert max(exact.values()) < 1e-4, errors
     assert max(tf32.values()) < 2e-2, errors  # tensor-core products: 10-bit mantissas
 
 
@@ -158,8 +159,8 @@ def test_mppi_with_the_fused_rollout_matches_the_torch_path_on_cuda() -> None:
     from metasym_control.envs.quadrotor import Figure8Task
 
     torch.manual_seed(0)
-    model = MetaSym(13, 4, 0.02, coords=quadrotor_coordinates(), device="cuda")
-    model = model.to(torch.float32)
+    coords = quadrotor_coordinates()
+    model = MetaSym(13, 4, 0.02, coords=coords, device="cuda", dtype=torch.float32)
     torch.nn.init.normal_(model.decoder.head.weight, std=0.05)
     task = Figure8Task()
     x_ref, _ = task.reference(np.arange(12) * 0.02)
