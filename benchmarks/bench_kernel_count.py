@@ -22,8 +22,24 @@ from metasym_control.control import History
 from metasym_control.controllers.common import history_window
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
 from metasym_control.envs.quadrotor import Figure8Task
+from metasym_control.models import fused_rollout
 from metasym_control.models.coordinates import quadrotor_coordinates
 from metasym_control.models.metasym import MetaSym, MetaSymConfig
+
+FUSED_HEADER = ["products", "samples / program", "warps", "shared kB", "registers"]
+FUSED_HEADER += ["spill stores B", "spill loads B"]
+# (precision, samples per program, warps) of the fused kernel to compile
+FUSED_OPTIONS = [
+    ("tf32x3", 32, 4),
+    ("tf32x3", 32, 8),
+    ("tf32x3", 64, 4),
+    ("tf32x3", 64, 8),
+    ("tf32", 16, 4),
+    ("tf32", 32, 4),
+    ("tf32", 32, 8),
+    ("tf32", 64, 8),
+    ("ieee", 32, 4),
+]
 
 _GEMM = re.compile(r"extern_kernels\.(?:mm|addmm|bmm|baddbmm)\(")
 _FUSED = re.compile(r"^\s+(?:cpp|triton)_[a-z_]*fused_\w+\(", re.MULTILINE)
@@ -81,6 +97,26 @@ def main() -> None:
         f"CUDA devices.\nMachine: {machine_description()}.\n\n"
         + markdown_table(["self slot", "step", "matrix products", "fused kernels", "total"], rows)
     )
+    if fused_rollout.available():
+        model = MetaSym(13, 4, 0.02, MetaSymConfig(), quadrotor_coordinates(), dtype=torch.float32)
+        fused = []
+        for prec, block, warps in FUSED_OPTIONS:
+            r = fused_rollout.compile_report(model, prec, block, warps)
+            kb = r["shared_bytes"] // 1024
+            spills = [r["spill_store_bytes"], r["spill_load_bytes"]]
+            fused.append([prec, block, warps, kb, r["registers"], *spills])
+            print(fused[-1], flush=True)
+        text += (
+            "\n\nThe fused rollout (`MetaSym.rollout_kernel`, one launch for the whole "
+            "rollout, shipped architecture) compiled for sm_90a on this machine (Triton "
+            f"{fused_rollout.triton.__version__}, its ptxas): static resources per launch "
+            "option. A Hopper SM gives a block at most 227 kB of shared memory and a thread "
+            "255 registers; spills go to local memory (cached in L1).\n\n"
+            + markdown_table(
+                FUSED_HEADER,
+                fused,
+            )
+        )
     print(text)
     if not args.no_write:
         write_section("kernel-count", text)

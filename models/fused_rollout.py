@@ -31,7 +31,7 @@ try:
 except ImportError:  # optional dependency: the torch path needs none of this
     triton = None
 
-PRECISIONS = ("ieee", "tf32")
+PRECISIONS = ("tf32x3", "tf32", "ieee")
 
 
 def available() -> bool:
@@ -159,8 +159,8 @@ if triton is not None:
     # fmt: off
     @triton.jit
     def _rollout_kernel(
-        x0_ptr, u_ptr, out_ptr, wx, wu, b, n0, n1, n2, n3, n4,
-        B, T, NX, NU, L, N, W0, W1, MLP,
+        x0_ptr, u_ptr, out_ptr, wx0, wu0, b0, n00, n10, n20, n30, n40,
+        B, T, NX, NU, L, N, W0, W1, MLP, WSTEP,
         C1, CA1, CG, CA2, CO,
         BB: tl.constexpr, NXP: tl.constexpr, NUP: tl.constexpr, WP: tl.constexpr,
         MLPP: tl.constexpr, H: tl.constexpr, LP1: tl.constexpr, HL1P: tl.constexpr,
@@ -204,6 +204,13 @@ if triton is not None:
             v_off = H * (L + 1)
         cd, cmd = _plain(DM, DM)
         for t in range(T):
+            # The fold's matrices are loop-invariant; left so, the compiler hoists every tile
+            # out of the loop into shared memory (~400 kB: the launch fails). Offsetting them
+            # by t * WSTEP (0 at run time, unknown when compiling) keeps each load in the
+            # step, where the tiles stream from L1/L2.
+            wo = t * WSTEP
+            wx, wu, b = wx0 + wo, wu0 + wo, b0 + wo
+            n0, n1, n2, n3, n4 = n00 + wo, n10 + wo, n20 + wo, n30 + wo, n40 + wo
             u = tl.load(
                 u_ptr + (rows[:, None] * T + t) * NU + cu[None, :],
                 mask=rmask[:, None] & mu[None, :],
@@ -290,12 +297,49 @@ if triton is not None:
             )
 
 
+def _layout(model: MetaSym, block: int, precision: str) -> tuple[list[int], dict[str, Any]]:
+    """The kernel's integer arguments after the pointers (without B and T) and its
+    compile-time constants, for this model."""
+    cfg = model.config
+    H, L, dm, nx, nu = cfg.n_heads, cfg.history_len, cfg.d_model, model.state_dim, model.action_dim
+    widths = [w for _, w, _ in model._fold_nodes]
+    bases = [0]
+    for w in widths:
+        bases.append(bases[-1] + w)
+    w0, w1, mlp = widths[0], widths[1], widths[3]
+    lp1 = max(_pow2(L + 1, 1), 16 // H)  # H * lp1 >= 16: the weights feed `tl.dot`
+    ints = [nx, nu, L, bases[-1] + nx, w0, w1, mlp, 0, *bases[1:6]]  # 0: WSTEP
+    const = {
+        "BB": block,
+        "NXP": _pow2(nx),
+        "NUP": _pow2(nu),
+        "WP": _pow2(max(w0, w1)),
+        "MLPP": _pow2(mlp),
+        "H": H,
+        "LP1": lp1,
+        "HL1P": H * lp1,
+        "DH": dm // H,
+        "DM": dm,
+        "SELF_QK": bool(cfg.attend_self),
+        "QI": int(model.coords.quaternion_index),
+        "PREC": precision,
+    }
+    return ints, const
+
+
+def _check_options(precision: str, block: int) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"fused_rollout: precision must be one of {PRECISIONS}, got {precision!r}")
+    if block < 16 or _pow2(block) != block:
+        raise ValueError(f"fused_rollout: block must be a power of two >= 16, got {block}")
+
+
 def fused_rollout(
     model: MetaSym,
     fold: Memory,
     x0: torch.Tensor,
     actions: torch.Tensor,
-    precision: str = "ieee",
+    precision: str = "tf32x3",
     block: int = 32,
     num_warps: int = 4,
 ) -> torch.Tensor:
@@ -306,8 +350,10 @@ def fused_rollout(
         fold: `_shared_fold` of its memory: `fold_wx` (nx, N), `fold_wu` (nu, N), `fold_b`
             (N,), `fold_n0`..`fold_n4`.
         x0: (B, nx) initial states; actions: (B, T, nu) normalised actions.
-        precision: "ieee" (exact float32 products) or "tf32" (tensor cores, about 1e-3
-            relative error per product).
+        precision: how `tl.dot` multiplies: "tf32x3" (three tensor-core products, about
+            float32's accuracy; default), "tf32" (one, about 1e-3 relative error a product)
+            or "ieee" (CUDA cores; compiled for sm_90 it spills heavily, see
+            `compile_report`).
         block: samples per program (a power of two >= 16).
         num_warps: warps per program (Triton's launch option).
 
@@ -317,10 +363,7 @@ def fused_rollout(
     reason = unsupported_reason(model, x0)
     if reason is not None:
         raise ValueError(f"fused_rollout: {reason}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"fused_rollout: precision must be one of {PRECISIONS}, got {precision!r}")
-    if block < 16 or _pow2(block) != block:
-        raise ValueError(f"fused_rollout: block must be a power of two >= 16, got {block}")
+    _check_options(precision, block)
     B, T, nu = actions.shape
     nx = model.state_dim
     if x0.shape != (B, nx) or nu != model.action_dim:
@@ -328,29 +371,95 @@ def fused_rollout(
             f"fused_rollout: x0 {tuple(x0.shape)} and actions {tuple(actions.shape)} do not "
             f"match (B, {nx}) and (B, T, {model.action_dim})"
         )
-    cfg = model.config
-    H, L, dm = cfg.n_heads, cfg.history_len, cfg.d_model
-    widths = [w for _, w, _ in model._fold_nodes]
-    bases = [0]
-    for w in widths:
-        bases.append(bases[-1] + w)
-    w0, w1, mlp = widths[0], widths[1], widths[3]
     mats = [fold[k].contiguous() for k in ("fold_wx", "fold_wu", "fold_b")]
     mats += [fold[f"fold_n{k}"].contiguous() for k in range(5)]
     out = torch.empty(B, T, nx, dtype=x0.dtype, device=x0.device)
     if T == 0:
         return out
-    lp1 = max(_pow2(L + 1, 1), 16 // H)  # H * lp1 >= 16: the weights feed `tl.dot`
+    ints, const = _layout(model, block, precision)
     kernel: Any = _rollout_kernel
-    # fmt: off
+    # num_stages=1: Triton's software pipelining would stage every weight tile of the next
+    # step in shared memory (over 200 kB for this model; the launch fails)
     kernel[(triton.cdiv(B, block),)](
-        x0.contiguous(), actions.contiguous(), out, *mats,
-        B, T, nx, nu, L, bases[-1] + nx, w0, w1, mlp,
-        bases[1], bases[2], bases[3], bases[4], bases[5],
-        BB=block, NXP=_pow2(nx), NUP=_pow2(nu), WP=_pow2(max(w0, w1)), MLPP=_pow2(mlp),
-        H=H, LP1=lp1, HL1P=H * lp1, DH=dm // H, DM=dm,
-        SELF_QK=bool(cfg.attend_self), QI=int(model.coords.quaternion_index), PREC=precision,
+        x0.contiguous(),
+        actions.contiguous(),
+        out,
+        *mats,
+        B,
+        T,
+        *ints,
+        **const,
         num_warps=num_warps,
+        num_stages=1,
+        enable_fp_fusion=True,  # multiply-adds fused, stated (Triton 3.9 warns when unset)
     )
-    # fmt: on
     return out
+
+
+def compile_report(
+    model: MetaSym,
+    precision: str = "tf32x3",
+    block: int = 32,
+    num_warps: int = 4,
+    arch: int = 90,
+) -> dict[str, Any]:
+    """Compile the kernel for an NVIDIA architecture on this machine (no GPU needed) and
+    report its static resources: what decides whether it launches and how much it spills.
+
+    Args:
+        model: the model whose layout to compile for; precision, block, num_warps: as in
+            `fused_rollout`; arch: compute capability x 10 (90: Hopper, H100 / H200).
+
+    Returns:
+        {"shared_bytes": shared memory per program, "registers": per thread,
+        "spill_store_bytes", "spill_load_bytes", "stack_bytes": per thread (ptxas -v)}.
+    """
+    if triton is None:
+        raise RuntimeError("compile_report needs Triton (pip install triton)")
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+
+    _check_options(precision, block)
+    _, const = _layout(model, block, precision)
+    kernel: Any = _rollout_kernel
+    names = list(kernel.arg_names)
+    n_ptr = 11  # x0, actions, out, then the fold's 8 matrices
+    sig = {
+        n: ("*fp32" if i < n_ptr else "constexpr" if n in const else "i32")
+        for i, n in enumerate(names)
+    }
+    constexprs = {(names.index(k),): v for k, v in const.items()}
+    compiled = triton.compile(
+        ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
+        target=GPUTarget("cuda", arch, 32),
+        options={"num_warps": num_warps, "num_stages": 1, "enable_fp_fusion": True},
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = f"{tmp}/k.ptx"
+        with open(ptx, "w") as f:
+            f.write(compiled.asm["ptx"])
+        gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+        run = subprocess.run(
+            [get_ptxas(arch).path, "-v", f"--gpu-name={gpu}", ptx, "-o", f"{tmp}/k.cubin"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    log = run.stdout + run.stderr
+
+    def grab(pattern: str) -> int:
+        m = re.search(pattern, log)
+        return int(m.group(1)) if m else 0
+
+    return {
+        "shared_bytes": int(compiled.metadata.shared),
+        "registers": grab(r"Used (\d+) registers"),
+        "spill_store_bytes": grab(r"(\d+) bytes spill stores"),
+        "spill_load_bytes": grab(r"(\d+) bytes spill loads"),
+        "stack_bytes": grab(r"(\d+) bytes stack frame"),
+    }

@@ -96,8 +96,9 @@ class MetaSym(LearnedModel):
             (default; see `_folds`), "always" or "never". A runtime speed choice, not saved.
         rollout_kernel: how `rollout` runs the folded step: "torch" (default: T steps of
             torch operators), or "triton" / "triton-tf32" (the whole rollout in one Triton
-            kernel launch, `models/fused_rollout.py`; CUDA and float32; tf32 products on
-            tensor cores). A runtime speed choice, not saved.
+            kernel launch, `models/fused_rollout.py`; CUDA and float32; products on tensor
+            cores, three tf32 products each for float32 accuracy, or one). A runtime speed
+            choice, not saved.
 
     Args:
         state_dim: nx; action_dim: nu; dt: control period (s).
@@ -384,7 +385,7 @@ class MetaSym(LearnedModel):
                 )
             from metasym_control.models.fused_rollout import fused_rollout
 
-            precision = "tf32" if kernel == "triton-tf32" else "ieee"
+            precision = "tf32" if kernel == "triton-tf32" else "tf32x3"
             return fused_rollout(self, fold, x, ua, precision).view(*lead, T, nx)
         pu = torch.matmul(ua, fold["fold_wu"]) + fold["fold_b"]  # (B, T, N)
         xs = []
