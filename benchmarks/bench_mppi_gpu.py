@@ -189,8 +189,10 @@ def sweep(
     hs = torch.randn(L, 13, generator=g).to(device)
     hs[:, 3:7] = torch.tensor([1.0, 0.0, 0.0, 0.0])
     ha = torch.zeros(L, 4, device=device)
-    mem = expand_memory(model.init_memory(hs, ha), (samples,))
-    fold = _shared_fold(mem)
+    mem = expand_memory(model.init_memory(hs, ha), (samples,))  # the torch path's chain
+    model.rollout_kernel = "triton"  # the kernel's stream form
+    fold = _shared_fold(expand_memory(model.init_memory(hs, ha), (samples,)))
+    model.rollout_kernel = "torch"
     assert fold is not None
     x0 = hs[-1].expand(samples, 13).contiguous()
     us = (0.3 * torch.randn(samples, horizon, 4, generator=g)).to(device)

@@ -1,10 +1,13 @@
-"""MetaSym's folded rollout as one Triton kernel: T steps of B samples in a single launch.
+"""MetaSym's planner rollout as one Triton kernel: T steps of B samples in a single launch.
 
 On a GPU a planner rollout of a small model is bound by kernel launches: the folded step
 (`MetaSym._fold`) still launches about a dozen kernels a step, 450 for an MPPI update at
 T = 30. This kernel runs the whole rollout in one launch. Each program owns a block of
-samples and keeps its states in registers for all T steps; every matrix of the fold is read
-from the (cached) memory entries as tiles, so nothing is repacked per control step.
+samples and keeps its states in registers for all T steps; the step's matrices are read as
+tiles from the memory entries, so nothing is repacked per control step. It runs the step in
+stream form (`MetaSym._stream_fold`): every node reads the d_model-wide residual stream, which
+streams under half the weights of the torch path's chain per step (21k against 46k floats,
+padded).
 
 Supported: the default MetaSym family (two tanh stages in the encoder, two attention nodes
 with one GELU MLP between them, either self slot), float32, CUDA tensors, or CPU tensors
@@ -47,6 +50,23 @@ def _pow2(n: int, low: int = 16) -> int:
     return p
 
 
+def stream_form_reason(model: MetaSym) -> str | None:
+    """Why the model's structure has no stream form for the kernel, or None (no Triton needed).
+
+    Args:
+        model: the MetaSym model.
+    """
+    kinds = [k for k, _, _ in model._fold_nodes]
+    attn = "attn_qk" if model.config.attend_self else "attn"
+    if kinds != ["tanh", "tanh", attn, "gelu", attn]:
+        return f"the fused rollout supports nodes tanh, tanh, {attn}, gelu, {attn}; got {kinds}"
+    cfg = model.config
+    dh = cfg.d_model // cfg.n_heads
+    if _pow2(cfg.n_heads, 1) != cfg.n_heads or _pow2(dh, 1) != dh or dh * cfg.n_heads < 16:
+        return "the fused rollout needs power-of-two heads and head width, d_model >= 16"
+    return None
+
+
 def unsupported_reason(model: MetaSym, x: torch.Tensor) -> str | None:
     """Why `fused_rollout` cannot run this model on this tensor, or None if it can.
 
@@ -60,15 +80,7 @@ def unsupported_reason(model: MetaSym, x: torch.Tensor) -> str | None:
         return f"the fused rollout runs float32 only, got {x.dtype}"
     if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return f"the fused rollout needs a CUDA device (or TRITON_INTERPRET=1), got {x.device}"
-    kinds = [k for k, _, _ in model._fold_nodes]
-    attn = "attn_qk" if model.config.attend_self else "attn"
-    if kinds != ["tanh", "tanh", attn, "gelu", attn]:
-        return f"the fused rollout supports nodes tanh, tanh, {attn}, gelu, {attn}; got {kinds}"
-    cfg = model.config
-    dh = cfg.d_model // cfg.n_heads
-    if _pow2(cfg.n_heads, 1) != cfg.n_heads or _pow2(dh, 1) != dh or dh * cfg.n_heads < 16:
-        return "the fused rollout needs power-of-two heads and head width, d_model >= 16"
-    return None
+    return stream_form_reason(model)
 
 
 if triton is not None:
@@ -98,30 +110,10 @@ if triton is not None:
         return acc + tl.dot(a, w, input_precision=PREC)
 
     @triton.jit
-    def _pre(
-        x,
-        u,
-        wx,
-        wu,
-        b,
-        N,
-        c0,
-        ci,
-        cm,
-        BB: tl.constexpr,
-        NX,
-        NXP: tl.constexpr,
-        NU,
-        NUP: tl.constexpr,
-        PREC: tl.constexpr,
-    ):
-        """The inputs' part of a pre-activation block: x @ Wx + u @ Wu + b at columns c0 + ci."""
-        rx, mx = _plain(NXP, NX)
-        ru, mu = _plain(NUP, NU)
-        bias = tl.load(b + c0 + ci, mask=cm, other=0.0)
-        acc = tl.zeros((BB, 1), dtype=tl.float32) + bias[None, :]
-        acc = _mm(acc, x, wx, N, 0, rx, mx, c0, ci, cm, PREC)
-        return _mm(acc, u, wu, N, 0, ru, mu, c0, ci, cm, PREC)
+    def _bias(ptr, c0, ci, cm, BB: tl.constexpr):
+        """(BB, len(ci)): the constants at columns c0 + ci, on every row."""
+        b = tl.load(ptr + c0 + ci, mask=cm, other=0.0)
+        return tl.zeros((BB, 1), dtype=tl.float32) + b[None, :]
 
     @triton.jit
     def _tanh(z):
@@ -159,21 +151,22 @@ if triton is not None:
     # fmt: off
     @triton.jit
     def _rollout_kernel(
-        x0_ptr, u_ptr, out_ptr, wx0, wu0, b0, n00, n10, n20, n30, n40,
-        B, T, NX, NU, L, N, W0, W1, MLP, WSTEP,
-        C1, CA1, CG, CA2, CO,
+        x0_ptr, u_ptr, out_ptr,
+        swx0, swu0, sb0, sn00, sn10, a0w0, a0b0, a0v0, mw10, mb10, mw20, a1w0, a1b0, a1v0, hd0,
+        B, T, NX, NU, L, W0, W1, MLP, WA, WSTEP,
         BB: tl.constexpr, NXP: tl.constexpr, NUP: tl.constexpr, WP: tl.constexpr,
         MLPP: tl.constexpr, H: tl.constexpr, LP1: tl.constexpr, HL1P: tl.constexpr,
         DH: tl.constexpr, DM: tl.constexpr, SELF_QK: tl.constexpr, QI: tl.constexpr,
         PREC: tl.constexpr,
     ):
         # fmt: on
-        """T folded MetaSym steps for BB samples (see `fused_rollout` for the layout).
+        """T MetaSym steps in stream form for BB samples (layout: `MetaSym._stream_fold`).
 
-        Column bases of the pre-activation accumulator: tanh 0 at 0, tanh 1 at C1, attention
-        1 at CA1, GELU at CG, attention 2 at CA2, the next state at CO; node k's matrix n{k}
-        holds the columns after node k (from the next node's base), so its leading dimension
-        is N minus that base.
+        Input columns (`fold_s_wx`, `fold_s_wu`, `fold_s_b`, leading dimension NS): tanh
+        stage 0 at 0, stage 1 at W0, the stream at CH = W0 + W1, the next state at CO =
+        CH + DM. Stage 0's matrix holds [stage 1 | stream | state], stage 1's [stream |
+        state]. Attention i: `a{i}w` (DM, WA) to [scores | (q | k) | v], `a{i}v` from
+        [weights incl. self | self weight * v] back to the stream; the MLP `mw1`, `mw2`.
         """
         rows = tl.program_id(0) * BB + tl.arange(0, BB)
         rmask = rows < B
@@ -182,107 +175,81 @@ if triton is not None:
         x = tl.load(
             x0_ptr + rows[:, None] * NX + cx[None, :], mask=rmask[:, None] & mx[None, :], other=0.0
         )
-        ld0, ld1, ld2, ld3, ld4 = N - C1, N - CA1, N - CG, N - CA2, N - CO
-        # row maps of each node's output into the matrices it feeds
-        r0, m0 = _plain(WP, W0)
-        r1, m1 = _plain(WP, W1)
+        NS = W0 + W1 + DM + NX
+        CH = W0 + W1
+        CO = CH + DM
+        c0, m0 = _plain(WP, W0)  # stage 0's columns, and its output's rows
+        c1, m1 = _plain(WP, W1)
+        cd, md = _plain(DM, DM)
+        cg, mg = _plain(MLPP, MLP)
         rp, mp = _heads(HL1P, LP1, H, L + 1, L + 1)  # softmax weights incl. the self slot
-        rv, mv = _plain(DM, DM)
-        rv = rv + H * (L + 1)  # the self weight times the value, after the weights
-        rg, mg = _plain(MLPP, MLP)
-        # column maps of the pre-activation blocks
-        cw0, cmw0 = _plain(WP, W0)
-        cw1, cmw1 = _plain(WP, W1)
-        cg, cmg = _plain(MLPP, MLP)
+        rv = cd + H * (L + 1)  # the self weight times the value, after the weights
         if SELF_QK:  # [window scores (H*L) | q | k | v]
-            cs, cms = _heads(HL1P, LP1, H, L, L)
+            cs, ms = _heads(HL1P, LP1, H, L, L)
             q_off = H * L
             v_off = H * L + 2 * DM
         else:  # [scores incl. the self slot (H*(L+1)) | v]
-            cs, cms = _heads(HL1P, LP1, H, L + 1, L + 1)
+            cs, ms = _heads(HL1P, LP1, H, L + 1, L + 1)
             q_off = 0
             v_off = H * (L + 1)
-        cd, cmd = _plain(DM, DM)
         for t in range(T):
-            # The fold's matrices are loop-invariant; left so, the compiler hoists every tile
-            # out of the loop into shared memory (~400 kB: the launch fails). Offsetting them
-            # by t * WSTEP (0 at run time, unknown when compiling) keeps each load in the
-            # step, where the tiles stream from L1/L2.
+            # The matrices are loop-invariant; left so, the compiler may hoist every tile out
+            # of the loop. Offsetting them by t * WSTEP (0 at run time, unknown when
+            # compiling) keeps each load in the step, where the tiles stream from L1/L2.
             wo = t * WSTEP
-            wx, wu, b = wx0 + wo, wu0 + wo, b0 + wo
-            n0, n1, n2, n3, n4 = n00 + wo, n10 + wo, n20 + wo, n30 + wo, n40 + wo
+            swx, swu, sb, sn0, sn1 = swx0 + wo, swu0 + wo, sb0 + wo, sn00 + wo, sn10 + wo
+            a0w, a0b, a0v = a0w0 + wo, a0b0 + wo, a0v0 + wo
+            a1w, a1b, a1v = a1w0 + wo, a1b0 + wo, a1v0 + wo
+            mw1, mb1, mw2, hd = mw10 + wo, mb10 + wo, mw20 + wo, hd0 + wo
             u = tl.load(
                 u_ptr + (rows[:, None] * T + t) * NU + cu[None, :],
                 mask=rmask[:, None] & mu[None, :],
                 other=0.0,
             )
             # encoder tanh stages
-            y0 = _tanh(_pre(x, u, wx, wu, b, N, 0, cw0, cmw0, BB, NX, NXP, NU, NUP, PREC))
-            a = _pre(x, u, wx, wu, b, N, C1, cw1, cmw1, BB, NX, NXP, NU, NUP, PREC)
-            y1 = _tanh(_mm(a, y0, n0, ld0, 0, r0, m0, 0, cw1, cmw1, PREC))
-            # attention 1: scores, (q, k), v
-            s = _pre(x, u, wx, wu, b, N, CA1, cs, cms, BB, NX, NXP, NU, NUP, PREC)
-            s = _mm(s, y0, n0, ld0, 0, r0, m0, CA1 - C1, cs, cms, PREC)
-            s = _mm(s, y1, n1, ld1, 0, r1, m1, 0, cs, cms, PREC)
-            v = _pre(x, u, wx, wu, b, N, CA1 + v_off, cd, cmd, BB, NX, NXP, NU, NUP, PREC)
-            v = _mm(v, y0, n0, ld0, 0, r0, m0, CA1 - C1 + v_off, cd, cmd, PREC)
-            v = _mm(v, y1, n1, ld1, 0, r1, m1, v_off, cd, cmd, PREC)
+            a = _mm(_bias(sb, 0, c0, m0, BB), x, swx, NS, 0, cx, mx, 0, c0, m0, PREC)
+            y0 = _tanh(_mm(a, u, swu, NS, 0, cu, mu, 0, c0, m0, PREC))
+            a = _mm(_bias(sb, W0, c1, m1, BB), x, swx, NS, 0, cx, mx, W0, c1, m1, PREC)
+            a = _mm(a, u, swu, NS, 0, cu, mu, W0, c1, m1, PREC)
+            y1 = _tanh(_mm(a, y0, sn0, W1 + DM + NX, 0, c0, m0, 0, c1, m1, PREC))
+            # the stream h0 (token embedding) and the state's direct part
+            h = _mm(_bias(sb, CH, cd, md, BB), x, swx, NS, 0, cx, mx, CH, cd, md, PREC)
+            h = _mm(h, u, swu, NS, 0, cu, mu, CH, cd, md, PREC)
+            h = _mm(h, y0, sn0, W1 + DM + NX, 0, c0, m0, W1, cd, md, PREC)
+            h = _mm(h, y1, sn1, DM + NX, 0, c1, m1, 0, cd, md, PREC)
+            xn = _mm(_bias(sb, CO, cx, mx, BB), x, swx, NS, 0, cx, mx, CO, cx, mx, PREC)
+            xn = _mm(xn, u, swu, NS, 0, cu, mu, CO, cx, mx, PREC)
+            xn = _mm(xn, y0, sn0, W1 + DM + NX, 0, c0, m0, W1 + DM, cx, mx, PREC)
+            xn = _mm(xn, y1, sn1, DM + NX, 0, c1, m1, DM, cx, mx, PREC)
+            # attention 1
+            s = _mm(_bias(a0b, 0, cs, ms, BB), h, a0w, WA, 0, cd, md, 0, cs, ms, PREC)
+            v = _mm(_bias(a0b, v_off, cd, md, BB), h, a0w, WA, 0, cd, md, v_off, cd, md, PREC)
             own = tl.zeros((BB, H), dtype=tl.float32)
             if SELF_QK:
-                q = _pre(x, u, wx, wu, b, N, CA1 + q_off, cd, cmd, BB, NX, NXP, NU, NUP, PREC)
-                q = _mm(q, y0, n0, ld0, 0, r0, m0, CA1 - C1 + q_off, cd, cmd, PREC)
-                q = _mm(q, y1, n1, ld1, 0, r1, m1, q_off, cd, cmd, PREC)
-                k = _pre(x, u, wx, wu, b, N, CA1 + q_off + DM, cd, cmd, BB, NX, NXP, NU, NUP, PREC)
-                k = _mm(k, y0, n0, ld0, 0, r0, m0, CA1 - C1 + q_off + DM, cd, cmd, PREC)
-                k = _mm(k, y1, n1, ld1, 0, r1, m1, q_off + DM, cd, cmd, PREC)
+                q = _mm(_bias(a0b, q_off, cd, md, BB), h, a0w, WA, 0, cd, md, q_off, cd, md, PREC)
+                k = _bias(a0b, q_off + DM, cd, md, BB)
+                k = _mm(k, h, a0w, WA, 0, cd, md, q_off + DM, cd, md, PREC)
                 own = tl.sum(tl.reshape(q * k, (BB, H, DH)), axis=2)
-            p1, ov1 = _softmax_attn(s, own, v, L, BB, H, LP1, HL1P, DH, DM, SELF_QK)
+            p, ov = _softmax_attn(s, own, v, L, BB, H, LP1, HL1P, DH, DM, SELF_QK)
+            h = _mm(h, p, a0v, DM, 0, rp, mp, 0, cd, md, PREC)
+            h = _mm(h, ov, a0v, DM, 0, rv, md, 0, cd, md, PREC)
             # GELU MLP
-            g = _pre(x, u, wx, wu, b, N, CG, cg, cmg, BB, NX, NXP, NU, NUP, PREC)
-            g = _mm(g, y0, n0, ld0, 0, r0, m0, CG - C1, cg, cmg, PREC)
-            g = _mm(g, y1, n1, ld1, 0, r1, m1, CG - CA1, cg, cmg, PREC)
-            g = _mm(g, p1, n2, ld2, 0, rp, mp, 0, cg, cmg, PREC)
-            g = _mm(g, ov1, n2, ld2, 0, rv, mv, 0, cg, cmg, PREC)
+            g = _mm(_bias(mb1, 0, cg, mg, BB), h, mw1, MLP, 0, cd, md, 0, cg, mg, PREC)
             g = 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))
+            h = _mm(h, g, mw2, DM, 0, cg, mg, 0, cd, md, PREC)
             # attention 2 (the meta-attention)
-            s = _pre(x, u, wx, wu, b, N, CA2, cs, cms, BB, NX, NXP, NU, NUP, PREC)
-            s = _mm(s, y0, n0, ld0, 0, r0, m0, CA2 - C1, cs, cms, PREC)
-            s = _mm(s, y1, n1, ld1, 0, r1, m1, CA2 - CA1, cs, cms, PREC)
-            s = _mm(s, p1, n2, ld2, 0, rp, mp, CA2 - CG, cs, cms, PREC)
-            s = _mm(s, ov1, n2, ld2, 0, rv, mv, CA2 - CG, cs, cms, PREC)
-            s = _mm(s, g, n3, ld3, 0, rg, mg, 0, cs, cms, PREC)
-            v = _pre(x, u, wx, wu, b, N, CA2 + v_off, cd, cmd, BB, NX, NXP, NU, NUP, PREC)
-            v = _mm(v, y0, n0, ld0, 0, r0, m0, CA2 - C1 + v_off, cd, cmd, PREC)
-            v = _mm(v, y1, n1, ld1, 0, r1, m1, CA2 - CA1 + v_off, cd, cmd, PREC)
-            v = _mm(v, p1, n2, ld2, 0, rp, mp, CA2 - CG + v_off, cd, cmd, PREC)
-            v = _mm(v, ov1, n2, ld2, 0, rv, mv, CA2 - CG + v_off, cd, cmd, PREC)
-            v = _mm(v, g, n3, ld3, 0, rg, mg, v_off, cd, cmd, PREC)
+            s = _mm(_bias(a1b, 0, cs, ms, BB), h, a1w, WA, 0, cd, md, 0, cs, ms, PREC)
+            v = _mm(_bias(a1b, v_off, cd, md, BB), h, a1w, WA, 0, cd, md, v_off, cd, md, PREC)
             if SELF_QK:
-                o = CA2 + q_off
-                q = _pre(x, u, wx, wu, b, N, o, cd, cmd, BB, NX, NXP, NU, NUP, PREC)
-                q = _mm(q, y0, n0, ld0, 0, r0, m0, o - C1, cd, cmd, PREC)
-                q = _mm(q, y1, n1, ld1, 0, r1, m1, o - CA1, cd, cmd, PREC)
-                q = _mm(q, p1, n2, ld2, 0, rp, mp, o - CG, cd, cmd, PREC)
-                q = _mm(q, ov1, n2, ld2, 0, rv, mv, o - CG, cd, cmd, PREC)
-                q = _mm(q, g, n3, ld3, 0, rg, mg, o - CA2, cd, cmd, PREC)
-                o = CA2 + q_off + DM
-                k = _pre(x, u, wx, wu, b, N, o, cd, cmd, BB, NX, NXP, NU, NUP, PREC)
-                k = _mm(k, y0, n0, ld0, 0, r0, m0, o - C1, cd, cmd, PREC)
-                k = _mm(k, y1, n1, ld1, 0, r1, m1, o - CA1, cd, cmd, PREC)
-                k = _mm(k, p1, n2, ld2, 0, rp, mp, o - CG, cd, cmd, PREC)
-                k = _mm(k, ov1, n2, ld2, 0, rv, mv, o - CG, cd, cmd, PREC)
-                k = _mm(k, g, n3, ld3, 0, rg, mg, o - CA2, cd, cmd, PREC)
+                q = _mm(_bias(a1b, q_off, cd, md, BB), h, a1w, WA, 0, cd, md, q_off, cd, md, PREC)
+                k = _bias(a1b, q_off + DM, cd, md, BB)
+                k = _mm(k, h, a1w, WA, 0, cd, md, q_off + DM, cd, md, PREC)
                 own = tl.sum(tl.reshape(q * k, (BB, H, DH)), axis=2)
-            p2, ov2 = _softmax_attn(s, own, v, L, BB, H, LP1, HL1P, DH, DM, SELF_QK)
-            # the next state
-            xn = _pre(x, u, wx, wu, b, N, CO, cx, mx, BB, NX, NXP, NU, NUP, PREC)
-            xn = _mm(xn, y0, n0, ld0, 0, r0, m0, CO - C1, cx, mx, PREC)
-            xn = _mm(xn, y1, n1, ld1, 0, r1, m1, CO - CA1, cx, mx, PREC)
-            xn = _mm(xn, p1, n2, ld2, 0, rp, mp, CO - CG, cx, mx, PREC)
-            xn = _mm(xn, ov1, n2, ld2, 0, rv, mv, CO - CG, cx, mx, PREC)
-            xn = _mm(xn, g, n3, ld3, 0, rg, mg, CO - CA2, cx, mx, PREC)
-            xn = _mm(xn, p2, n4, ld4, 0, rp, mp, 0, cx, mx, PREC)
-            xn = _mm(xn, ov2, n4, ld4, 0, rv, mv, 0, cx, mx, PREC)
+            p, ov = _softmax_attn(s, own, v, L, BB, H, LP1, HL1P, DH, DM, SELF_QK)
+            h = _mm(h, p, a1v, DM, 0, rp, mp, 0, cd, md, PREC)
+            h = _mm(h, ov, a1v, DM, 0, rv, md, 0, cd, md, PREC)
+            # the next state: the direct part plus the final stream through the head
+            xn = _mm(xn, h, hd, NX, 0, cd, md, 0, cx, mx, PREC)
             if QI >= 0:  # unit quaternion with w >= 0 (`CoordinateMap.postprocess`)
                 qm = (cx >= QI) & (cx < QI + 4)
                 nrm = tl.sqrt(tl.sum(tl.where(qm[None, :], xn * xn, 0.0), axis=1))
@@ -297,18 +264,22 @@ if triton is not None:
             )
 
 
+# the stream form's entries (`MetaSym._stream_fold`), in the kernel's pointer order
+_MATRICES = (
+    "wx", "wu", "b", "n0", "n1", "a0_w", "a0_b", "a0_vw", "m0_w1", "m0_b1", "m0_w2",
+    "a1_w", "a1_b", "a1_vw", "head",
+)  # fmt: skip
+
+
 def _layout(model: MetaSym, block: int, precision: str) -> tuple[list[int], dict[str, Any]]:
     """The kernel's integer arguments after the pointers (without B and T) and its
     compile-time constants, for this model."""
     cfg = model.config
     H, L, dm, nx, nu = cfg.n_heads, cfg.history_len, cfg.d_model, model.state_dim, model.action_dim
-    widths = [w for _, w, _ in model._fold_nodes]
-    bases = [0]
-    for w in widths:
-        bases.append(bases[-1] + w)
-    w0, w1, mlp = widths[0], widths[1], widths[3]
+    widths = [w for _, w, _ in model._fold_nodes]  # tanh, tanh, attention, GELU, attention
+    w0, w1, wa, mlp = widths[0], widths[1], widths[2], widths[3]
     lp1 = max(_pow2(L + 1, 1), 16 // H)  # H * lp1 >= 16: the weights feed `tl.dot`
-    ints = [nx, nu, L, bases[-1] + nx, w0, w1, mlp, 0, *bases[1:6]]  # 0: WSTEP
+    ints = [nx, nu, L, w0, w1, mlp, wa, 0]  # 0: WSTEP
     const = {
         "BB": block,
         "NXP": _pow2(nx),
@@ -347,13 +318,12 @@ def fused_rollout(
 
     Args:
         model: the MetaSym model the fold belongs to (structure and coordinates).
-        fold: `_shared_fold` of its memory: `fold_wx` (nx, N), `fold_wu` (nu, N), `fold_b`
-            (N,), `fold_n0`..`fold_n4`.
+        fold: `_shared_fold` of a memory made with `rollout_kernel` set: the stream form's
+            `fold_s_*` entries (`MetaSym._stream_fold`).
         x0: (B, nx) initial states; actions: (B, T, nu) normalised actions.
         precision: how `tl.dot` multiplies: "tf32x3" (three tensor-core products, about
             float32's accuracy; default), "tf32" (one, about 1e-3 relative error a product)
-            or "ieee" (CUDA cores; compiled for sm_90 it spills heavily, see
-            `compile_report`).
+            or "ieee" (float32 on CUDA cores).
         block: samples per program (a power of two >= 16).
         num_warps: warps per program (Triton's launch option).
 
@@ -371,8 +341,12 @@ def fused_rollout(
             f"fused_rollout: x0 {tuple(x0.shape)} and actions {tuple(actions.shape)} do not "
             f"match (B, {nx}) and (B, T, {model.action_dim})"
         )
-    mats = [fold[k].contiguous() for k in ("fold_wx", "fold_wu", "fold_b")]
-    mats += [fold[f"fold_n{k}"].contiguous() for k in range(5)]
+    if "fold_s_b" not in fold:
+        raise ValueError(
+            "fused_rollout: the memory has no stream form; make it with init_memory after "
+            "setting MetaSym.rollout_kernel"
+        )
+    mats = [fold["fold_s_" + k].contiguous() for k in _MATRICES]
     out = torch.empty(B, T, nx, dtype=x0.dtype, device=x0.device)
     if T == 0:
         return out
@@ -428,7 +402,7 @@ def compile_report(
     _, const = _layout(model, block, precision)
     kernel: Any = _rollout_kernel
     names = list(kernel.arg_names)
-    n_ptr = 11  # x0, actions, out, then the fold's 8 matrices
+    n_ptr = 3 + len(_MATRICES)  # x0, actions, out, then the stream form's matrices
     sig = {
         n: ("*fp32" if i < n_ptr else "constexpr" if n in const else "i32")
         for i, n in enumerate(names)

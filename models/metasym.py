@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from metasym_control.dynamics import Memory
 from metasym_control.models.coordinates import CoordinateMap
 from metasym_control.models.decoder import ActiveDecoder, DecoderConfig, compact_broadcast
+from metasym_control.models.fused_rollout import stream_form_reason
 from metasym_control.models.learned import Batch, LearnedModel
 from metasym_control.models.symplectic import (
     ActivationShear,
@@ -271,7 +272,8 @@ class MetaSym(LearnedModel):
         Layout: the columns of a running accumulator are [each node's pre-activation, in
         order | the next state before projection (nx)]. Entries: `fold_wx` (nx, N),
         `fold_wu` (nu, N), `fold_b` (N,) for the inputs, and `fold_n{k}` (w_k, N_k) from
-        node k to the columns after it.
+        node k to the columns after it. With `rollout_kernel` set (and a structure the kernel
+        supports) it returns the kernel's stream form instead (`_stream_fold`).
         """
         nx, nu, d = self.state_dim, self.action_dim, self.coords.dim_q
         ref = self.decoder.head.weight
@@ -331,7 +333,17 @@ class MetaSym(LearnedModel):
 
         direct_in = {j: st.pre.x for j, st in enumerate(stages)}
         direct_in[out_n] = to_x + e_x @ can_out
-        w_in = block(nx + nu, direct_in, inv[:, None] * we[: nx + nu] + e_x @ w_e, -1)
+        stream_x = inv[:, None] * we[: nx + nu] + e_x @ w_e  # (nx+nu, dm) into the stream
+        if self.rollout_kernel != "torch" and stream_form_reason(self) is None:
+            # the fused kernel's stream form instead of the chain (not both: each costs
+            # about 150 small operators per control step)
+            inputs = torch.cat(  # (nx+nu, w0 + w1 + dm + nx)
+                [stages[0].pre.x, stages[1].pre.x, stream_x, direct_in[out_n]], dim=1
+            )
+            consts = [stages[0].pre.c, stages[1].pre.c, c_h, c_x + dec["c_head"] @ head]
+            from_stage = [(_pad(stages[1].pre.ts, n_st)[0], e_ts[0]), (None, e_ts[1])]
+            return self._stream_fold(inputs, torch.cat(consts), from_stage, dec, head, w_e, can_out)
+        w_in = block(nx + nu, direct_in, stream_x, -1)
         bias = [st.pre.c for st in stages]
         bias += [cons[n][1] + c_h @ cons[n][0] for n in range(n_st, out_n)]
         bias.append(c_x + c_h @ head + dec["c_head"] @ head)
@@ -363,6 +375,59 @@ class MetaSym(LearnedModel):
                 k += 1
         return out
 
+    def _stream_fold(
+        self,
+        inputs: torch.Tensor,
+        consts: torch.Tensor,
+        from_stage: list[tuple[torch.Tensor | None, torch.Tensor | None]],
+        dec: Memory,
+        head: torch.Tensor,
+        w_e: torch.Tensor,
+        can_out: torch.Tensor,
+    ) -> Memory:
+        """The same step in stream form, for the fused rollout kernel (`fused_rollout.py`).
+
+        Each node reads the d_model-wide residual stream instead of every earlier node's
+        output: under half the chain's weights, which a kernel streams every step.
+
+        Args:
+            inputs: (nx+nu, Ns) from [x, u] to the columns [tanh stage 0 | stage 1 | stream
+                h0 | next state before the head]; consts: (Ns,) their constants.
+            from_stage: per tanh stage, its coefficient on stage 1's pre-activation (stage
+                0 only) and on the encoder output e (or None where it does not enter).
+            dec: `ActiveDecoder.fold_shared` of the window; head: (dm, nx) the scaled head;
+            w_e: (2d, dm) e into the stream; can_out: (2d, nx) e into the state.
+
+        Returns:
+            `fold_s_wx` (nx, Ns), `fold_s_wu` (nu, Ns), `fold_s_b` (Ns,); `fold_s_n0` (w0,
+            w1 + dm + nx) and `fold_s_n1` (w1, dm + nx), each stage to the columns after it;
+            the decoder's per-layer matrices as `fold_s_a{i}_*`, `fold_s_m{i}_*`; and
+            `fold_s_head` (dm, nx). The next state is the last block plus the final stream
+            times the head.
+        """
+        nx = self.state_dim
+        widths = [st[1] for st in self._fold_nodes[:2]]
+        ref = head
+        blocks = []
+        for j, (to_t1, to_e) in enumerate(from_stage):
+            w = widths[j]
+            cols = [ref.new_zeros(w, widths[1]) if to_t1 is None else to_t1] if j == 0 else []
+            for m in (w_e, can_out):
+                cols.append(ref.new_zeros(w, m.shape[1]) if to_e is None else to_e @ m)
+            blocks.append(torch.cat(cols, dim=1))
+        out: Memory = {
+            "fold_s_wx": inputs[:nx],
+            "fold_s_wu": inputs[nx:],
+            "fold_s_b": consts,
+            "fold_s_n0": blocks[0],
+            "fold_s_n1": blocks[1],
+            "fold_s_head": head,
+        }
+        for k, v in dec.items():
+            if k.startswith(("fold_a", "fold_m")):
+                out["fold_s_" + k[len("fold_") :]] = v
+        return out
+
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
         """Predict T steps: x0 (..., nx), actions (..., T, nu) -> (..., T, nx), x0 excluded.
 
@@ -370,6 +435,11 @@ class MetaSym(LearnedModel):
         the input matrix in one product before the loop (one product fewer per step), or
         the whole rollout is one kernel launch (`rollout_kernel`).
         """
+        kernel = self.rollout_kernel
+        if kernel not in ("torch", "triton", "triton-tf32"):
+            raise ValueError(
+                f"MetaSym.rollout_kernel must be torch, triton or triton-tf32, got {kernel!r}"
+            )
         fold = _shared_fold(memory)
         if fold is None:
             return super().rollout(x0, actions, memory)
@@ -377,16 +447,13 @@ class MetaSym(LearnedModel):
         nx, nu, T = self.state_dim, self.action_dim, actions.shape[-2]
         x = x0.expand(*lead, nx).reshape(-1, nx)  # (B, nx)
         ua = actions.expand(*lead, T, nu).reshape(-1, T, nu)  # (B, T, nu)
-        kernel = self.rollout_kernel
         if kernel != "torch":
-            if kernel not in ("triton", "triton-tf32"):
-                raise ValueError(
-                    f"MetaSym.rollout_kernel must be torch, triton or triton-tf32, got {kernel!r}"
-                )
             from metasym_control.models.fused_rollout import fused_rollout
 
             precision = "tf32" if kernel == "triton-tf32" else "tf32x3"
             return fused_rollout(self, fold, x, ua, precision).view(*lead, T, nx)
+        if "fold_b" not in fold:  # a stream-form memory (made for the kernel): general path
+            return super().rollout(x0, actions, memory)
         pu = torch.matmul(ua, fold["fold_wu"]) + fold["fold_b"]  # (B, T, N)
         xs = []
         for k in range(T):
@@ -449,7 +516,7 @@ class MetaSym(LearnedModel):
         x2 = x.expand(*lead, self.state_dim).reshape(-1, self.state_dim)  # (B, nx)
         u2 = u.expand(*lead, self.action_dim).reshape(-1, self.action_dim)  # (B, nu)
         fold = _shared_fold(memory)
-        if fold is not None:
+        if fold is not None and "fold_b" in fold:  # the chain (not the kernel's stream form)
             x_next = self._step_folded(x2, u2, fold)
             return self.coords.postprocess(x_next).view(*lead, self.state_dim), memory
         e, dx = self._encode(x2)  # (B, 2d), (B, nx)
@@ -510,9 +577,10 @@ def _shared_fold(memory: Memory) -> Memory | None:
     Entries broadcast to the samples (stride-0 leading dimensions) are read back as views;
     a memory without fold entries, or whose entries differ per sample, takes the general path.
     """
-    if "fold_b" not in memory:
+    key = "fold_b" if "fold_b" in memory else "fold_s_b"  # the chain, or the stream form
+    if key not in memory:
         return None
-    n_lead = memory["fold_b"].dim() - 1
+    n_lead = memory[key].dim() - 1
     out: Memory = {}
     for k, v in memory.items():
         if not k.startswith("fold_"):
