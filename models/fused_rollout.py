@@ -148,6 +148,30 @@ if triton is not None:
         ov = tl.reshape(p_self[:, :, None] * tl.reshape(v, (BB, H, DH)), (BB, DM))
         return tl.reshape(p3, (BB, HL1P)), ov
 
+    @triton.jit
+    def _attention(
+        h, aw, ab, av, WA, L, cd, md, cs, ms, rp, mp, rv, q_off, v_off,
+        BB: tl.constexpr, H: tl.constexpr, LP1: tl.constexpr, HL1P: tl.constexpr,
+        DH: tl.constexpr, DM: tl.constexpr, SELF_QK: tl.constexpr, PREC: tl.constexpr,
+    ):  # fmt: skip
+        """h + one attention layer of the stream form: (BB, DM) -> (BB, DM).
+
+        `aw` (DM, WA) maps the stream to [scores | (q | k) | v] (column maps cs / ms and the
+        offsets q_off, v_off), `av` maps [weights incl. self (rows rp / mp) | self weight *
+        v (rows rv)] back to the stream.
+        """
+        s = _mm(_bias(ab, 0, cs, ms, BB), h, aw, WA, 0, cd, md, 0, cs, ms, PREC)
+        v = _mm(_bias(ab, v_off, cd, md, BB), h, aw, WA, 0, cd, md, v_off, cd, md, PREC)
+        own = tl.zeros((BB, H), dtype=tl.float32)
+        if SELF_QK:  # the own score: the token's query times its own key, per head
+            q = _mm(_bias(ab, q_off, cd, md, BB), h, aw, WA, 0, cd, md, q_off, cd, md, PREC)
+            k = _bias(ab, q_off + DM, cd, md, BB)
+            k = _mm(k, h, aw, WA, 0, cd, md, q_off + DM, cd, md, PREC)
+            own = tl.sum(tl.reshape(q * k, (BB, H, DH)), axis=2)
+        p, ov = _softmax_attn(s, own, v, L, BB, H, LP1, HL1P, DH, DM, SELF_QK)
+        h = _mm(h, p, av, DM, 0, rp, mp, 0, cd, md, PREC)
+        return _mm(h, ov, av, DM, 0, rv, md, 0, cd, md, PREC)
+
     # fmt: off
     @triton.jit
     def _rollout_kernel(
@@ -221,33 +245,18 @@ if triton is not None:
             xn = _mm(xn, u, swu, NS, 0, cu, mu, CO, cx, mx, PREC)
             xn = _mm(xn, y0, sn0, W1 + DM + NX, 0, c0, m0, W1 + DM, cx, mx, PREC)
             xn = _mm(xn, y1, sn1, DM + NX, 0, c1, m1, DM, cx, mx, PREC)
-            # attention 1
-            s = _mm(_bias(a0b, 0, cs, ms, BB), h, a0w, WA, 0, cd, md, 0, cs, ms, PREC)
-            v = _mm(_bias(a0b, v_off, cd, md, BB), h, a0w, WA, 0, cd, md, v_off, cd, md, PREC)
-            own = tl.zeros((BB, H), dtype=tl.float32)
-            if SELF_QK:
-                q = _mm(_bias(a0b, q_off, cd, md, BB), h, a0w, WA, 0, cd, md, q_off, cd, md, PREC)
-                k = _bias(a0b, q_off + DM, cd, md, BB)
-                k = _mm(k, h, a0w, WA, 0, cd, md, q_off + DM, cd, md, PREC)
-                own = tl.sum(tl.reshape(q * k, (BB, H, DH)), axis=2)
-            p, ov = _softmax_attn(s, own, v, L, BB, H, LP1, HL1P, DH, DM, SELF_QK)
-            h = _mm(h, p, a0v, DM, 0, rp, mp, 0, cd, md, PREC)
-            h = _mm(h, ov, a0v, DM, 0, rv, md, 0, cd, md, PREC)
-            # GELU MLP
+            # attention 1, the GELU MLP, attention 2 (the meta-attention), on the stream
+            h = _attention(
+                h, a0w, a0b, a0v, WA, L, cd, md, cs, ms, rp, mp, rv, q_off, v_off,
+                BB, H, LP1, HL1P, DH, DM, SELF_QK, PREC,
+            )  # fmt: skip
             g = _mm(_bias(mb1, 0, cg, mg, BB), h, mw1, MLP, 0, cd, md, 0, cg, mg, PREC)
             g = 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))
             h = _mm(h, g, mw2, DM, 0, cg, mg, 0, cd, md, PREC)
-            # attention 2 (the meta-attention)
-            s = _mm(_bias(a1b, 0, cs, ms, BB), h, a1w, WA, 0, cd, md, 0, cs, ms, PREC)
-            v = _mm(_bias(a1b, v_off, cd, md, BB), h, a1w, WA, 0, cd, md, v_off, cd, md, PREC)
-            if SELF_QK:
-                q = _mm(_bias(a1b, q_off, cd, md, BB), h, a1w, WA, 0, cd, md, q_off, cd, md, PREC)
-                k = _bias(a1b, q_off + DM, cd, md, BB)
-                k = _mm(k, h, a1w, WA, 0, cd, md, q_off + DM, cd, md, PREC)
-                own = tl.sum(tl.reshape(q * k, (BB, H, DH)), axis=2)
-            p, ov = _softmax_attn(s, own, v, L, BB, H, LP1, HL1P, DH, DM, SELF_QK)
-            h = _mm(h, p, a1v, DM, 0, rp, mp, 0, cd, md, PREC)
-            h = _mm(h, ov, a1v, DM, 0, rv, md, 0, cd, md, PREC)
+            h = _attention(
+                h, a1w, a1b, a1v, WA, L, cd, md, cs, ms, rp, mp, rv, q_off, v_off,
+                BB, H, LP1, HL1P, DH, DM, SELF_QK, PREC,
+            )  # fmt: skip
             # the next state: the direct part plus the final stream through the head
             xn = _mm(xn, h, hd, NX, 0, cd, md, 0, cx, mx, PREC)
             if QI >= 0:  # unit quaternion with w >= 0 (`CoordinateMap.postprocess`)
@@ -365,7 +374,6 @@ def fused_rollout(
         **const,
         num_warps=num_warps,
         num_stages=1,
-        enable_fp_fusion=True,  # multiply-adds fused, stated (Triton 3.9 warns when unset)
     )
     return out
 
