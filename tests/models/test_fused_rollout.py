@@ -27,19 +27,12 @@ from metasym_control.dynamics import expand_memory
 from metasym_control.models.coordinates import coordinates_for_env, quadrotor_coordinates
 from metasym_control.models.metasym import MetaSym, MetaSymConfig
 from metasym_control.toy import TOY_ENV_ID
+from perturbed import perturb
 
 def build(nx, nu, config, coords, env, device):
     torch.manual_seed(0)
     m = MetaSym(nx, nu, 0.02, config, coords, env, device=device, dtype=torch.float32)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-        m.state_mean.normal_()
-        m.state_std.uniform_(0.5, 2.0)
-        m.action_mean.normal_()
-        m.action_std.uniform_(0.5, 2.0)
-        m.delta_std.uniform_(0.1, 1.0)
-        m._on_normalization()
+    m = perturb(m, 0.1)
     m.fold_mode = "always"
     return m
 
@@ -151,7 +144,9 @@ def test_a_stream_form_memory_runs_the_general_path_in_torch() -> None:
 def test_fused_rollout_equals_the_torch_path_in_the_interpreter() -> None:
     """The kernel's program, run by Triton's interpreter on the CPU (the env variable is read
     when the kernel is defined, hence a fresh process)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    here = os.path.dirname(os.path.abspath(__file__))  # for `perturbed`
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     code = textwrap.dedent(_CHECK) + "\nprint(json.dumps(check('cpu', ['triton'])))\n"
     run = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from perturbed import perturb
 from torch.func import jacrev, vmap
 
 from metasym_control.dynamics import AdaptBudget, DynamicsModel, expand_memory, rollout_by_steps
@@ -122,16 +123,7 @@ def test_folded_step_equals_general_step(config: MetaSymConfig) -> None:
     fold by default only on CUDA); it must equal the general path."""
     torch.manual_seed(0)
     coords = quadrotor_coordinates()
-    m = MetaSym(13, 4, 0.02, config, coords, "MetaSymQuadrotor-v0")
-    with torch.no_grad():  # every parameter and statistic away from its neutral start
-        for p in m.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-        m.state_mean.normal_()
-        m.state_std.uniform_(0.5, 2.0)
-        m.action_mean.normal_()
-        m.action_std.uniform_(0.5, 2.0)
-        m.delta_std.uniform_(0.1, 1.0)
-        m._on_normalization()
+    m = perturb(MetaSym(13, 4, 0.02, config, coords, "MetaSymQuadrotor-v0"), 0.3)
     L = m.history_len
     g = torch.Generator().manual_seed(4)
     hs = torch.randn(L, 13, generator=g, dtype=torch.float64)
