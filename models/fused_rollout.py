@@ -35,6 +35,12 @@ except ImportError:  # optional dependency: the torch path needs none of this
     triton = None
 
 PRECISIONS = ("tf32x3", "tf32", "ieee")
+# (samples per program, warps) per precision: the fastest launch of the rollout alone at
+# K 4096, T 30 on an H100 (`bench_mppi_gpu.py --sweep`, BENCHMARKS.md "control-gpu")
+LAUNCH = {"tf32x3": (64, 4), "tf32": (32, 8), "ieee": (32, 4)}
+# launches that faulted there (illegal memory access, both precisions, Triton 3.6; cause not
+# found): refused, since a fault leaves the process's CUDA context unusable
+FAULTED = ((64, 8),)
 
 
 def available() -> bool:
@@ -307,11 +313,16 @@ def _layout(model: MetaSym, block: int, precision: str) -> tuple[list[int], dict
     return ints, const
 
 
-def _check_options(precision: str, block: int) -> None:
+def _check_options(precision: str, block: int, num_warps: int = 4) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"fused_rollout: precision must be one of {PRECISIONS}, got {precision!r}")
     if block < 16 or _pow2(block) != block:
         raise ValueError(f"fused_rollout: block must be a power of two >= 16, got {block}")
+    if (block, num_warps) in FAULTED:
+        raise ValueError(
+            f"fused_rollout: block {block} with {num_warps} warps faulted on an H100 (illegal "
+            "memory access); choose another launch"
+        )
 
 
 def fused_rollout(
@@ -320,8 +331,8 @@ def fused_rollout(
     x0: torch.Tensor,
     actions: torch.Tensor,
     precision: str = "tf32x3",
-    block: int = 32,
-    num_warps: int = 4,
+    block: int | None = None,
+    num_warps: int | None = None,
 ) -> torch.Tensor:
     """Roll the folded step out T steps in one kernel launch.
 
@@ -333,8 +344,8 @@ def fused_rollout(
         precision: how `tl.dot` multiplies: "tf32x3" (three tensor-core products, about
             float32's accuracy; default), "tf32" (one, about 1e-3 relative error a product)
             or "ieee" (float32 on CUDA cores).
-        block: samples per program (a power of two >= 16).
-        num_warps: warps per program (Triton's launch option).
+        block: samples per program (a power of two >= 16); num_warps: warps per program
+            (Triton's launch option); None: the precision's `LAUNCH`.
 
     Returns:
         (B, T, nx) the predicted states, x0 excluded; equal to repeated `MetaSym.step`.
@@ -342,7 +353,11 @@ def fused_rollout(
     reason = unsupported_reason(model, x0)
     if reason is not None:
         raise ValueError(f"fused_rollout: {reason}")
-    _check_options(precision, block)
+    if precision not in PRECISIONS:
+        raise ValueError(f"fused_rollout: precision must be one of {PRECISIONS}, got {precision!r}")
+    block = LAUNCH[precision][0] if block is None else block
+    num_warps = LAUNCH[precision][1] if num_warps is None else num_warps
+    _check_options(precision, block, num_warps)
     B, T, nu = actions.shape
     nx = model.state_dim
     if x0.shape != (B, nx) or nu != model.action_dim:
@@ -406,7 +421,7 @@ def compile_report(
     from triton.backends.nvidia.compiler import get_ptxas
     from triton.compiler import ASTSource
 
-    _check_options(precision, block)
+    _check_options(precision, block, num_warps)
     _, const = _layout(model, block, precision)
     kernel: Any = _rollout_kernel
     names = list(kernel.arg_names)

@@ -95,11 +95,14 @@ class MetaSym(LearnedModel):
     Attributes:
         fold_mode: when `init_memory` of one history adds the folded planner step: "auto"
             (default; see `_folds`), "always" or "never". A runtime speed choice, not saved.
-        rollout_kernel: how `rollout` runs the folded step: "torch" (default: T steps of
-            torch operators), or "triton" / "triton-tf32" (the whole rollout in one Triton
-            kernel launch, `models/fused_rollout.py`; CUDA and float32; products on tensor
-            cores, three tf32 products each for float32 accuracy, or one). A runtime speed
-            choice, not saved.
+        rollout_kernel: how `rollout` runs the folded step: "torch" (T steps of torch
+            operators), "triton" / "triton-tf32" (the whole rollout in one Triton kernel
+            launch, `models/fused_rollout.py`; CUDA and float32; products on tensor cores,
+            three tf32 products each for float32 accuracy, or one, about 4e-2 relative
+            error over 30 steps), or "auto" (default): "triton" for float32 CUDA models when
+            Triton is installed and the structure is supported, else "torch". With the
+            kernel, `init_memory` makes the kernel's stream form, and `step` then takes the
+            general path. A runtime speed choice, not saved.
 
     Args:
         state_dim: nx; action_dim: nu; dt: control period (s).
@@ -160,7 +163,7 @@ class MetaSym(LearnedModel):
         # when one history's step is folded: "auto", "always" or "never" (see `_folds`); a
         # runtime choice of speed, not part of the model (not saved)
         self.fold_mode = "auto"
-        self.rollout_kernel = "torch"
+        self.rollout_kernel = "auto"
         # the folded step's nonlinear nodes in order, (kind, width): the encoder's tanh
         # stages, then per attention layer its softmax over [window, self] per head and,
         # in the ordinary blocks, the MLP's GELU
@@ -334,7 +337,7 @@ class MetaSym(LearnedModel):
         direct_in = {j: st.pre.x for j, st in enumerate(stages)}
         direct_in[out_n] = to_x + e_x @ can_out
         stream_x = inv[:, None] * we[: nx + nu] + e_x @ w_e  # (nx+nu, dm) into the stream
-        if self.rollout_kernel != "torch" and stream_form_reason(self) is None:
+        if self._kernel_for(stream_x) != "torch" and stream_form_reason(self) is None:
             # the fused kernel's stream form instead of the chain (not both: each costs
             # about 150 small operators per control step)
             inputs = torch.cat(  # (nx+nu, w0 + w1 + dm + nx)
@@ -435,11 +438,7 @@ class MetaSym(LearnedModel):
         the input matrix in one product before the loop (one product fewer per step), or
         the whole rollout is one kernel launch (`rollout_kernel`).
         """
-        kernel = self.rollout_kernel
-        if kernel not in ("torch", "triton", "triton-tf32"):
-            raise ValueError(
-                f"MetaSym.rollout_kernel must be torch, triton or triton-tf32, got {kernel!r}"
-            )
+        kernel = self._kernel_for(x0)
         fold = _shared_fold(memory)
         if fold is None:
             return super().rollout(x0, actions, memory)
@@ -447,7 +446,7 @@ class MetaSym(LearnedModel):
         nx, nu, T = self.state_dim, self.action_dim, actions.shape[-2]
         x = x0.expand(*lead, nx).reshape(-1, nx)  # (B, nx)
         ua = actions.expand(*lead, T, nu).reshape(-1, T, nu)  # (B, T, nu)
-        if kernel != "torch":
+        if kernel != "torch" and (self.rollout_kernel != "auto" or "fold_s_b" in fold):
             from metasym_control.models.fused_rollout import fused_rollout
 
             precision = "tf32" if kernel == "triton-tf32" else "tf32x3"
@@ -460,6 +459,21 @@ class MetaSym(LearnedModel):
             x = self.coords.postprocess(self._step_folded(x, None, fold, pu[:, k]))
             xs.append(x)
         return torch.stack(xs, dim=1).view(*lead, T, nx)
+
+    def _kernel_for(self, x: torch.Tensor) -> str:
+        """`rollout_kernel` resolved for tensors like x (device, dtype): "torch", "triton" or
+        "triton-tf32" ("auto": the kernel where it runs, see the attribute)."""
+        kernel = self.rollout_kernel
+        if kernel not in ("auto", "torch", "triton", "triton-tf32"):
+            raise ValueError(
+                f"MetaSym.rollout_kernel must be auto, torch, triton or triton-tf32, got {kernel!r}"
+            )
+        if kernel == "auto":
+            from metasym_control.models.fused_rollout import unsupported_reason
+
+            ok = x.device.type == "cuda" and unsupported_reason(self, x) is None
+            return "triton" if ok else "torch"
+        return kernel
 
     def _step_folded(
         self,
