@@ -68,12 +68,15 @@ def _model(name: str, dtype: torch.dtype, device: str, fresh: bool) -> tuple[Any
     except CheckpointError:  # latency does not depend on the weights
         model = MetaSym(13, 4, 0.02, coords=quadrotor_coordinates(), device=device, dtype=dtype)
         label = "MetaSym default (untrained)"
+    model.rollout_kernel = "torch"  # the torch path unless the row names the kernel
     if name.endswith("general path"):  # the unfolded step, for comparison
         model.fold_mode = "never"
         label += ", general path"
     if " fused" in name:
         model.rollout_kernel = "triton-tf32" if name.endswith("tf32") else "triton"
-        label += ", fused Triton rollout" + (" (tf32)" if name.endswith("tf32") else "")
+        label += ", fused Triton rollout" + (
+            " (tf32)" if name.endswith("tf32") else " (the default on CUDA)"
+        )
     return model.eval(), label
 
 
@@ -137,9 +140,10 @@ def _measure_one(
         x = x_ref[i].copy()
         x[:3] += 0.05 * rng.standard_normal(3)
         t0 = time.perf_counter()
-        ctrl.act(x, i * 0.02, hist)
+        u = ctrl.act(x, i * 0.02, hist)
         _sync(device)
         times.append(time.perf_counter() - t0)
+        hist.push(x, u)  # a history that matches the states (a stale one trips fallbacks)
     ms = 1e3 * np.asarray(times[10:])  # the first calls capture and compile
     row = {"model": label, "T": horizon, **options}
     row |= {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90))}
@@ -172,18 +176,35 @@ def _update_only(ctrl: MPPI, x: np.ndarray, hist: History, n: int = 50) -> float
     return float(1e3 * np.median(times[5:]))
 
 
+# the fused rollout's launch options timed by `--sweep` ("ieee" spills, bench_kernel_count.py)
+SWEEP = [
+    (prec, block, warps)
+    for prec in ("tf32x3", "tf32")
+    for block, warps in ((16, 4), (32, 4), (32, 8), (64, 4), (128, 4))
+]
+
+
 def sweep(
-    device: str = "cuda", samples: int = 4096, horizon: int = 30, n: int = 50
+    device: str = "cuda",
+    samples: int = 4096,
+    horizon: int = 30,
+    n: int = 50,
+    configs: list[tuple[str, int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """The fused rollout alone (no MPPI around it) against the torch folded rollout, per
     launch configuration: median ms of one K x T rollout, float32, shipped or default weights.
+
+    `configs`: (precision, block, warps) to time; None: `SWEEP`. A launch that faults leaves
+    the CUDA context unusable, so each faulting configuration belongs in a run of its own.
     """
+    configs = SWEEP if configs is None else configs
     from metasym_control.dynamics import expand_memory
     from metasym_control.models.fused_rollout import fused_rollout
     from metasym_control.models.metasym import _shared_fold
 
     model, label = _model("MetaSym", torch.float32, device, fresh=False)
     model.fold_mode = "always"
+    model.rollout_kernel = "torch"
     L = model.history_len
     g = torch.Generator().manual_seed(0)
     hs = torch.randn(L, 13, generator=g).to(device)
@@ -219,16 +240,15 @@ def sweep(
                 "ms": timed(lambda: model.rollout(x0, us, mem)),
             }
         )
-        for prec in ("tf32x3", "tf32"):  # "ieee" spills (bench_kernel_count.py)
-            for block, warps in ((16, 4), (32, 4), (32, 8), (64, 4), (64, 8)):
-                cfg = f"fused, {prec}, block {block}, {warps} warps"
-                try:
-                    run = partial(fused_rollout, model, fold, x0, us, prec, block, warps)
-                    err = ((run() - ref).abs().max() / ref.abs().max()).item()
-                    rows.append({"model": label, "config": cfg, "ms": timed(run), "rel_err": err})
-                except Exception as exc:  # record and go on: a launch option may not fit
-                    rows.append({"model": label, "config": cfg, "error": f"{exc}"[:200]})
-                print(rows[-1], flush=True)
+        for prec, block, warps in configs:
+            cfg = f"fused, {prec}, block {block}, {warps} warps"
+            try:
+                run = partial(fused_rollout, model, fold, x0, us, prec, block, warps)
+                err = ((run() - ref).abs().max() / ref.abs().max()).item()
+                rows.append({"model": label, "config": cfg, "ms": timed(run), "rel_err": err})
+            except Exception as exc:  # record and go on: a launch option may not fit
+                rows.append({"model": label, "config": cfg, "error": f"{exc}"[:200]})
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -332,10 +352,23 @@ def main() -> None:
     ap.add_argument(
         "--sweep", type=Path, help="time the fused rollout alone per launch option; JSON here"
     )
+    ap.add_argument(
+        "--configs", help="with --sweep: precision:block:warps,... instead of the default set"
+    )
     args = ap.parse_args()
     if args.sweep:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
-        rows = sweep(dev, samples=4096 if dev == "cuda" else 64, n=50 if dev == "cuda" else 2)
+        configs = None
+        if args.configs:  # "tf32x3:64:4,tf32:32:8"
+            configs = [
+                (p, int(b), int(w)) for p, b, w in (c.split(":") for c in args.configs.split(","))
+            ]
+        rows = sweep(
+            dev,
+            samples=4096 if dev == "cuda" else 64,
+            n=50 if dev == "cuda" else 2,
+            configs=configs,
+        )
         name = torch.cuda.get_device_name(0) if dev == "cuda" else "cpu (Triton interpreter)"
         run = {
             "device": name,
