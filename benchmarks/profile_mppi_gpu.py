@@ -70,7 +70,9 @@ def profile(
     """Phase times (ms) of `act` and the eager plan's GPU time and kernels per piece.
 
     Returns:
-        {"phases_ms": {...}, "pieces": {piece: {"gpu_ms", "kernels"}}, "top_kernels": [...]}.
+        {"phases_ms": {...}, "act_fallbacks", "pieces": {piece: {"gpu_ms": the piece's span
+        on the GPU in eager mode, launch gaps included; "kernels": launches}},
+        "act_kernels": device kernels and busy time per `act`, "top_kernels": [...]}.
     """
     cuda = device.startswith("cuda")
 
@@ -105,8 +107,12 @@ def profile(
     eps = ctrl._sample_noise()
     out = ctrl._plan_fn(x0, warm, eps, window, x_ref, u_ref)
 
+    before = int(ctrl.last_info.get("fallback_count", 0))
+    act_ms = _median_ms(lambda: ctrl.act(state, t, hist), sync, n)
+    # a state whose plans leave the trusted region times the fallback too: say how often
+    act_fallbacks = int(ctrl.last_info.get("fallback_count", 0)) - before
     phases = {
-        "act (whole, no extra syncs)": _median_ms(lambda: ctrl.act(state, t, hist), sync, n),
+        "act (whole, no extra syncs)": act_ms,
         "reference, history window, host-to-device copy": _median_ms(prep, sync, n),
         "noise sampling": _median_ms(ctrl._sample_noise, sync, n),
         "plan (graph replay: encoding, rollout, cost, update)": _median_ms(
@@ -203,6 +209,7 @@ def profile(
         "horizon": horizon,
         "kernel": kernel,
         "phases_ms": phases,
+        "act_fallbacks": f"{act_fallbacks} of {n + 3} calls",
         "pieces": piece_rows,
         "top_kernels": top_rows,
     }
