@@ -53,6 +53,12 @@ class MPPIConfig:
             the trust/finiteness checks; "weighted" uses the softmin-weighted mean of the
             sampled trajectories instead (no second sequential rollout: about half the
             kernels on a GPU; an approximation of the plan's prediction).
+        trust_samples: give samples whose predicted states leave the model's trusted region
+            (`model.trusted_lower/upper`) infinite cost, so the update weighs only trusted
+            samples (the weighted plan, a mean of states inside the box, stays inside it);
+            if no sample is trusted all are weighed and the plan check falls back as before.
+            At horizon 30 on the figure-8 it turns 106-122 fallbacks in 150 steps (and a
+            crash with the exact plan) into 0-3 (docs/controllers.md).
         compile: run the sample-and-weigh step through `torch.compile`.
         cuda_graph: capture the sample-and-weigh step in a CUDA graph (CUDA devices only;
             ignored with a warning elsewhere).
@@ -68,6 +74,7 @@ class MPPIConfig:
     include_mean: bool = True
     seed: int = 0
     plan_rollout: Literal["exact", "weighted"] = "exact"
+    trust_samples: bool = True
     compile: bool = False
     cuda_graph: bool = False
 
@@ -137,6 +144,7 @@ class MPPI:
         self._use_graph = c.cuda_graph and self.device.type == "cuda"
         if c.cuda_graph and not self._use_graph:
             logger.warning("MPPI: cuda_graph needs a CUDA device; running eagerly on %s", device)
+        self._trust = self._trust_tensors()
         self._plan_fn: PlanFn = self._build_plan_fn()
         self.reset()
 
@@ -153,6 +161,7 @@ class MPPI:
     def set_model(self, model: DynamicsModel) -> None:
         """Predict with `model` from the next `act` on (the warm start is kept)."""
         self.model = model
+        self._trust = self._trust_tensors()
         self._plan_fn = self._build_plan_fn()
 
     def act(self, state: np.ndarray, t: float, history: Any = None) -> np.ndarray:
@@ -231,6 +240,15 @@ class MPPI:
         )
 
     # ------------------------------------------------------------------ internals
+    def _trust_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The model's trusted region (lower (nx,), upper (nx,)) on the device, if
+        `trust_samples` is set and the model declares one."""
+        bounds = trusted_bounds(self.model) if self.config.trust_samples else None
+        if bounds is None:
+            return None
+        lo, hi = (torch.as_tensor(b, device=self.device, dtype=self.dtype) for b in bounds)
+        return lo, hi
+
     def _sample_noise(self) -> torch.Tensor:
         """(K, T, nu) coloured Gaussian noise of std `noise_sigma`, sample 0 zero if asked."""
         c = self.config
@@ -290,6 +308,11 @@ class MPPI:
         stage = self.task.running_cost(x_all[:, :-1], v, x_ref[:-1], u_ref[:-1])  # (K, T)
         costs = stage.sum(-1) + self.task.terminal_cost(x_all[:, -1], x_ref[-1])  # (K,)
         costs = torch.where(torch.isfinite(costs), costs, torch.full_like(costs, math.inf))
+        if self._trust is not None:  # untrusted samples weigh nothing
+            lo, hi = self._trust
+            out = ((xs < lo) | (xs > hi)).flatten(1).any(dim=1)  # (K,)
+            drop = out & ~out.all()  # none trusted: weigh all, the plan check falls back
+            costs = torch.where(drop, torch.full_like(costs, math.inf), costs)
         gap = costs - costs.min()  # (K,)
         if self.config.normalize_costs:
             finite = torch.isfinite(gap)

@@ -204,3 +204,25 @@ def test_mppi_failed_update_falls_back_to_the_shifted_plan() -> None:
     ctrl.act(X0, 0.2)
     assert ctrl.last_info["fallback"] == "none"
     assert ctrl.last_info["fallback_count"] == 1
+
+
+class SpeedLimitModel(DoubleIntegrator):
+    """Trusted only below 0.3 m/s per axis: fast samples leave the region."""
+
+    trusted_lower = np.array([-10.0, -10.0, -0.3, -0.3])
+    trusted_upper = np.array([10.0, 10.0, 0.3, 0.3])
+
+
+def test_mppi_weighs_only_trusted_samples() -> None:
+    """With `trust_samples` (default) the samples that leave the trusted region get no
+    weight, so the plan stays inside and nothing falls back; weighing all samples, the plan
+    leaves it and the step falls back."""
+    cfg = MPPIConfig(horizon=10, num_samples=256, noise_sigma=0.5)
+    ctrl = MPPI(SpeedLimitModel(), TASK, cfg)
+    xs, _, infos = simulate(ctrl, X0, 10)
+    assert all(i["fallback"] == "none" for i in infos)
+    assert np.all(np.abs(xs[:, 2:]) <= 0.3 + 1e-9)
+    assert np.all(np.abs(ctrl.last_plan[:, 2:]) <= 0.3 + 1e-9)
+    blind = MPPI(SpeedLimitModel(), TASK, MPPIConfig(**{**cfg.__dict__, "trust_samples": False}))
+    _, _, infos2 = simulate(blind, X0, 10)
+    assert any(i["fault"] == "untrusted" for i in infos2)
