@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metasym_control.bench import markdown_table, write_section
+from metasym_control.bench import markdown_table, time_call, write_section
 from metasym_control.checkpoint import CheckpointError, load_checkpoint
 from metasym_control.control import History
 from metasym_control.controllers.common import history_window
@@ -219,16 +219,7 @@ def sweep(
     us = (0.3 * torch.randn(samples, horizon, 4, generator=g)).to(device)
 
     def timed(fn: Callable[[], torch.Tensor]) -> float:
-        for _ in range(3):  # compile and warm up
-            fn()
-        _sync(device)
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        return float(1e3 * np.median(times))
+        return float(1e3 * np.median(time_call(fn, repeat=n, warmup=3, sync=lambda: _sync(device))))
 
     rows = []
     with torch.no_grad():

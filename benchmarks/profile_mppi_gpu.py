@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from metasym_control.bench import time_call
 from metasym_control.checkpoint import load_checkpoint
 from metasym_control.control import run_closed_loop
-from metasym_control.controllers.common import history_window
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
 from metasym_control.dynamics import expand_memory
 from metasym_control.envs.quadrotor import QuadrotorEnv
@@ -47,16 +46,7 @@ class _Recorder:
 
 def _median_ms(fn: Callable[[], Any], sync: Callable[[], None], n: int) -> float:
     """Median wall ms of `fn` followed by a synchronisation, after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    sync()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return float(1e3 * np.median(times))
+    return float(1e3 * np.median(time_call(fn, repeat=n, warmup=3, sync=sync)))
 
 
 def profile(
@@ -93,13 +83,7 @@ def profile(
     c = ctrl.config
 
     def prep() -> tuple[torch.Tensor, ...]:
-        times = t + model.dt * np.arange(c.horizon + 1)
-        x_ref_np, u_ref_np = ctrl.task.reference(times)
-        hs, ha, hv = history_window(model, hist)
-        parts = [np.asarray(state, dtype=np.float64), x_ref_np, u_ref_np, hs, ha, hv]
-        flat = torch.as_tensor(np.concatenate([np.ravel(a) for a in parts]), dtype=torch.float32)
-        flat = flat.to(device)
-        return tuple(v.view(a.shape) for v, a in zip(flat.split([a.size for a in parts]), parts))
+        return ctrl._inputs(state, t, hist)
 
     x0, x_ref, u_ref, hs, ha, hv = prep()
     window = (hs, ha, hv)

@@ -180,17 +180,7 @@ class MPPI:
         c = self.config
         model = self.model
         with torch.no_grad():
-            # reference and history window, once per control step, in one host-to-device copy
-            times = t + model.dt * np.arange(c.horizon + 1)
-            x_ref_np, u_ref_np = self.task.reference(times)
-            hs, ha, hv = history_window(model, history)
-            parts = [np.asarray(state, dtype=np.float64), x_ref_np, u_ref_np, hs, ha, hv]
-            flat_in = torch.as_tensor(
-                np.concatenate([np.ravel(a) for a in parts]), dtype=self.dtype
-            ).to(self.device)
-            x0, x_ref, u_ref, hs_t, ha_t, hv_t = (
-                v.view(a.shape) for v, a in zip(flat_in.split([a.size for a in parts]), parts)
-            )
+            x0, x_ref, u_ref, hs_t, ha_t, hv_t = self._inputs(state, t, history)
             window = (hs_t, ha_t, hv_t)
             # warm start: the shifted previous plan, or the reference actions
             warm = self._warm
@@ -240,6 +230,19 @@ class MPPI:
         )
 
     # ------------------------------------------------------------------ internals
+    def _inputs(self, state: np.ndarray, t: float, history: Any) -> tuple[torch.Tensor, ...]:
+        """A control step's tensors on the device, in one host-to-device copy: x0 (nx,),
+        x_ref (T+1, nx), u_ref (T+1, nu), the history window's states (L, nx), actions
+        (L, nu) and validity (L,) (1/0)."""
+        assert self.model is not None
+        times = t + self.model.dt * np.arange(self.config.horizon + 1)
+        x_ref_np, u_ref_np = self.task.reference(times)
+        hs, ha, hv = history_window(self.model, history)
+        parts = [np.asarray(state, dtype=np.float64), x_ref_np, u_ref_np, hs, ha, hv]
+        flat = torch.as_tensor(np.concatenate([np.ravel(a) for a in parts]), dtype=self.dtype)
+        flat = flat.to(self.device)
+        return tuple(v.view(a.shape) for v, a in zip(flat.split([a.size for a in parts]), parts))
+
     def _trust_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The model's trusted region (lower (nx,), upper (nx,)) on the device, if
         `trust_samples` is set and the model declares one."""

@@ -313,9 +313,12 @@ def _layout(model: MetaSym, block: int, precision: str) -> tuple[list[int], dict
     return ints, const
 
 
-def _check_options(precision: str, block: int, num_warps: int = 4) -> None:
+def _launch(precision: str, block: int | None, num_warps: int | None) -> tuple[int, int]:
+    """The checked (block, num_warps) of a launch; None: the precision's `LAUNCH`."""
     if precision not in PRECISIONS:
         raise ValueError(f"fused_rollout: precision must be one of {PRECISIONS}, got {precision!r}")
+    block = LAUNCH[precision][0] if block is None else block
+    num_warps = LAUNCH[precision][1] if num_warps is None else num_warps
     if block < 16 or _pow2(block) != block:
         raise ValueError(f"fused_rollout: block must be a power of two >= 16, got {block}")
     if (block, num_warps) in FAULTED:
@@ -323,6 +326,7 @@ def _check_options(precision: str, block: int, num_warps: int = 4) -> None:
             f"fused_rollout: block {block} with {num_warps} warps faulted on an H100 (illegal "
             "memory access); choose another launch"
         )
+    return block, num_warps
 
 
 def fused_rollout(
@@ -353,11 +357,7 @@ def fused_rollout(
     reason = unsupported_reason(model, x0)
     if reason is not None:
         raise ValueError(f"fused_rollout: {reason}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"fused_rollout: precision must be one of {PRECISIONS}, got {precision!r}")
-    block = LAUNCH[precision][0] if block is None else block
-    num_warps = LAUNCH[precision][1] if num_warps is None else num_warps
-    _check_options(precision, block, num_warps)
+    block, num_warps = _launch(precision, block, num_warps)
     B, T, nu = actions.shape
     nx = model.state_dim
     if x0.shape != (B, nx) or nu != model.action_dim:
@@ -421,7 +421,7 @@ def compile_report(
     from triton.backends.nvidia.compiler import get_ptxas
     from triton.compiler import ASTSource
 
-    _check_options(precision, block, num_warps)
+    block, num_warps = _launch(precision, block, num_warps)
     _, const = _layout(model, block, precision)
     kernel: Any = _rollout_kernel
     names = list(kernel.arg_names)
