@@ -31,7 +31,7 @@ lint: $(STAMP) typecheck
 	$(VENV)/bin/ruff format --check .
 
 # mypy cannot follow the editable install's import hook; give it a link tree of the
-# installed layout (see ../shared/DESIGN.md, Layout).
+# installed layout (docs/ARCHITECTURE.md, "Layout and tooling").
 typecheck: $(STAMP)
 	rm -rf build/typecheck && mkdir -p build/typecheck/metasym_control
 	for f in metasym_control/*; do ln -s ../../../$$f build/typecheck/metasym_control/; done

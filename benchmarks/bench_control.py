@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from metasym_control.bench import machine_description, markdown_table, write_section
-from metasym_control.control import run_closed_loop
-from metasym_control.controllers.baseline import BaselineController
+from metasym_control.closed_loop import run_closed_loop
+from metasym_control.controllers.cascaded_pd import CascadedPD
 from metasym_control.controllers.common import history_memory
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
 from metasym_control.dynamics import expand_memory
@@ -534,7 +534,7 @@ def main() -> None:
             "cpu",
             "—",
             0,
-            lambda: BaselineController(params, task, dt=env.dt),
+            lambda: CascadedPD(params, task, dt=env.dt),
             env,
             steps,
         )

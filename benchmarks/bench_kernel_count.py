@@ -18,7 +18,7 @@ import torch
 from torch._inductor.utils import run_and_get_code
 
 from metasym_control.bench import machine_description, markdown_table, write_section
-from metasym_control.control import History
+from metasym_control.controller import History
 from metasym_control.controllers.common import history_window
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
 from metasym_control.envs.quadrotor import Figure8Task

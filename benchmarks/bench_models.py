@@ -19,10 +19,15 @@ from torch.func import jacrev, vmap
 
 from metasym_control.bench import machine_description, markdown_table, time_call, write_section
 from metasym_control.dynamics import AdaptBudget, expand_memory
-from metasym_control.experiments import DEFAULT_WEIGHTS, make_model
 from metasym_control.models.learned import LearnedModel
 from metasym_control.models.metasym import MetaSymConfig
+from metasym_control.models.registry import make_model
+from metasym_control.systems import coordinates_for_env
 from metasym_control.trajectory import Trajectory
+from metasym_control.weights import DEFAULT_WEIGHTS
+
+QUAD = "MetaSymQuadrotor-v0"
+QUAD_COORDS = coordinates_for_env(QUAD, 13)
 
 
 def _load_default(device: str) -> tuple[LearnedModel, str]:
@@ -33,7 +38,7 @@ def _load_default(device: str) -> tuple[LearnedModel, str]:
         model, _ = load_checkpoint(DEFAULT_WEIGHTS, device=device, dtype=torch.float32)
         return model, "shipped weights"
     except CheckpointError:
-        model = make_model("metasym", "MetaSymQuadrotor-v0", 13, 4, 0.02, device=device)
+        model = make_model("metasym", QUAD, 13, 4, 0.02, QUAD_COORDS, device=device)
         return model, "fresh default model (no shipped weights found)"
 
 
@@ -50,7 +55,7 @@ def bench(device: str, repeat: int, support_path: Path | None = None) -> list[li
     """Rows (what, device, median ms, p10 ms) for one device."""
     model, origin = _load_default(device)
     model.eval()
-    mlp = make_model("mlp", "MetaSymQuadrotor-v0", 13, 4, 0.02, device=device)
+    mlp = make_model("mlp", QUAD, 13, 4, 0.02, QUAD_COORDS, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     gen = torch.Generator(device="cpu").manual_seed(0)
     L = model.history_len
@@ -89,10 +94,11 @@ def bench(device: str, repeat: int, support_path: Path | None = None) -> list[li
         # timing does not depend on the weights, so a fresh model of the same size
         variant = make_model(
             "metasym",
-            "MetaSymQuadrotor-v0",
+            QUAD,
             13,
             4,
             0.02,
+            QUAD_COORDS,
             device=device,
             metasym=MetaSymConfig(attend_self=False),
         ).to(torch.float32)

@@ -22,14 +22,14 @@ import torch
 
 from metasym_control.bench import markdown_table, time_call, write_section
 from metasym_control.checkpoint import CheckpointError, load_checkpoint
-from metasym_control.control import History
+from metasym_control.controller import History
 from metasym_control.controllers.common import history_window
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
 from metasym_control.envs.quadrotor import Figure8Task
-from metasym_control.experiments import DEFAULT_WEIGHTS
 from metasym_control.models.baselines import MLPModel
 from metasym_control.models.coordinates import quadrotor_coordinates
 from metasym_control.models.metasym import MetaSym
+from metasym_control.weights import DEFAULT_WEIGHTS
 
 # (model, horizon, MPPI options), the candidates for the goal first (a lent machine's time
 # is short); "fused": the whole rollout in one Triton kernel (`MetaSym.rollout_kernel`)
@@ -200,7 +200,7 @@ def sweep(
     configs = SWEEP if configs is None else configs
     from metasym_control.dynamics import expand_memory
     from metasym_control.models.fused_rollout import fused_rollout
-    from metasym_control.models.metasym import _shared_fold
+    from metasym_control.models.metasym_fold import shared_fold
 
     model, label = _model("MetaSym", torch.float32, device, fresh=False)
     model.fold_mode = "always"
@@ -212,7 +212,7 @@ def sweep(
     ha = torch.zeros(L, 4, device=device)
     mem = expand_memory(model.init_memory(hs, ha), (samples,))  # the torch path's chain
     model.rollout_kernel = "triton"  # the kernel's stream form
-    fold = _shared_fold(expand_memory(model.init_memory(hs, ha), (samples,)))
+    fold = shared_fold(expand_memory(model.init_memory(hs, ha), (samples,)))
     model.rollout_kernel = "torch"
     assert fold is not None
     x0 = hs[-1].expand(samples, 13).contiguous()

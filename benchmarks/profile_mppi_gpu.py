@@ -22,11 +22,11 @@ import torch
 
 from metasym_control.bench import time_call
 from metasym_control.checkpoint import load_checkpoint
-from metasym_control.control import run_closed_loop
+from metasym_control.closed_loop import run_closed_loop
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
 from metasym_control.dynamics import expand_memory
 from metasym_control.envs.quadrotor import QuadrotorEnv
-from metasym_control.experiments import DEFAULT_WEIGHTS
+from metasym_control.weights import DEFAULT_WEIGHTS
 
 
 class _Recorder:
@@ -87,7 +87,7 @@ def profile(
 
     x0, x_ref, u_ref, hs, ha, hv = prep()
     window = (hs, ha, hv)
-    warm = torch.clamp(u_ref[:-1], ctrl._lo, ctrl._hi)
+    warm = torch.clamp(u_ref[:-1], ctrl._action_lower, ctrl._action_upper)
     eps = ctrl._sample_noise()
     out = ctrl._plan_fn(x0, warm, eps, window, x_ref, u_ref)
 
@@ -114,7 +114,7 @@ def profile(
         def pieces() -> None:
             with torch.profiler.record_function("piece: encode history (init_memory)"):
                 memory = model.init_memory(hs, ha, hv > 0.5)
-            v = torch.maximum(torch.minimum(warm + eps, ctrl._hi), ctrl._lo)
+            v = torch.maximum(torch.minimum(warm + eps, ctrl._action_upper), ctrl._action_lower)
             with torch.profiler.record_function("piece: rollout"):
                 xs = model.rollout(x0.expand(k, -1), v, expand_memory(memory, (k,)))
             with torch.profiler.record_function("piece: cost and weighted update"):

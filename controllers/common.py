@@ -22,7 +22,7 @@ def history_window(model: DynamicsModel, history: Any) -> tuple[np.ndarray, np.n
 
     Args:
         model: the dynamics model; reads its last `model.history_len` transitions.
-        history: a `metasym_control.control.History` (states (L', nx), actions (L', nu), valid
+        history: a `metasym_control.controller.History` (states (L', nx), actions (L', nu), valid
             (L',)) or None; a shorter or missing window is padded with invalid slots.
 
     Returns:
@@ -48,7 +48,7 @@ def history_memory(
 
     Args:
         model: the dynamics model; reads its last `model.history_len` transitions.
-        history: a `metasym_control.control.History` or None (see `history_window`).
+        history: a `metasym_control.controller.History` or None (see `history_window`).
         device, dtype: where the memory lives.
 
     Returns:
@@ -62,10 +62,12 @@ def history_memory(
     )
 
 
-def trusted_bounds(model: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """The model's declared trusted state region `(lower (nx,), upper (nx,))`, or None."""
-    lo = getattr(model, "trusted_lower", None)
-    hi = getattr(model, "trusted_upper", None)
+def trusted_bounds(model: DynamicsModel) -> tuple[np.ndarray, np.ndarray] | None:
+    """The model's declared trusted state region `(lower (nx,), upper (nx,))`, or None.
+
+    A missing corner (None) is unbounded on that side; None where both are missing.
+    """
+    lo, hi = model.trusted_lower, model.trusted_upper
     if lo is None and hi is None:
         return None
     nx = int(model.state_dim)

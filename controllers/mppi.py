@@ -20,15 +20,18 @@ from metasym_control.controllers.common import (
     safe_action,
     trusted_bounds,
 )
+from metasym_control.controllers.objective import SequenceObjective
 from metasym_control.dynamics import DynamicsModel, Memory, expand_memory
 from metasym_control.task import Task
 
 logger = logging.getLogger(__name__)
 
-# (x0 (nx,), U (T, nu), eps (K, T, nu), window = (states (L, nx), actions (L, nu), valid (L,)),
-#  x_ref (T+1, nx), u_ref (T+1, nu))
-#   -> (U_new (T, nu), plan (T, nx), stats (3,) = [finite samples, min cost, mean cost])
-PlanFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+# the history window: states (L, nx), actions (L, nu), validity (L,) as 1.0 / 0.0
+Window = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# new plan (T, nu), its predicted states (T, nx), stats (3,) = [finite samples, min, mean cost]
+PlanOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# (x0 (nx,), U (T, nu), eps (K, T, nu), window, x_ref (T+1, nx), u_ref (T+1, nu)) -> PlanOutput
+PlanFn = Callable[..., PlanOutput]
 
 
 @dataclass(frozen=True)
@@ -133,25 +136,26 @@ class MPPI:
         self.last_info: dict[str, Any] = {}
         nu = task.action_dim
         c = self.config
-        self._lo = torch.as_tensor(task.action_lower, device=self.device, dtype=dtype)
-        self._hi = torch.as_tensor(task.action_upper, device=self.device, dtype=dtype)
+        self._action_lower = torch.as_tensor(task.action_lower, device=self.device, dtype=dtype)
+        self._action_upper = torch.as_tensor(task.action_upper, device=self.device, dtype=dtype)
         sig = np.broadcast_to(np.asarray(c.noise_sigma, dtype=float), (nu,))
         self._sigma = torch.as_tensor(sig.copy(), device=self.device, dtype=dtype)
         self._spectrum = _noise_spectrum(c.horizon, c.noise_beta, self.device, dtype)
-        self._gen = torch.Generator(device=self.device)
+        self._generator = torch.Generator(device=self.device)
         self._warm: torch.Tensor | None = None  # (T, nu) shifted previous plan
         self._counter = FallbackCounter()
         self._use_graph = c.cuda_graph and self.device.type == "cuda"
         if c.cuda_graph and not self._use_graph:
             logger.warning("MPPI: cuda_graph needs a CUDA device; running eagerly on %s", device)
-        self._trust = self._trust_tensors()
+        self._trust = trusted_bounds(model)  # declared once per model
+        self._objective = self._build_objective()
         self._plan_fn: PlanFn = self._build_plan_fn()
         self.reset()
 
     # ------------------------------------------------------------------ public API
     def reset(self) -> None:
         """Forget the warm start and fallback counters and reseed the noise generator."""
-        self._gen.manual_seed(self.config.seed)
+        self._generator.manual_seed(self.config.seed)
         self._warm = None
         self._counter.reset()
         self.last_plan = None
@@ -161,7 +165,8 @@ class MPPI:
     def set_model(self, model: DynamicsModel) -> None:
         """Predict with `model` from the next `act` on (the warm start is kept)."""
         self.model = model
-        self._trust = self._trust_tensors()
+        self._trust = trusted_bounds(model)
+        self._objective = self._build_objective()
         self._plan_fn = self._build_plan_fn()
 
     def act(self, state: np.ndarray, t: float, history: Any = None) -> np.ndarray:
@@ -180,12 +185,14 @@ class MPPI:
         c = self.config
         model = self.model
         with torch.no_grad():
-            x0, x_ref, u_ref, hs_t, ha_t, hv_t = self._inputs(state, t, history)
-            window = (hs_t, ha_t, hv_t)
+            x0, x_ref, u_ref, hist_states, hist_actions, hist_valid = self._inputs(
+                state, t, history
+            )
+            window = (hist_states, hist_actions, hist_valid)
             # warm start: the shifted previous plan, or the reference actions
             warm = self._warm
             if warm is None:
-                warm = torch.clamp(u_ref[:-1], self._lo, self._hi)
+                warm = torch.clamp(u_ref[:-1], self._action_lower, self._action_upper)
             plan_u = warm
             # sample, roll out, weigh
             for _ in range(c.iterations):
@@ -204,9 +211,9 @@ class MPPI:
             if not np.all(np.isfinite(plan_u_np)):
                 fault = "non_finite"
             else:
-                fault = check_plan(plan_x_np, trusted_bounds(model))
+                fault = check_plan(plan_x_np, self._trust)
             if fault != "none":
-                memory = model.init_memory(hs_t, ha_t, hv_t > 0.5)
+                memory = model.init_memory(hist_states, hist_actions, hist_valid > 0.5)
                 plan_u_np, plan_x_np, fallback = self._fallback(
                     x0, memory, t, warm if self._warm is not None else None
                 )
@@ -215,7 +222,7 @@ class MPPI:
                 self._warm = None
             else:
                 nxt = torch.as_tensor(plan_u_np, device=self.device, dtype=self.dtype)
-                tail = torch.clamp(u_ref[-1:], self._lo, self._hi)
+                tail = torch.clamp(u_ref[-1:], self._action_lower, self._action_upper)
                 self._warm = torch.cat([nxt[1:], tail], dim=0)
         self.last_plan = plan_x_np
         self.last_actions = plan_u_np
@@ -243,14 +250,17 @@ class MPPI:
         flat = flat.to(self.device)
         return tuple(v.view(a.shape) for v, a in zip(flat.split([a.size for a in parts]), parts))
 
-    def _trust_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The model's trusted region (lower (nx,), upper (nx,)) on the device, if
-        `trust_samples` is set and the model declares one."""
-        bounds = trusted_bounds(self.model) if self.config.trust_samples else None
-        if bounds is None:
-            return None
-        lo, hi = (torch.as_tensor(b, device=self.device, dtype=self.dtype) for b in bounds)
-        return lo, hi
+    def _build_objective(self) -> SequenceObjective:
+        """The objective over action sequences for the current model; it gives samples that
+        leave the model's trusted region infinite cost if `trust_samples` is set and the
+        model declares a region."""
+        assert self.model is not None
+        bounds = self._trust if self.config.trust_samples else None
+        trusted = None
+        if bounds is not None:
+            lo, hi = (torch.as_tensor(b, device=self.device, dtype=self.dtype) for b in bounds)
+            trusted = (lo, hi)
+        return SequenceObjective(self.model, self.task, trusted)
 
     def _sample_noise(self) -> torch.Tensor:
         """(K, T, nu) coloured Gaussian noise of std `noise_sigma`, sample 0 zero if asked."""
@@ -262,14 +272,20 @@ class MPPI:
                 c.num_samples,
                 c.horizon,
                 nu,
-                generator=self._gen,
+                generator=self._generator,
                 device=self.device,
                 dtype=self.dtype,
             )
             eps = white * self._sigma
         else:
             z = torch.randn(
-                c.num_samples, nu, nf, 2, generator=self._gen, device=self.device, dtype=self.dtype
+                c.num_samples,
+                nu,
+                nf,
+                2,
+                generator=self._generator,
+                device=self.device,
+                dtype=self.dtype,
             )
             spec = torch.complex(z[..., 0], z[..., 1]) * self._spectrum  # (K, nu, nf)
             eps = torch.fft.irfft(spec, n=c.horizon, dim=-1, norm="ortho")  # (K, nu, T)
@@ -283,10 +299,10 @@ class MPPI:
         x0: torch.Tensor,
         u_mean: torch.Tensor,
         eps: torch.Tensor,
-        window: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        window: Window,
         x_ref: torch.Tensor,
         u_ref: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> PlanOutput:
         """One MPPI update (pure function of its inputs, so it compiles and graphs).
 
         The history is encoded here (`model.init_memory`), so a CUDA graph or a compiled
@@ -304,30 +320,25 @@ class MPPI:
         model = self.model
         assert model is not None
         memory = model.init_memory(window[0], window[1], window[2] > 0.5)
-        k = eps.shape[0]
-        v = torch.maximum(torch.minimum(u_mean + eps, self._hi), self._lo)  # (K, T, nu)
-        xs = model.rollout(x0.expand(k, -1), v, expand_memory(memory, (k,)))  # (K, T, nx)
-        x_all = torch.cat([x0.expand(k, 1, -1), xs], dim=1)  # (K, T+1, nx)
-        stage = self.task.running_cost(x_all[:, :-1], v, x_ref[:-1], u_ref[:-1])  # (K, T)
-        costs = stage.sum(-1) + self.task.terminal_cost(x_all[:, -1], x_ref[-1])  # (K,)
-        costs = torch.where(torch.isfinite(costs), costs, torch.full_like(costs, math.inf))
-        if self._trust is not None:  # untrusted samples weigh nothing
-            lo, hi = self._trust
-            out = ((xs < lo) | (xs > hi)).flatten(1).any(dim=1)  # (K,)
-            drop = out & ~out.all()  # none trusted: weigh all, the plan check falls back
-            costs = torch.where(drop, torch.full_like(costs, math.inf), costs)
+        # perturbed sequences within the action bounds, scored by the objective
+        lower, upper = self._action_lower, self._action_upper
+        v = torch.maximum(torch.minimum(u_mean + eps, upper), lower)  # (K, T, nu)
+        costs, xs = self._objective(x0, v, memory, x_ref, u_ref)  # (K,), (K, T, nx)
+        # softmin weights over the cost gaps
         gap = costs - costs.min()  # (K,)
         if self.config.normalize_costs:
             finite = torch.isfinite(gap)
             spread = torch.where(finite, gap, torch.zeros_like(gap)).sum() / finite.sum()
             gap = gap / (spread + 1e-12)
         w = torch.softmax(-gap / self.config.temperature, dim=0)  # (K,)
+        # the new plan and its prediction
         u_new = torch.einsum("k,ktu->tu", w, v)  # (T, nu)
         if self.config.plan_rollout == "exact":
             plan = model.rollout(x0[None], u_new[None], expand_memory(memory, (1,)))[0]  # (T, nx)
         else:  # no second sequential rollout: the weighted mean of the sampled trajectories
             plan = torch.einsum("k,ktx->tx", w, torch.nan_to_num(xs, nan=0.0))  # (T, nx)
             plan = torch.where(torch.isfinite(u_new).all(), plan, torch.full_like(plan, math.nan))
+        # statistics of the finite sample costs
         finite = torch.isfinite(costs)
         n_fin = finite.sum().to(costs.dtype)
         c_fin = torch.where(finite, costs, torch.zeros_like(costs))
@@ -357,7 +368,7 @@ class MPPI:
         if warm is not None:
             xs = self.model.rollout(x0[None], warm[None], expand_memory(memory, (1,)))[0]
             xs_np = xs.cpu().numpy()
-            if check_plan(xs_np, trusted_bounds(self.model)) == "none":
+            if check_plan(xs_np, self._trust) == "none":
                 return warm.cpu().numpy(), xs_np, "shifted_plan"
         u_safe = safe_action(self.task, t)
         plan_u = np.repeat(u_safe[None], self.config.horizon, axis=0)
@@ -397,22 +408,17 @@ class _GraphedPlan:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._key: tuple[Any, ...] | None = None
         self._inputs: list[torch.Tensor] = []
-        self._outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._outputs: PlanOutput | None = None
         self._failed = False
 
-    def __call__(
-        self,
-        x0: torch.Tensor,
-        u_mean: torch.Tensor,
-        eps: torch.Tensor,
-        window: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        x_ref: torch.Tensor,
-        u_ref: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, *inputs: Any) -> PlanOutput:
+        """Replay the graph on `inputs`, the arguments of `PlanFn`: (x0, u_mean, eps, window,
+        x_ref, u_ref); the first call (and a call with new shapes) captures it."""
+        x0, u_mean, eps, window, x_ref, u_ref = inputs
         args = [x0, u_mean, eps, *window, x_ref, u_ref]
         key = tuple((tuple(a.shape), a.dtype) for a in args)
         if self._failed:
-            return self._fn(x0, u_mean, eps, window, x_ref, u_ref)
+            return self._fn(*inputs)
         if key != self._key:
             try:
                 self._capture(args)
@@ -420,7 +426,7 @@ class _GraphedPlan:
                 logger.warning("MPPI: CUDA graph capture failed (%s); running eagerly", exc)
                 self._failed = True
                 torch.cuda.synchronize()
-                return self._fn(x0, u_mean, eps, window, x_ref, u_ref)
+                return self._fn(*inputs)
             self._key = key
         for buf, a in zip(self._inputs, args):
             buf.copy_(a)
@@ -428,7 +434,7 @@ class _GraphedPlan:
         self._graph.replay()
         return tuple(o.clone() for o in self._outputs)  # type: ignore[return-value]
 
-    def _run(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _run(self) -> PlanOutput:
         x0, u_mean, eps, hs, ha, hv, x_ref, u_ref = self._inputs
         return self._fn(x0, u_mean, eps, (hs, ha, hv), x_ref, u_ref)
 

@@ -1,14 +1,18 @@
-"""Gradient-based MPC on CasADi: multiple-shooting ipopt and real-time iteration (RTI)."""
+"""Gradient-based MPC on CasADi: multiple-shooting ipopt and real-time iteration (RTI).
+
+The parts live in their own modules: the shooting layout and bounds (`shooting`), the costs
+and their convexified QP blocks (`nmpc_cost`), the dynamics' linearisation (`linearization`),
+the RTI QP (`rti_qp`), the ipopt NLP (`nmpc_ipopt`) and the CasADi buffers
+(`casadi_buffers`); this module holds the config and the controller that joins them.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-import casadi as ca
 import numpy as np
 import torch
 
@@ -21,15 +25,23 @@ from metasym_control.controllers.common import (
     safe_action,
     trusted_bounds,
 )
+from metasym_control.controllers.linearization import (
+    Linearizer,
+    SymbolicDynamics,
+    TorchLinearizer,
+    TorchMethod,
+)
+from metasym_control.controllers.nmpc_cost import HorizonCost
+from metasym_control.controllers.nmpc_ipopt import IpoptNLP, Multipliers
+from metasym_control.controllers.rti_qp import QP_SOLVERS, RTIQP, QPSolver
+from metasym_control.controllers.shooting import ShootingLayout, task_bounds, with_trusted_region
 from metasym_control.dynamics import DynamicsModel, Memory, expand_memory
 from metasym_control.task import Task
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["ipopt", "rti"]
-Linearization = Literal["auto", "casadi", "fd", "jacrev", "jacfwd"]
-QPSolver = Literal["hpipm", "osqp", "qrqp", "daqp", "proxqp"]
-_QP_SOLVERS = ("hpipm", "osqp", "qrqp", "daqp", "proxqp")
+LinearizationMethod = Literal["auto", "casadi", "fd", "jacrev", "jacfwd"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,7 @@ class NMPCConfig:
     qp_solver: QPSolver = "qrqp"
     qp_backup: QPSolver | None = "proxqp"
     sqp_iters: int = 1
-    linearization: Linearization = "auto"
+    linearization: LinearizationMethod = "auto"
     fd_step: float | None = None
     hessian: Literal["cost", "lagrangian"] = "cost"
     hess_min_eig: float = 1e-6
@@ -104,9 +116,9 @@ class NMPCConfig:
             raise ValueError("NMPCConfig: horizon >= 1 and sqp_iters >= 1 required")
         if self.mode not in ("ipopt", "rti"):
             raise ValueError(f"NMPCConfig.mode must be 'ipopt' or 'rti', got {self.mode!r}")
-        if self.qp_solver not in _QP_SOLVERS or self.qp_backup not in (*_QP_SOLVERS, None):
+        if self.qp_solver not in QP_SOLVERS or self.qp_backup not in (*QP_SOLVERS, None):
             raise ValueError(
-                f"NMPCConfig.qp_solver/qp_backup must be one of {_QP_SOLVERS}: "
+                f"NMPCConfig.qp_solver/qp_backup must be one of {QP_SOLVERS}: "
                 f"{self.qp_solver!r}, {self.qp_backup!r}"
             )
         if self.linearization not in ("auto", "casadi", "fd", "jacrev", "jacfwd"):
@@ -147,6 +159,11 @@ class NMPC:
         config: settings.
         device: torch device of the torch model (linearisation, fallback checks).
         dtype: torch dtype of the torch model.
+
+    Attributes:
+        linearization: the resolved linearisation method ("casadi", "fd", "jacrev", "jacfwd").
+        linearizer: the function the RTI step linearises the dynamics with (per model).
+        qp: the RTI QP, built once (`set_model` keeps it).
     """
 
     def __init__(
@@ -158,7 +175,7 @@ class NMPC:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.config = config or NMPCConfig()
+        self.config = c = config or NMPCConfig()
         self.task = task
         self.device = torch.device(device)
         self.dtype = dtype
@@ -168,18 +185,25 @@ class NMPC:
         self.last_actions: np.ndarray | None = None
         self.last_info: dict[str, Any] = {}
         self._counter = FallbackCounter()
-        self._build_bounds()
-        self._build_cost_functions()
-        self._build_qp()
+        self._layout = ShootingLayout(c.horizon, self.nx, self.nu)
+        self._lbw, self._ubw = task_bounds(self._layout, task, c.use_state_bounds)
+        self._cost = HorizonCost(task, c.horizon, c.hess_min_eig)
+        self.qp = RTIQP(
+            self._layout,
+            c.qp_solver,
+            c.qp_backup,
+            eps=c.qp_eps,
+            max_iter=c.qp_max_iter,
+            feas_tol=c.qp_feas_tol,
+        )
         self.set_model(model)
         self.reset()
 
     # ------------------------------------------------------------------ public API
     def reset(self) -> None:
         """Forget the warm start (primal and dual) and the fallback counters."""
-        self._w: np.ndarray | None = None  # (nw,) previous solution, stage-ordered
-        self._lam_x: np.ndarray | None = None
-        self._lam_g: np.ndarray | None = None
+        self._solution: np.ndarray | None = None  # (nw,) previous solution, stage-ordered
+        self._ipopt_duals: Multipliers | None = None
         self._lam_dyn: np.ndarray | None = None  # (N, nx) multipliers of the RTI dynamics
         self._counter.reset()
         self.last_plan = None
@@ -193,11 +217,11 @@ class NMPC:
         the numbers that enter the QP.
         """
         c = self.config
-        has_sym = callable(getattr(model, "casadi_step", None))
+        casadi_step = getattr(model, "casadi_step", None)  # SymbolicModel is optional
         lin = c.linearization
         if lin == "auto":
-            lin = "casadi" if has_sym else "fd"
-        if (c.mode == "ipopt" or lin == "casadi") and not has_sym:
+            lin = "casadi" if callable(casadi_step) else "fd"
+        if (c.mode == "ipopt" or lin == "casadi") and not callable(casadi_step):
             raise ValueError(
                 f"NMPC mode={c.mode!r} linearization={lin!r} needs a model with casadi_step; "
                 "use mode='rti' with linearization 'fd', 'jacrev' or 'jacfwd' for torch models"
@@ -205,27 +229,35 @@ class NMPC:
         self.model = model
         self.linearization: str = lin
         self._trust = trusted_bounds(model)  # declared once per model
-        self._f_sym: ca.Function | None = None
-        self._lin_buf: _Buffered | None = None
-        self._dyn_hess_buf: _Buffered | None = None
-        if has_sym and (c.mode == "ipopt" or lin == "casadi"):
-            x = ca.SX.sym("x", self.nx)
-            u = ca.SX.sym("u", self.nu)
-            fx = model.casadi_step(x, u)  # type: ignore[attr-defined]
-            self._f_sym = ca.Function("f", [x, u], [fx])
-            n = c.horizon
-            z = ca.vertcat(x, u)
-            # one expression graph for the value and the stage Jacobian [A_k B_k] (nx, nz)
-            jac = ca.Function("lin", [x, u], [fx, ca.densify(ca.jacobian(fx, z))])
-            self._lin_buf = _Buffered(jac.map(n))  # (nx, N), (nx, nz·N)
-            lam = ca.SX.sym("lam", self.nx)
-            h_dyn = ca.hessian(ca.dot(lam, fx), z)[0]
-            self._dyn_hess_sp = h_dyn.sparsity()
-            hf = ca.Function("hf", [x, u, lam], [ca.densify(h_dyn)])
-            self._dyn_hess_buf = _Buffered(hf.map(n))  # (nz, nz·N)
-        self._build_psd_plan()
+        self._symbolic: SymbolicDynamics | None = None
+        if callable(casadi_step) and (c.mode == "ipopt" or lin == "casadi"):
+            self._symbolic = SymbolicDynamics(casadi_step, self.nx, self.nu, c.horizon)
+        self.linearizer: Linearizer
+        if lin == "casadi":
+            assert self._symbolic is not None
+            self.linearizer = self._symbolic
+        else:
+            method = cast(TorchMethod, lin)
+            self.linearizer = TorchLinearizer(
+                model, method, c.fd_step, device=self.device, dtype=self.dtype
+            )
+        # the exact-Hessian SQP adds the dynamics' second derivatives: CasADi models only
+        self._lagrangian = self._symbolic if c.hessian == "lagrangian" else None
+        lagrangian = self._lagrangian
+        self._cost.set_extra_curvature(None if lagrangian is None else lagrangian.hessian_sparsity)
+        self._ipopt: IpoptNLP | None = None
         if c.mode == "ipopt":
-            self._build_nlp()
+            assert self._symbolic is not None
+            self._ipopt = IpoptNLP(
+                self._layout,
+                self._symbolic.step,
+                self._cost,
+                self._lbw,
+                self._ubw,
+                max_iter=c.ipopt_max_iter,
+                tol=c.ipopt_tol,
+                mu_init=c.ipopt_mu_init,
+            )
 
     def act(self, state: np.ndarray, t: float, history: Any = None) -> np.ndarray:
         """One MPC step.
@@ -248,14 +280,18 @@ class NMPC:
         with torch.no_grad():  # the memory is data here, never differentiated
             memory = history_memory(self.model, history, self.device, self.dtype)
         info: dict[str, Any] = {"mode": c.mode}
-        prev_shift = self._shifted_warm(u_ref) if self._w is not None else None
+        prev_shift = self._shifted_warm(u_ref) if self._solution is not None else None
         w_init = prev_shift if prev_shift is not None else self._initial_guess(x0, u_ref, memory)
         fault: FaultKind = "none"
         w_sol: np.ndarray | None = None
         t0 = time.perf_counter()
         try:
-            if c.mode == "ipopt":
-                w_sol, fault = self._solve_ipopt(w_init, x0, x_ref, u_ref, info)
+            if self._ipopt is not None:
+                w_sol, duals, fault = self._ipopt.solve(
+                    w_init, x0, x_ref, u_ref, self._ipopt_duals, info
+                )
+                if duals is not None:
+                    self._ipopt_duals = duals
             else:
                 w_sol, fault = self._solve_rti(w_init, x0, x_ref, u_ref, memory, info)
         except Exception as exc:  # a solver that raises is a failed solve, never a crash
@@ -265,43 +301,32 @@ class NMPC:
         info["solve_seconds"] = time.perf_counter() - t0
         fallback: FallbackKind = "none"
         if fault == "none" and w_sol is not None:
-            xs, us = self._split(w_sol)
+            xs, us = self._layout.split(w_sol)
             fault = check_plan(xs[1:], self._trust)
         if fault != "none" or w_sol is None:
             w_sol, fallback = self._fallback(x0, t, memory, prev_shift)
-        xs, us = self._split(w_sol)
+        xs, us = self._layout.split(w_sol)
         if fallback == "safe_action":
-            self._w = None
-            self._lam_x = self._lam_g = None
+            self._solution = None
+            self._ipopt_duals = None
             self._lam_dyn = None
         else:
-            self._w = w_sol
+            self._solution = w_sol
         self.last_plan = xs[1:]
         self.last_actions = us
         self.last_info = info
         self._counter.record(info, fallback, fault)
         return np.clip(us[0], self.task.action_lower, self.task.action_upper)
 
-    # ------------------------------------------------------------------ layout helpers
-    def _split(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stage-ordered w (nw,) -> states (N+1, nx), actions (N, nu)."""
-        n, nx, nu = self.config.horizon, self.nx, self.nu
-        body = w[: n * (nx + nu)].reshape(n, nx + nu)
-        xs = np.concatenate([body[:, :nx], w[n * (nx + nu) :].reshape(1, nx)], axis=0)
-        return xs, body[:, nx:].copy()
-
-    def _join(self, xs: np.ndarray, us: np.ndarray) -> np.ndarray:
-        """States (N+1, nx), actions (N, nu) -> stage-ordered w (nw,)."""
-        return np.concatenate([np.concatenate([xs[:-1], us], axis=1).ravel(), xs[-1]])
-
+    # ------------------------------------------------------------------ warm starts, fallback
     def _shifted_warm(self, u_ref: np.ndarray) -> np.ndarray:
         """The previous solution shifted by one stage; the new last action is the reference."""
-        assert self._w is not None
-        xs, us = self._split(self._w)
+        assert self._solution is not None
+        xs, us = self._layout.split(self._solution)
         u_tail = np.clip(u_ref[-2], self.task.action_lower, self.task.action_upper)
         us_new = np.concatenate([us[1:], u_tail[None]], axis=0)
         xs_new = np.concatenate([xs[1:], xs[-1:]], axis=0)
-        return self._join(xs_new, us_new)
+        return self._layout.join(xs_new, us_new)
 
     def _rollout(self, x0: np.ndarray, us: np.ndarray, memory: Memory) -> np.ndarray:
         """Torch prediction of a plan: x0 (nx,), us (N, nu) -> (N, nx)."""
@@ -317,7 +342,7 @@ class NMPC:
         xs = self._rollout(x0, us, memory)
         if not np.all(np.isfinite(xs)):
             xs = np.repeat(x0[None], self.config.horizon, axis=0)
-        return self._join(np.concatenate([x0[None], xs], axis=0), us)
+        return self._layout.join(np.concatenate([x0[None], xs], axis=0), us)
 
     def _fallback(
         self, x0: np.ndarray, t: float, memory: Memory, prev_shift: np.ndarray | None
@@ -325,369 +350,18 @@ class NMPC:
         """Shifted previous plan if its prediction passes the checks, else the safe action."""
         n = self.config.horizon
         if prev_shift is not None:
-            _, us = self._split(prev_shift)
+            _, us = self._layout.split(prev_shift)
             xs = self._rollout(x0, us, memory)
             if check_plan(xs, self._trust) == "none":
-                return self._join(np.concatenate([x0[None], xs], axis=0), us), "shifted_plan"
+                plan = self._layout.join(np.concatenate([x0[None], xs], axis=0), us)
+                return plan, "shifted_plan"
         u_safe = safe_action(self.task, t)
         us = np.repeat(u_safe[None], n, axis=0)
         xs = np.full((n + 1, self.nx), np.nan)
         xs[0] = x0
-        return self._join(xs, us), "safe_action"
-
-    # ------------------------------------------------------------------ bounds and costs
-    def _build_bounds(self) -> None:
-        """Simple bounds on w: actions from the task, states from the task if asked."""
-        n, nx = self.config.horizon, self.nx
-        u_lo = np.asarray(self.task.action_lower, dtype=np.float64)
-        u_hi = np.asarray(self.task.action_upper, dtype=np.float64)
-        if self.config.use_state_bounds:
-            x_lo = np.asarray(self.task.state_lower, dtype=np.float64)
-            x_hi = np.asarray(self.task.state_upper, dtype=np.float64)
-        else:
-            x_lo, x_hi = np.full(nx, -np.inf), np.full(nx, np.inf)
-        self._lbw = np.concatenate([np.tile(np.concatenate([x_lo, u_lo]), n), x_lo])
-        self._ubw = np.concatenate([np.tile(np.concatenate([x_hi, u_hi]), n), x_hi])
-        self._x0_index = np.arange(nx)  # x0 is pinned to the measured state
-        stride = nx + self.nu
-        # indices of x_1..x_N in w (x_N is the tail)
-        self._xk_index = np.concatenate(
-            [k * stride + np.arange(nx) for k in range(1, n)] + [n * stride + np.arange(nx)]
-        )
-
-    def _rti_bounds(self, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Simple bounds on w for one RTI step: (nw,), (nw,).
-
-        The task's bounds, and with `trusted_constraints` the model's trusted region on
-        x_1..x_N, widened per component to contain the measured state x0 (nx,) (a state
-        already outside the region would otherwise make the QP infeasible; the plan check
-        still reports such a plan as untrusted). Where the region and the task's bounds do
-        not overlap, the task's bounds are kept.
-        """
-        lb, ub = self._lbw.copy(), self._ubw.copy()
-        trust = self._trust if self.config.trusted_constraints else None
-        if trust is None:
-            return lb, ub
-        n = self.config.horizon
-        lo = np.tile(np.minimum(trust[0], x0), n)
-        hi = np.tile(np.maximum(trust[1], x0), n)
-        idx = self._xk_index
-        new_lo = np.maximum(lb[idx], lo)
-        new_hi = np.minimum(ub[idx], hi)
-        ok = new_lo <= new_hi
-        lb[idx] = np.where(ok, new_lo, lb[idx])
-        ub[idx] = np.where(ok, new_hi, ub[idx])
-        return lb, ub
-
-    def _build_cost_functions(self) -> None:
-        """CasADi stage/terminal cost values, gradients and Hessians, mapped over the horizon.
-
-        The derivative functions have dense outputs and run on preallocated numpy buffers
-        (`_Buffered`), so a call converts nothing.
-        """
-        nx, nu, n = self.nx, self.nu, self.config.horizon
-        x, u = ca.SX.sym("x", nx), ca.SX.sym("u", nu)
-        xr, ur = ca.SX.sym("xr", nx), ca.SX.sym("ur", nu)
-        z = ca.vertcat(x, u)
-        ell = self.task.running_cost_casadi(x, u, xr, ur)
-        h_st, g_st = ca.hessian(ell, z)
-        self._stage_cost = ca.Function("l", [x, u, xr, ur], [ell])
-        self._stage_hess_sp = h_st.sparsity()
-        stage = ca.Function("dl", [x, u, xr, ur], [ca.densify(h_st), ca.densify(g_st)])
-        self._stage_buf = _Buffered(stage.map(n))  # (nz, nz·N), (nz, N)
-        vf = self.task.terminal_cost_casadi(x, xr)
-        h_tf, g_tf = ca.hessian(vf, x)
-        self._term_cost = ca.Function("V", [x, xr], [vf])
-        self._term_hess_sp = h_tf.sparsity()
-        term = ca.Function("dV", [x, xr], [ca.densify(h_tf), ca.densify(g_tf)])
-        self._term_buf = _Buffered(term)  # (nx, nx), (nx, 1)
-
-    def _build_psd_plan(self) -> None:
-        """Split the stage and terminal Hessians into their structurally decoupled blocks.
-
-        The eigenvalue projection of a block-diagonal matrix is the projection of each block,
-        so only blocks that couple variables need an eigendecomposition (the quadrotor's
-        attitude cost couples the four quaternion components; everything else is diagonal).
-        With the Lagrangian Hessian the dynamics' curvature pattern joins the cost's.
-        """
-        nz = self.nx + self.nu
-        pattern = _pattern(self._stage_hess_sp, nz)
-        if self._use_lagrangian():
-            pattern |= _pattern(self._dyn_hess_sp, nz)
-        self._psd_stage = _PSDPlan(pattern)
-        self._psd_term = _PSDPlan(_pattern(self._term_hess_sp, self.nx))
-
-    # ------------------------------------------------------------------ ipopt
-    def _build_nlp(self) -> None:
-        """The multiple-shooting NLP with parameters (x_init, x_ref, u_ref)."""
-        assert self._f_sym is not None
-        c = self.config
-        n, nx, nu = c.horizon, self.nx, self.nu
-        nw = n * (nx + nu) + nx
-        w = ca.SX.sym("w", nw)
-        p_x0 = ca.SX.sym("x_init", nx)
-        p_xr = ca.SX.sym("x_ref", nx, n + 1)
-        p_ur = ca.SX.sym("u_ref", nu, n + 1)
-        stride = nx + nu
-        xk = [w[k * stride : k * stride + nx] for k in range(n)] + [w[n * stride :]]
-        uk = [w[k * stride + nx : (k + 1) * stride] for k in range(n)]
-        obj: Any = ca.SX(0)
-        g = [xk[0] - p_x0]
-        for k in range(n):
-            obj += self._stage_cost(xk[k], uk[k], p_xr[:, k], p_ur[:, k])
-            g.append(self._f_sym(xk[k], uk[k]) - xk[k + 1])
-        obj += self._term_cost(xk[n], p_xr[:, n])
-        p = ca.vertcat(p_x0, ca.vec(p_xr), ca.vec(p_ur))
-        nlp: dict[str, Any] = {"x": w, "p": p, "f": obj, "g": ca.vertcat(*g)}
-        opts: dict[str, Any] = {
-            "print_time": False,
-            "error_on_fail": False,
-            "ipopt": {
-                "print_level": 0,
-                "sb": "yes",
-                "max_iter": c.ipopt_max_iter,
-                "tol": c.ipopt_tol,
-                "mu_init": c.ipopt_mu_init,
-                "warm_start_init_point": "yes",
-                "warm_start_bound_push": 1e-6,
-                "warm_start_mult_bound_push": 1e-6,
-            },
-        }
-        self._nlp = ca.nlpsol("nmpc", "ipopt", nlp, opts)
-        self._ng = (n + 1) * nx
-
-    def _solve_ipopt(
-        self,
-        w_init: np.ndarray,
-        x0: np.ndarray,
-        x_ref: np.ndarray,
-        u_ref: np.ndarray,
-        info: dict[str, Any],
-    ) -> tuple[np.ndarray | None, FaultKind]:
-        p = np.concatenate([x0, x_ref.T.ravel(order="F"), u_ref.T.ravel(order="F")])
-        args: dict[str, Any] = {
-            "x0": w_init,
-            "p": p,
-            "lbx": self._lbw,
-            "ubx": self._ubw,
-            "lbg": np.zeros(self._ng),
-            "ubg": np.zeros(self._ng),
-        }
-        if self._lam_x is not None and self._lam_g is not None:
-            args["lam_x0"], args["lam_g0"] = self._lam_x, self._lam_g
-        sol = self._nlp(**args)
-        stats = self._nlp.stats()
-        info["solver_status"] = stats.get("return_status", "")
-        info["iterations"] = int(stats.get("iter_count", -1))
-        w = np.asarray(sol["x"]).ravel()
-        if not stats.get("success", False):
-            status = str(stats.get("return_status", ""))
-            return None, "infeasible" if "Infeasible" in status else "solver_failed"
-        if not np.all(np.isfinite(w)):
-            return None, "non_finite"
-        self._lam_x = np.asarray(sol["lam_x"]).ravel()
-        self._lam_g = np.asarray(sol["lam_g"]).ravel()
-        return w, "none"
+        return self._layout.join(xs, us), "safe_action"
 
     # ------------------------------------------------------------------ RTI
-    def _build_qp(self) -> None:
-        """The sparse QP of one SQP step: per solver, one CasADi function that assembles the
-        QP from stage blocks and calls the conic solver, run on preallocated buffers.
-
-        Variables dw, stage-ordered like w. Equalities, one row block per stage in hpipm's
-        form `A_k dx_k + B_k du_k - dx_{k+1} = -d_k`, with the defect
-        `d_k = f(x̄_k, ū_k) - x̄_{k+1}`. Simple bounds carry the actuator and state bounds and
-        pin `dx_0 = x_init - x̄_0`. Function inputs (dense, column-major nonzeros):
-        J (nx, nz·N) the stage Jacobians [A_k B_k] side by side, H (nz, nz·N) the stage
-        Hessians, HN (nx, nx), g (nw,), rhs (N·nx,) = -d, lbx and ubx (nw,); outputs dw (nw,)
-        and the multipliers of the dynamics rows lam_a (N·nx,). All solvers share the input
-        arrays (`self._qp_in`), so a backup solve copies nothing.
-        """
-        c = self.config
-        n, nx, nu = c.horizon, self.nx, self.nu
-        nz = nx + nu
-        nw = n * nz + nx
-        j_in = ca.MX.sym("J", nx, nz * n)
-        h_in = ca.MX.sym("H", nz, nz * n)
-        ht_in = ca.MX.sym("HN", nx, nx)
-        g_in = ca.MX.sym("g", nw)
-        r_in = ca.MX.sym("rhs", n * nx)
-        lbx_in = ca.MX.sym("lbx", nw)
-        ubx_in = ca.MX.sym("ubx", nw)
-        blocks = [h_in[:, k * nz : (k + 1) * nz] for k in range(n)] + [ht_in]
-        h_qp = ca.diagcat(*blocks)
-        neg_eye = -ca.MX.eye(nx)  # hpipm wants a structurally diagonal -I
-        rows = []
-        for k in range(n):
-            left = ca.MX(nx, k * nz)
-            right = ca.MX(nx, (n - k - 1) * nz)
-            rows.append(ca.horzcat(left, j_in[:, k * nz : (k + 1) * nz], neg_eye, right))
-        a_qp = ca.vertcat(*rows)
-        names = [c.qp_solver] + ([c.qp_backup] if c.qp_backup not in (None, c.qp_solver) else [])
-        inputs = [j_in, h_in, ht_in, g_in, r_in, lbx_in, ubx_in]
-        self._qps: list[tuple[str, _Buffered]] = []
-        for name in names:
-            conic = self._make_conic(name, h_qp.sparsity(), a_qp.sparsity())
-            sol = conic(h=h_qp, g=g_in, a=a_qp, lba=r_in, uba=r_in, lbx=lbx_in, ubx=ubx_in)
-            fn = ca.Function(f"rti_qp_{name}", inputs, [sol["x"], sol["lam_a"]])
-            buf = _Buffered(fn)
-            if self._qps:
-                buf.share_args(self._qps[0][1])
-            self._qps.append((name, buf))
-        self._qp_in = self._qps[0][1].args  # J, H, HN, g, rhs, lbx, ubx
-
-    def _make_conic(self, name: str, h_sp: ca.Sparsity, a_sp: ca.Sparsity) -> ca.Function:
-        """A CasADi conic solver for the fixed QP sparsity."""
-        c = self.config
-        n, nx, nu = c.horizon, self.nx, self.nu
-        if name == "hpipm":
-            opts: dict[str, Any] = {
-                "N": n,
-                "nx": [nx] * (n + 1),
-                "nu": [nu] * n + [0],
-                "ng": [0] * (n + 1),
-                "error_on_fail": False,
-                "hpipm": {"mode": "speed", "iter_max": min(c.qp_max_iter, 200)},
-            }
-        elif name == "osqp":
-            opts = {
-                "osqp": {
-                    "verbose": False,
-                    "eps_abs": c.qp_eps,
-                    "eps_rel": c.qp_eps,
-                    "max_iter": c.qp_max_iter,
-                    "polish": True,
-                },
-                "error_on_fail": False,
-            }
-        elif name == "daqp":
-            opts = {"error_on_fail": False}
-        elif name == "proxqp":
-            opts = {
-                "proxqp": {"eps_abs": c.qp_eps, "max_iter": c.qp_max_iter, "verbose": False},
-                "error_on_fail": False,
-            }
-        else:
-            opts = {
-                "print_iter": False,
-                "print_header": False,
-                "print_info": False,
-                "max_iter": c.qp_max_iter,
-                "error_on_fail": False,
-            }
-        return ca.conic(f"rti_conic_{name}", name, {"h": h_sp, "a": a_sp}, opts)
-
-    def _linearize(
-        self, xs: np.ndarray, us: np.ndarray, memory: Memory
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Dynamics along the trajectory: xs (N, nx), us (N, nu) -> f (N, nx), A (N, nx, nx),
-        B (N, nx, nu) (copies; the RTI step itself uses `_linearize_stages`)."""
-        f, jt = self._linearize_stages(xs, us, memory)
-        jac = np.swapaxes(jt, 1, 2)  # (N, nx, nz)
-        return f.copy(), jac[..., : self.nx].copy(), jac[..., self.nx :].copy()
-
-    def _linearize_stages(
-        self, xs: np.ndarray, us: np.ndarray, memory: Memory
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Values and transposed stage Jacobians along the trajectory.
-
-        Args:
-            xs: (N, nx) states x̄_0..x̄_{N-1}; us: (N, nu) actions.
-            memory: the model's memory (torch models), held fixed along the horizon.
-
-        Returns:
-            f (N, nx) = f(x̄_k, ū_k) and jt (N, nz, nx) with jt[k] = [A_k B_k]ᵀ — the memory
-            layout of the QP's column-major J input. CasADi results are views of the
-            linearisation buffer, valid until the next call.
-        """
-        n, nx, nz = self.config.horizon, self.nx, self.nx + self.nu
-        if self.linearization == "casadi":
-            buf = self._lin_buf
-            assert buf is not None
-            buf.args[0][:] = xs.ravel()  # (N, nx) C-order = (nx, N) column-major
-            buf.args[1][:] = us.ravel()
-            buf()
-            return buf.res[0].reshape(n, nx), buf.res[1].reshape(n, nz, nx)
-        return self._linearize_torch(xs, us, memory)
-
-    def _linearize_torch(
-        self, xs: np.ndarray, us: np.ndarray, memory: Memory
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Batched torch Jacobians of `model.step` with the memory held fixed along the horizon:
-        f (N, nx), jt (N, nz, nx) as in `_linearize_stages`."""
-        assert self.model is not None
-        model = self.model
-        n, nx, nu = self.config.horizon, self.nx, self.nu
-        x = torch.as_tensor(xs, device=self.device, dtype=self.dtype)  # (N, nx)
-        u = torch.as_tensor(us, device=self.device, dtype=self.dtype)  # (N, nu)
-        if self.linearization == "fd":
-            # inference mode: no autograd bookkeeping at all (measured 7% off MetaSym's pass)
-            with torch.inference_mode():
-                nz = nx + nu
-                z = torch.cat([x, u], dim=-1)  # (N, nz)
-                scale = self.config.fd_step or math.sqrt(torch.finfo(self.dtype).eps)
-                hstep = scale * torch.clamp(z.abs(), min=1.0)  # (N, nz)
-                pert = z[:, None, :].repeat(1, nz + 1, 1)  # (N, nz+1, nz)
-                idx = torch.arange(nz, device=self.device)
-                pert[:, idx + 1, idx] += hstep
-                mem = expand_memory(memory, (n, nz + 1))
-                fz, _ = model.step(pert[..., :nx], pert[..., nx:], mem)  # (N, nz+1, nx)
-                f0 = fz[:, 0]  # (N, nx)
-                jt = (fz[:, 1:] - f0[:, None]) / hstep[..., None]  # (N, nz, nx)
-            return f0.cpu().double().numpy(), jt.cpu().double().numpy()
-
-        def f_single(xi: torch.Tensor, ui: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            out = model.step(xi, ui, memory)[0]
-            return out, out
-
-        jac_fn = torch.func.jacrev if self.linearization == "jacrev" else torch.func.jacfwd
-        (jac_x, jac_u), f0 = torch.func.vmap(jac_fn(f_single, argnums=(0, 1), has_aux=True))(x, u)
-        jt = torch.cat([jac_x, jac_u], dim=-1).transpose(1, 2)  # (N, nz, nx)
-        return f0.detach().cpu().double().numpy(), jt.detach().cpu().double().numpy()
-
-    def _use_lagrangian(self) -> bool:
-        return self.config.hessian == "lagrangian" and self._f_sym is not None
-
-    def _cost_blocks(
-        self,
-        xs: np.ndarray,
-        us: np.ndarray,
-        x_ref: np.ndarray,
-        u_ref: np.ndarray,
-        lam: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Convexified QP Hessians and cost gradients: (N, nz, nz), (N, nz), (nx, nx), (nx,).
-
-        `lam` (N, nx), the multipliers of the QP's dynamics rows, adds the dynamics'
-        curvature: CasADi's QP Lagrangian is `f + lam_aᵀ(A dw)` and our rows
-        `A_k dx_k + B_k du_k - dx_{k+1}` linearise `f(z_k) - x_{k+1} = 0`, so `lam_a` is
-        that constraint's NLP multiplier.
-        """
-        n, nx, nz = self.config.horizon, self.nx, self.nx + self.nu
-        sb = self._stage_buf
-        sb.args[0][:] = xs[:-1].ravel()  # (N, nx) C-order = (nx, N) column-major
-        sb.args[1][:] = us.ravel()
-        sb.args[2][:] = x_ref[:-1].ravel()
-        sb.args[3][:] = u_ref[:-1].ravel()
-        sb()
-        h = sb.res[0].reshape(n, nz, nz)  # h[k] = H_kᵀ (column-major blocks; symmetric)
-        if lam is not None:
-            db = self._dyn_hess_buf
-            assert db is not None
-            db.args[0][:] = sb.args[0]
-            db.args[1][:] = sb.args[1]
-            db.args[2][:] = lam.ravel()
-            db()
-            h = h + db.res[0].reshape(n, nz, nz)
-        tb = self._term_buf
-        tb.args[0][:] = xs[-1]
-        tb.args[1][:] = x_ref[-1]
-        tb()
-        eig = self.config.hess_min_eig
-        h_st = self._psd_stage(h, eig)
-        h_t = self._psd_term(tb.res[0].reshape(1, nx, nx), eig)[0]
-        return h_st, sb.res[1].reshape(n, nz).copy(), h_t, tb.res[1].copy()
-
     def _solve_rti(
         self,
         w_init: np.ndarray,
@@ -697,219 +371,54 @@ class NMPC:
         memory: Memory,
         info: dict[str, Any],
     ) -> tuple[np.ndarray | None, FaultKind]:
+        """`sqp_iters` SQP steps from `w_init` (nw,): linearise, build the QP, solve, step.
+
+        Args:
+            w_init: (nw,) warm start; x0: (nx,) measured state; x_ref: (N+1, nx);
+            u_ref: (N+1, nu); memory: the model's memory, held fixed along the horizon.
+            info: receives the QP reports and the time of each part.
+
+        Returns:
+            The new w (nw,) or None, and the fault.
+        """
         c = self.config
-        n, nx, nu = c.horizon, self.nx, self.nu
-        nz = nx + nu
         w = w_init.copy()
-        lbw, ubw = self._rti_bounds(x0)
-        j_in, h_in, ht_in, g_in, r_in, lbx_in, ubx_in = self._qp_in
+        trust = self._trust if c.trusted_constraints else None
+        lbw, ubw = with_trusted_region(self._layout, self._lbw, self._ubw, trust, x0)
+        x0_index = self._layout.x0_index
         t_lin = t_cost = t_qp = 0.0
         for _ in range(c.sqp_iters):
-            xs, us = self._split(w)
+            xs, us = self._layout.split(w)
             t0 = time.perf_counter()
-            f, jt = self._linearize_stages(xs[:-1], us, memory)
+            # dynamics along the linearisation point
+            f, jt = self.linearizer(xs[:-1], us, memory)
             t1 = time.perf_counter()
             t_lin += t1 - t0
             if not (np.all(np.isfinite(f)) and np.all(np.isfinite(jt))):
                 return None, "non_finite"
-            lam = self._lam_dyn if self._use_lagrangian() else None
-            h_st, g_st, h_t, g_t = self._cost_blocks(xs, us, x_ref, u_ref, lam)
-            # the QP's data, written straight into the solvers' input buffers
-            j_in.reshape(n, nz, nx)[:] = jt
-            h_in.reshape(n, nz, nz)[:] = h_st  # symmetric: column-major = row-major
-            ht_in.reshape(nx, nx)[:] = h_t
-            g_in[: n * nz] = g_st.ravel()
-            g_in[n * nz :] = g_t
+            # convexified cost, plus the dynamics' curvature for the exact-Hessian SQP
+            curvature = None
+            if self._lagrangian is not None and self._lam_dyn is not None:
+                curvature = self._lagrangian.lagrangian_hessians(xs[:-1], us, self._lam_dyn)
+            h_st, g_st, h_t, g_t = self._cost.qp_blocks(xs, us, x_ref, u_ref, curvature)
             defect = f - xs[1:]  # (N, nx)
-            r_in.reshape(n, nx)[:] = -defect
-            np.subtract(lbw, w, out=lbx_in)
-            np.subtract(ubw, w, out=ubx_in)
-            lbx_in[self._x0_index] = ubx_in[self._x0_index] = x0 - xs[0]
+            self.qp.load(jt, (h_st, h_t), (g_st, g_t), defect, (lbw, ubw), w, x0)
             t2 = time.perf_counter()
             t_cost += t2 - t1
-            dw, fault = self._solve_qp(jt, defect, info)
+            # solve, validate, fall through to the backup solver
+            dw, lam_dyn, fault = self.qp.solve(jt, defect, info)
             t_qp += time.perf_counter() - t2
             if dw is None:
                 return None, fault
+            if self._lagrangian is not None and lam_dyn is not None:
+                # shifted by one stage for the next control step's linearisation point
+                self._lam_dyn = np.concatenate([lam_dyn[1:], lam_dyn[-1:]], axis=0)
             w = w + dw
             # one SQP step lands on the linearisation; clip tiny bound violations of the QP
             w = np.minimum(np.maximum(w, lbw), ubw)
-            w[self._x0_index] = x0
+            w[x0_index] = x0
         info["linearize_seconds"] = t_lin
         info["cost_seconds"] = t_cost
         info["qp_seconds"] = t_qp
         info["linearization"] = self.linearization
         return w, "none"
-
-    def _solve_qp(
-        self, jt: np.ndarray, defect: np.ndarray, info: dict[str, Any]
-    ) -> tuple[np.ndarray | None, FaultKind]:
-        """Solve the QP in `self._qp_in` with the primary solver, then the backup; validate
-        each answer against the bounds and the dynamics rows.
-
-        Args:
-            jt: (N, nz, nx) transposed stage Jacobians; defect: (N, nx) d_k (to check rows).
-            info: receives the solver status, attempts and violation.
-
-        Returns:
-            The step dw (nw,) or None, and the fault of the last try.
-        """
-        n, nx, nz = self.config.horizon, self.nx, self.nx + self.nu
-        lbx, ubx = self._qp_in[5], self._qp_in[6]
-        fault: FaultKind = "solver_failed"
-        for name, qp in self._qps:
-            self._qp_solve(qp)
-            stats = qp.stats()
-            status = str(stats.get("return_status", ""))
-            unified = str(stats.get("unified_return_status", ""))
-            if status.isdigit():  # hpipm reports a bare code
-                status = f"{unified} (code {status})"
-            info["qp_solver"], info["solver_status"] = name, status
-            info.setdefault("qp_attempts", []).append(f"{name}: {status}")
-            dw = qp.res[0]
-            if not stats.get("success", False) or not np.all(np.isfinite(dw)):
-                infeasible = "infeas" in status.lower() or "INFEASIBLE" in unified
-                fault = "infeasible" if infeasible else "solver_failed"
-                continue
-            # trust no status alone: qrqp was seen reporting success on a point that broke
-            # its bounds (docs/controllers.md)
-            dz = dw[: n * nz].reshape(n, nz)
-            rows = np.einsum("kji,kj->ki", jt, dz) - dw[self._xk_index].reshape(n, nx) + defect
-            viol = max(
-                float(np.max(lbx - dw, initial=0.0)),
-                float(np.max(dw - ubx, initial=0.0)),
-                float(np.max(np.abs(rows), initial=0.0)),
-            )
-            info["qp_violation"] = viol
-            info["qp_attempts"][-1] += f" (violation {viol:.1e})"
-            if viol > self.config.qp_feas_tol:
-                info["solver_status"] = f"{status} (violation {viol:.2e})"
-                fault = "solver_failed"
-                continue
-            if self._use_lagrangian():
-                lam_a = qp.res[1].reshape(n, nx)
-                # shifted by one stage for the next control step's linearisation point
-                self._lam_dyn = np.concatenate([lam_a[1:], lam_a[-1:]], axis=0)
-            return dw.copy(), "none"
-        return None, fault
-
-    def _qp_solve(self, qp: _Buffered) -> None:
-        """Run one buffered QP solve (a seam tests use to inject a failing solve)."""
-        qp()
-
-
-# Evaluate CasADi functions through Function.buffer() (False: plain calls, e.g. for a CasADi
-# whose Python API lacks it; same numbers, slower; a test compares the two).
-_USE_BUFFERS = True
-
-
-class _Buffered:
-    """A CasADi function evaluated in place on preallocated float64 numpy arrays.
-
-    CasADi's `FunctionBuffer` reads the inputs' nonzeros from, and writes the outputs'
-    nonzeros to, the bound arrays (column-major order of each sparsity). A plain call instead
-    converts every numpy argument to a DM entry by entry: about 35 ns an entry here, 0.2 ms for
-    one 17×340 block, which made the conversions of an RTI step cost as much as its QP solve.
-    Where `Function.buffer()` is missing (CasADi builds without it) the same arrays go
-    through plain calls.
-
-    Attributes:
-        fn: the function.
-        args: one (nnz_in(i),) array per input; write into them, never rebind them.
-        res: one (nnz_out(i),) array per output, overwritten by each call.
-    """
-
-    def __init__(self, fn: ca.Function) -> None:
-        self.fn = fn
-        self.args = [np.zeros(fn.nnz_in(i)) for i in range(fn.n_in())]
-        self.res = [np.zeros(fn.nnz_out(i)) for i in range(fn.n_out())]
-        # typed Any: the bindings take (index, memoryview) although CasADi's stubs ask for a size
-        self._buf: Any = None
-        self._eval: Any = None
-        if _USE_BUFFERS and hasattr(fn, "buffer"):
-            try:
-                self._buf, self._eval = fn.buffer()
-                for i, a in enumerate(self.args):
-                    self._buf.set_arg(i, memoryview(cast(Any, a)))
-                for i, r in enumerate(self.res):
-                    self._buf.set_res(i, memoryview(cast(Any, r)))
-            except (NotImplementedError, TypeError, RuntimeError) as exc:
-                logger.info("CasADi Function.buffer unusable (%s): plain calls", exc)
-                self._buf = None
-
-    def share_args(self, other: _Buffered) -> None:
-        """Read the inputs from `other`'s arrays (same input sparsities)."""
-        for i, a in enumerate(other.args):
-            if a.shape != self.args[i].shape:
-                raise ValueError(f"{self.fn.name()}: input {i} differs from {other.fn.name()}")
-            if self._buf is not None:
-                self._buf.set_arg(i, memoryview(cast(Any, a)))
-        self.args = other.args
-
-    def __call__(self) -> None:
-        """Evaluate; raises RuntimeError if CasADi reports a failed evaluation."""
-        if self._buf is None:
-            fn = self.fn
-            outs = fn.call([ca.DM(fn.sparsity_in(i), a) for i, a in enumerate(self.args)])
-            for r, out in zip(self.res, outs):
-                r[:] = np.asarray(out.nonzeros(), dtype=np.float64)
-            return
-        self._eval()
-        ret = self._buf.ret()
-        if ret != 0:
-            raise RuntimeError(f"CasADi function {self.fn.name()} failed (return code {ret})")
-
-    def stats(self) -> dict[str, Any]:
-        """Statistics of the last evaluation (for a QP function: its conic solver's)."""
-        return dict(self._buf.stats() if self._buf is not None else self.fn.stats())
-
-
-class _PSDPlan:
-    """Symmetrise (B, m, m) matrices and clip their eigenvalues below, block by block.
-
-    Args:
-        pattern: (m, m) bool structural nonzeros of the matrices; its connected components
-            are the blocks (entries outside them are exact zeros).
-    """
-
-    def __init__(self, pattern: np.ndarray) -> None:
-        m = pattern.shape[0]
-        adj = pattern | pattern.T
-        label = -np.ones(m, dtype=np.int64)
-        comps: list[list[int]] = []
-        for start in range(m):
-            if label[start] >= 0:
-                continue
-            label[start] = len(comps)
-            comp, stack = [], [start]
-            while stack:
-                i = stack.pop()
-                comp.append(i)
-                for j in np.flatnonzero(adj[i]):
-                    if label[j] < 0:
-                        label[j] = len(comps)
-                        stack.append(int(j))
-            comps.append(sorted(comp))
-        self.diag = np.array([cc[0] for cc in comps if len(cc) == 1], dtype=np.int64)
-        self.blocks = [np.array(cc, dtype=np.int64) for cc in comps if len(cc) > 1]
-
-    def __call__(self, h: np.ndarray, min_eig: float) -> np.ndarray:
-        """(B, m, m) -> (B, m, m) symmetric with every eigenvalue >= `min_eig`."""
-        out = 0.5 * (h + np.swapaxes(h, -1, -2))
-        d = self.diag
-        if d.size:
-            out[:, d, d] = np.maximum(out[:, d, d], min_eig)
-        for idx in self.blocks:
-            sub = out[:, idx[:, None], idx[None, :]]  # (B, b, b)
-            lam, vec = np.linalg.eigh(sub)
-            lam = np.maximum(lam, min_eig)
-            out[:, idx[:, None], idx[None, :]] = np.einsum("bij,bj,bkj->bik", vec, lam, vec)
-        return out
-
-
-def _pattern(sp: ca.Sparsity, m: int) -> np.ndarray:
-    """(m, m) bool matrix of a CasADi sparsity's structural nonzeros."""
-    rows, cols = sp.get_triplet()
-    out = np.zeros((m, m), dtype=bool)
-    out[np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)] = True
-    return out

@@ -7,19 +7,30 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-if TYPE_CHECKING:
-    from metasym_control.models.learned import LearnedModel
+from metasym_control.models.learned import LearnedModel
+from metasym_control.models.registry import build_model
 
-CHECKPOINT_FORMAT_VERSION = 2
+CHECKPOINT_FORMAT_VERSION = 3
 # Format 1 (before the decoders' fixed self score): the self slot's score was the query-key
 # product; such checkpoints load with `attend_self = True`, which keeps their meaning.
-_READABLE_FORMATS = (1, 2)
+# Formats 1 and 2 (before the canonical buffers' readable names): their `can_*` buffers load
+# under the names of `_RENAMED_BUFFERS`.
+_READABLE_FORMATS = (1, 2, 3)
+_RENAMED_BUFFERS = {
+    "can_mean": "canonical_mean",
+    "can_scale": "canonical_scale",
+    "can_delta": "canonical_delta_std",
+    "can_index": "canonical_index",
+    "can_mul": "canonical_gain",
+    "can_sub": "canonical_offset",
+    "can_out": "canonical_to_state",
+}
 _SELF_ATTENDING = ("MetaSym", "TransformerModel")
 CHECKPOINT_KIND = "metasym_control.checkpoint"
 _OPTIM_PREFIX = "__optim__."
@@ -128,6 +139,8 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
 
 
 def _load_tensors(path: str | Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights file's tensors, checked against the JSON's checksum, under this format's
+    names."""
     wpath, jpath = checkpoint_paths(path)
     if not wpath.exists():
         raise CheckpointError(f"checkpoint weights {wpath} not found")
@@ -136,9 +149,20 @@ def _load_tensors(path: str | Path, meta: dict[str, Any]) -> dict[str, torch.Ten
             f"checkpoint weights {wpath} are corrupt or truncated (checksum differs from {jpath})"
         )
     try:
-        return load_file(str(wpath))
+        tensors = load_file(str(wpath))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint weights {wpath} are corrupt or truncated: {e}") from e
+    if meta.get("format_version", CHECKPOINT_FORMAT_VERSION) < 3:
+        tensors = {_renamed(k): v for k, v in tensors.items()}
+    return tensors
+
+
+def _renamed(key: str) -> str:
+    """A format-1/2 weight name under today's name (`_RENAMED_BUFFERS`; other keys as is)."""
+    prefix, _, leaf = key.rpartition(".")
+    if leaf not in _RENAMED_BUFFERS or key.startswith(_OPTIM_PREFIX):
+        return key
+    return f"{prefix}.{_RENAMED_BUFFERS[leaf]}" if prefix else _RENAMED_BUFFERS[leaf]
 
 
 def _check_identity(
@@ -213,8 +237,6 @@ def load_checkpoint(
             class, another format version, another environment or environment version, or
             weights that do not fit the architecture.
     """
-    from metasym_control.models.learned import build_model
-
     wpath, jpath = checkpoint_paths(path)
     meta = read_checkpoint_meta(path)
     _check_identity(meta, jpath, expect_class, env_id)

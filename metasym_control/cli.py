@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import tyro
 
 from metasym_control.demo import DemoConfig
-from metasym_control.experiments import AdaptArgs, FewShotArgs, TrainArgs, TrainDefaultArgs
+from metasym_control.few_shot import FewShotArgs
+from metasym_control.pretrained import TrainDefaultArgs
+from metasym_control.training import AdaptArgs, TrainArgs
 
 _DEMO_DEFAULTS = DemoConfig()
 _TRAIN = TrainArgs()
@@ -26,32 +28,32 @@ def demo(cfg: Annotated[DemoConfig, tyro.conf.OmitArgPrefixes] = _DEMO_DEFAULTS)
 
 def train(args: Annotated[TrainArgs, tyro.conf.arg(name="")] = _TRAIN) -> None:
     """Meta-train MetaSym (or a baseline) on an environment's data; runs under torchrun too."""
-    from metasym_control import experiments
+    from metasym_control import training
 
-    experiments.train_main(args)
+    training.train_main(args)
 
 
 def adapt(args: Annotated[AdaptArgs, tyro.conf.arg(name="")] = _ADAPT) -> None:
     """Adapt a checkpoint to a trajectory file and save the adapted checkpoint."""
-    from metasym_control import experiments
+    from metasym_control import training
 
-    experiments.adapt_main(args)
+    training.adapt_main(args)
 
 
 def train_default(
     args: Annotated[TrainDefaultArgs, tyro.conf.arg(name="")] = _TRAIN_DEFAULT,
 ) -> None:
     """Regenerate the shipped default MetaSym quadrotor weights (fixed seed and config)."""
-    from metasym_control import experiments
+    from metasym_control import pretrained
 
-    experiments.train_default_main(args)
+    pretrained.train_default_main(args)
 
 
 def few_shot(args: Annotated[FewShotArgs, tyro.conf.arg(name="")] = _FEW_SHOT) -> None:
     """Few-shot experiment: MetaSym vs baselines on held-out systems, printed as a table."""
-    from metasym_control import experiments
+    from metasym_control import few_shot
 
-    experiments.few_shot_main(args)
+    few_shot.few_shot_main(args)
 
 
 def _commands() -> dict[str, Callable[..., Any]]:

@@ -14,7 +14,7 @@ from metasym_control.params import Split, SystemParams
 from metasym_control.trajectory import Trajectory
 
 if TYPE_CHECKING:
-    from metasym_control.controllers.baseline import ExplorationConfig
+    from metasym_control.exploration import ExplorationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def quadrotor_exploration_factory(
     Returns:
         `(chunk_params, seed) -> QuadrotorExplorationPolicy` flying with the true parameters.
     """
-    from metasym_control.controllers.baseline import QuadrotorExplorationPolicy
+    from metasym_control.exploration import QuadrotorExplorationPolicy
 
     def make(chunk: Sequence[SystemParams], seed: int) -> BatchPolicy:
         return QuadrotorExplorationPolicy(chunk, config, dt=dt, seed=seed)  # type: ignore[arg-type]

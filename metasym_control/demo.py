@@ -14,7 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from metasym_control.bench import markdown_table
-from metasym_control.control import ClosedLoopResult, Controller, OnlineAdaptConfig, run_closed_loop
+from metasym_control.closed_loop import ClosedLoopResult, OnlineAdaptConfig, run_closed_loop
+from metasym_control.controller import Controller
 from metasym_control.dynamics import AdaptBudget, DynamicsModel
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def main(cfg: DemoConfig) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium as gym
 
-    from metasym_control.controllers.baseline import BaselineController
+    from metasym_control.controllers.cascaded_pd import CascadedPD
     from metasym_control.data import collect_quadrotor_dataset
     from metasym_control.envs.quadrotor import QuadrotorParams, sample_quadrotor_params
     from metasym_control.models.quadrotor_analytic import QuadrotorModel
@@ -187,7 +188,7 @@ def main(cfg: DemoConfig) -> None:
     results: dict[str, ClosedLoopResult] = {}
 
     # 3. the reference controller a user compares MPC against
-    baseline = BaselineController(nominal, base.task, dt=base.dt)
+    baseline = CascadedPD(nominal, base.task, dt=base.dt)
     results["cascaded PD (nominal)"] = run_closed_loop(env, baseline, steps, seed=cfg.seed)
 
     # 4. MPC with each model, MetaSym re-adapting online
@@ -275,7 +276,7 @@ def _load_metasym(cfg: DemoConfig) -> DynamicsModel:
     import torch
 
     from metasym_control.checkpoint import load_checkpoint
-    from metasym_control.experiments import DEFAULT_WEIGHTS
+    from metasym_control.weights import DEFAULT_WEIGHTS
 
     path = cfg.checkpoint or DEFAULT_WEIGHTS
     # float64: the controllers' default, and finite-difference Jacobians want it

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from metasym_control.trajectory import Trajectory
@@ -60,12 +61,26 @@ class DynamicsModel(Protocol):
         action_dim: nu.
         dt: control period in seconds.
         history_len: L, the number of past transitions the model reads (0 for Markov models).
+        trusted_lower, trusted_upper: (nx,) corners of the state box in which the model's
+            predictions are trusted (a learned model: its training data's range, widened),
+            or None where the model is valid everywhere. Controllers treat predictions
+            outside the box as faults.
     """
 
     state_dim: int
     action_dim: int
     dt: float
     history_len: int
+
+    @property
+    def trusted_lower(self) -> np.ndarray | None:
+        """(nx,) lower corner of the trusted state box, or None (valid everywhere)."""
+        ...
+
+    @property
+    def trusted_upper(self) -> np.ndarray | None:
+        """(nx,) upper corner of the trusted state box, or None (valid everywhere)."""
+        ...
 
     def init_memory(
         self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None

@@ -2,7 +2,7 @@
 
 Tasks are systems: one `Trajectory` (several episodes of one parameter set) per task. Each
 outer step draws a meta-batch of tasks; for each, the episodes are split into support and
-query; a functional inner loop (`metasym_control.adaptation.inner_loop`) adapts the fast
+query; a functional inner loop (`metasym_control.models.inner_loop.inner_loop`) adapts the fast
 weights on the support windows; the query loss with the adapted weights (plus the encoder's
 time-reversal losses) is backpropagated to every parameter.
 
@@ -32,19 +32,12 @@ import torch.distributed as dist
 from torch.func import functional_call
 from tqdm import tqdm
 
-from metasym_control.adaptation import (
-    adapt_model,
-    inner_loop,
-    make_windows,
-    model_params,
-    num_windows,
-    to_batch,
-    window_sampler,
-)
 from metasym_control.checkpoint import restore_into, save_checkpoint
 from metasym_control.dynamics import AdaptBudget
+from metasym_control.models.inner_loop import adapt_model, inner_loop, model_params
 from metasym_control.models.learned import LearnedModel, data_statistics
 from metasym_control.trajectory import Trajectory
+from metasym_control.windows import make_windows, num_windows, to_batch, window_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -381,8 +374,7 @@ def _task_loss(
     if config.batch_windows and config.batch_windows < nq:
         qidx = rng.choice(nq, config.batch_windows, replace=False)
     qbatch = to_batch(qry, qidx, dev, dtype)
-    params: dict[str, torch.Tensor] = {n: p for n, p in model.named_parameters()}
-    params.update(dict(model.named_buffers()))
+    params = model_params(model, detach=False)  # meta-gradients flow into every parameter
     fast = inner_loop(
         model,
         params,

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -35,7 +36,7 @@ class SystemParams:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: tuples become lists, numpy scalars become floats."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls: type[P], data: Mapping[str, Any]) -> P:
@@ -61,13 +62,18 @@ class SystemParams:
         return np.asarray(out, dtype=np.float64)
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """`v` with tuples, arrays, numpy scalars and paths made JSON-ready (dicts recursively)."""
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
     if isinstance(v, (tuple, list)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, np.ndarray):
         return v.tolist()
     if isinstance(v, np.generic):
         return v.item()
+    if isinstance(v, PurePath):
+        return str(v)
     return v
 
 

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gymnasium.envs.registration import register, registry
 
-ENV_IDS = ("MetaSymQuadrotor-v0", "MetaSymSpringMesh-v0", "MetaSymOpenQuantum-v0")
+# id -> register() arguments; entry points are strings so heavy imports wait for `make`
+_SPECS: dict[str, dict[str, Any]] = {
+    "MetaSymQuadrotor-v0": {
+        "entry_point": "metasym_control.envs.quadrotor:QuadrotorEnv",
+        "max_episode_steps": 500,
+    },
+    "MetaSymSpringMesh-v0": {
+        "entry_point": "metasym_control.envs.spring_mesh:SpringMeshEnv",
+        "max_episode_steps": 400,
+    },
+    "MetaSymOpenQuantum-v0": {
+        "entry_point": "metasym_control.envs.open_quantum:OpenQuantumEnv",
+        "vector_entry_point": "metasym_control.envs.open_quantum:OpenQuantumVectorEnv",
+        "max_episode_steps": 400,
+    },
+    "ToyOscillator-v0": {
+        "entry_point": "metasym_control.envs.toy_oscillator:ToyOscillatorEnv",
+        "max_episode_steps": 200,
+    },
+}
+ENV_IDS = tuple(_SPECS)
 
 
 def register_envs() -> None:
     """Register every environment id once; safe to call repeatedly."""
-    if "MetaSymQuadrotor-v0" not in registry:
-        register(
-            id="MetaSymQuadrotor-v0",
-            entry_point="metasym_control.envs.quadrotor:QuadrotorEnv",
-            max_episode_steps=500,
-        )
-    if "MetaSymSpringMesh-v0" not in registry:
-        register(
-            id="MetaSymSpringMesh-v0",
-            entry_point="metasym_control.envs.spring_mesh:SpringMeshEnv",
-            max_episode_steps=400,
-        )
-    if "MetaSymOpenQuantum-v0" not in registry:
-        register(
-            id="MetaSymOpenQuantum-v0",
-            entry_point="metasym_control.envs.open_quantum:OpenQuantumEnv",
-            vector_entry_point="metasym_control.envs.open_quantum:OpenQuantumVectorEnv",
-            max_episode_steps=400,
-        )
+    for env_id, spec in _SPECS.items():
+        if env_id not in registry:
+            register(id=env_id, **spec)

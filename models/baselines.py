@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,11 +23,66 @@ from torch import nn
 from metasym_control.dynamics import Memory
 from metasym_control.models.coordinates import CoordinateMap
 from metasym_control.models.decoder import ActiveDecoder, DecoderConfig
-from metasym_control.models.learned import Batch, LearnedModel
+from metasym_control.models.learned import LearnedModel
 from metasym_control.models.symplectic import SymplecticConfig, SymplecticEncoder
+from metasym_control.windows import Batch
 
 
-class _MarkovModel(LearnedModel):
+def _zero_linear(n_in: int, n_out: int, bias: bool = True) -> nn.Linear:
+    """A linear layer (n_in -> n_out) whose weights start at zero: the untrained model adds
+    nothing through it. (Built as nn.Linear first, so it draws from the global generator as
+    any layer does and the layers after it start the same.)"""
+    layer = nn.Linear(n_in, n_out, bias=bias)
+    nn.init.zeros_(layer.weight)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class _Baseline(LearnedModel):
+    """Base of the learned baselines: the one constructor; a subclass builds its layers.
+
+    Args:
+        state_dim, action_dim: nx, nu.
+        dt: control period, s.
+        config: the subclass's `config_class` instance (its defaults if None).
+        coords: canonical coordinates (required where `needs_coords`).
+        env_id: environment id, saved in the spec.
+        device, dtype: of the parameters.
+    """
+
+    needs_coords: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        dt: float,
+        config: Any = None,
+        coords: CoordinateMap | None = None,
+        env_id: str = "",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        if self.needs_coords and coords is None:
+            raise ValueError(f"{type(self).__name__} needs a CoordinateMap")
+        cfg = config if config is not None else self.config_class()
+        super().__init__(state_dim, action_dim, dt, self._history_len(cfg), coords, env_id)
+        self.config = cfg
+        self._build()
+        self.to(device=device, dtype=dtype)
+
+    @staticmethod
+    def _history_len(config: Any) -> int:
+        """L, the past transitions the model reads (0: Markov)."""
+        return 0
+
+    def _build(self) -> None:
+        """Create the modules from `self.config` (in a fixed order: the random draws)."""
+        raise NotImplementedError
+
+
+class _MarkovModel(_Baseline):
     """Base of the learned baselines that read no history: empty memory, windows from x0."""
 
     def init_memory(
@@ -45,7 +101,7 @@ class MLPConfig:
     """Residual MLP baseline.
 
     Attributes:
-        hidden: width of each hidden layer (the DESIGN's MPPI reference is 2 x 256).
+        hidden: width of each hidden layer (the MPPI reference model of the project is 2 x 256).
         layers: number of hidden layers.
     """
 
@@ -61,30 +117,16 @@ class MLPModel(_MarkovModel):
 
     config_class = MLPConfig
 
-    def __init__(
-        self,
-        state_dim: int,
-        action_dim: int,
-        dt: float,
-        config: MLPConfig | None = None,
-        coords: CoordinateMap | None = None,
-        env_id: str = "",
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
-        super().__init__(state_dim, action_dim, dt, 0, coords, env_id)
-        self.config = config or MLPConfig()
-        width, layers = self.config.hidden, self.config.layers
+    config: MLPConfig
+
+    def _build(self) -> None:
         mods: list[nn.Module] = []
-        d_in = state_dim + action_dim
-        for _ in range(layers):
-            mods += [nn.Linear(d_in, width), nn.SiLU()]
-            d_in = width
+        d_in = self.state_dim + self.action_dim
+        for _ in range(self.config.layers):
+            mods += [nn.Linear(d_in, self.config.hidden), nn.SiLU()]
+            d_in = self.config.hidden
         self.net = nn.Sequential(*mods)
-        self.out = nn.Linear(d_in, state_dim)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-        self.to(device=device, dtype=dtype)
+        self.out = _zero_linear(d_in, self.state_dim)
 
     def fast_weight_names(self) -> list[str]:
         """The last layer: `out.weight`, `out.bias`."""
@@ -118,7 +160,7 @@ class TransformerConfig:
     attend_self: bool = True  # as MetaSym's decoder
 
 
-class TransformerModel(LearnedModel):
+class TransformerModel(_Baseline):
     """x_{k+1} = x_k + delta_std * decoder([norm(x), norm(u)] | history); no encoder.
 
     Fast weights: the meta-attention, as in MetaSym (same budget, same kind of set).
@@ -126,29 +168,22 @@ class TransformerModel(LearnedModel):
 
     config_class = TransformerConfig
 
-    def __init__(
-        self,
-        state_dim: int,
-        action_dim: int,
-        dt: float,
-        config: TransformerConfig | None = None,
-        coords: CoordinateMap | None = None,
-        env_id: str = "",
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
-        cfg = config or TransformerConfig()
-        super().__init__(state_dim, action_dim, dt, cfg.history_len, coords, env_id)
-        self.config = cfg
+    config: TransformerConfig
+
+    @staticmethod
+    def _history_len(config: Any) -> int:
+        return int(config.history_len)
+
+    def _build(self) -> None:
+        cfg = self.config
         self.decoder = ActiveDecoder(
-            state_dim + action_dim,
-            state_dim,
+            self.state_dim + self.action_dim,
+            self.state_dim,
             cfg.history_len,
             DecoderConfig(
                 cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.mlp_ratio, 0, cfg.attend_self
             ),
         )
-        self.to(device=device, dtype=dtype)
 
     def fast_weight_names(self) -> list[str]:
         """The meta-attention's projections."""
@@ -179,6 +214,17 @@ class TransformerModel(LearnedModel):
         return x_next, memory
 
 
+class _CanonicalMarkovModel(_MarkovModel):
+    """Base of the Markov baselines on canonical coordinates (a `CoordinateMap` is required).
+
+    Subclasses add their modules, then the linear control input on the state
+    `control` (`_zero_linear(nu, nx)`), in that order (the order of the random draws).
+    """
+
+    coords: CoordinateMap
+    needs_coords = True
+
+
 @dataclass(frozen=True)
 class SymplecticOnlyConfig:
     """The symplectic encoder alone plus a linear control input.
@@ -194,7 +240,7 @@ class SymplecticOnlyConfig:
     encoder_width: int = 32  # the same reason
 
 
-class SymplecticOnlyModel(_MarkovModel):
+class SymplecticOnlyModel(_CanonicalMarkovModel):
     """x_{k+1} = x_k + state(Φ_dt(z) - z) + delta_std * (B norm(u) + c); Markov.
 
     Fast weights: the control matrix B and the bias c.
@@ -202,38 +248,21 @@ class SymplecticOnlyModel(_MarkovModel):
 
     config_class = SymplecticOnlyConfig
 
-    def __init__(
-        self,
-        state_dim: int,
-        action_dim: int,
-        dt: float,
-        config: SymplecticOnlyConfig | None = None,
-        coords: CoordinateMap | None = None,
-        env_id: str = "",
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
-        if coords is None:
-            raise ValueError("SymplecticOnlyModel needs a CoordinateMap")
-        cfg = config or SymplecticOnlyConfig()
-        super().__init__(state_dim, action_dim, dt, 0, coords, env_id)
-        self.config = cfg
-        self.coords: CoordinateMap = coords
+    config: SymplecticOnlyConfig
+
+    def _build(self) -> None:
+        cfg = self.config
         self.encoder = SymplecticEncoder(
-            coords.dim_q,
+            self.coords.dim_q,
             SymplecticConfig(
                 kind=cfg.encoder_kind,  # type: ignore[arg-type]
                 layers=cfg.encoder_layers,
                 width=cfg.encoder_width,
-                dt_ref=dt,
+                dt_ref=self.dt,
                 init_scale=0.01,
             ),
         )
-        self.control = nn.Linear(action_dim, state_dim)
-        nn.init.zeros_(self.control.weight)
-        nn.init.zeros_(self.control.bias)
-        self.to(device=device, dtype=dtype)
-        self.can_index = self.can_index.long()
+        self.control = _zero_linear(self.action_dim, self.state_dim)
 
     def fast_weight_names(self) -> list[str]:
         """The control input: `control.weight`, `control.bias`."""
@@ -242,7 +271,7 @@ class SymplecticOnlyModel(_MarkovModel):
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """x (..., nx), u (..., nu) -> x_next (..., nx), memory unchanged."""
         z = self.canonical(x)
-        dx = (self.encoder(z, self.dt) - z) @ self.can_out
+        dx = (self.encoder(z, self.dt) - z) @ self.canonical_to_state
         x_next = x + dx + self.delta_std * self.control(self.norm_action(u))
         return self.coords.postprocess(x_next), memory
 
@@ -260,7 +289,7 @@ class HNNConfig:
     substeps: int = 1  # one RK4 step per control step: the flows are slow against dt
 
 
-class HNNModel(_MarkovModel):
+class HNNModel(_CanonicalMarkovModel):
     """A Hamiltonian neural network (Greydanus et al. 2019) with dissipation and control.
 
     In standardised canonical coordinates z = (q, p) (time in units of dt):
@@ -272,34 +301,16 @@ class HNNModel(_MarkovModel):
 
     config_class = HNNConfig
 
-    def __init__(
-        self,
-        state_dim: int,
-        action_dim: int,
-        dt: float,
-        config: HNNConfig | None = None,
-        coords: CoordinateMap | None = None,
-        env_id: str = "",
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
-        if coords is None:
-            raise ValueError("HNNModel needs a CoordinateMap")
-        cfg = config or HNNConfig()
-        super().__init__(state_dim, action_dim, dt, 0, coords, env_id)
-        self.config = cfg
-        self.coords: CoordinateMap = coords
-        d = coords.dim_q
+    config: HNNConfig
+
+    def _build(self) -> None:
+        cfg = self.config
+        d = self.coords.dim_q
         self.h_in = nn.Linear(2 * d, cfg.hidden)
         self.h_out = nn.Parameter(torch.randn(cfg.hidden) * 0.01)
         self.gamma = nn.Parameter(torch.full((d,), -4.0))
-        self.g = nn.Linear(action_dim, 2 * d, bias=False)
-        nn.init.zeros_(self.g.weight)
-        self.control = nn.Linear(action_dim, state_dim)
-        nn.init.zeros_(self.control.weight)
-        nn.init.zeros_(self.control.bias)
-        self.to(device=device, dtype=dtype)
-        self.can_index = self.can_index.long()
+        self.g = _zero_linear(self.action_dim, 2 * d, bias=False)
+        self.control = _zero_linear(self.action_dim, self.state_dim)
 
     def fast_weight_names(self) -> list[str]:
         """Control, damping and the Hamiltonian's output layer."""
@@ -330,5 +341,5 @@ class HNNModel(_MarkovModel):
             k3 = self.field(w + 0.5 * h * k2, force)
             k4 = self.field(w + h * k3, force)
             w = w + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        x_next = x + (w - z) @ self.can_out + self.delta_std * self.control(un)
+        x_next = x + (w - z) @ self.canonical_to_state + self.delta_std * self.control(un)
         return self.coords.postprocess(x_next), memory

@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
-# Nominal mass of the Skydio X2 reference quadrotor (0.325 kg body + 4 x 0.25 kg rotors).
-QUADROTOR_NOMINAL_MASS = 1.325
+from metasym_control.envs.quadrotor.params import QuadrotorParams
+
+# Nominal mass (kg) of the reference quadrotor (the Skydio X2): the environment's default.
+QUADROTOR_NOMINAL_MASS = QuadrotorParams().mass
 
 
 @dataclass(frozen=True)
@@ -146,17 +148,19 @@ def quadrotor_coordinates(
     )
 
 
+def _halves(kind: str, state_dim: int) -> CoordinateMap:
+    """A state [q (d), p (d)] that is canonical as it stands."""
+    d = state_dim // 2
+    return CoordinateMap(
+        kind=kind, state_dim=state_dim, q_index=tuple(range(d)), p_index=tuple(range(d, 2 * d))
+    )
+
+
 def spring_mesh_coordinates(state_dim: int) -> CoordinateMap:
     """Spring mesh: the state [q (2n), p (2n)] is canonical as it stands."""
     if state_dim % 2:
         raise ValueError(f"spring mesh state_dim must be even, got {state_dim}")
-    d = state_dim // 2
-    return CoordinateMap(
-        kind="spring_mesh",
-        state_dim=state_dim,
-        q_index=tuple(range(d)),
-        p_index=tuple(range(d, 2 * d)),
-    )
+    return _halves("spring_mesh", state_dim)
 
 
 def quantum_coordinates(state_dim: int) -> CoordinateMap:
@@ -168,13 +172,7 @@ def quantum_coordinates(state_dim: int) -> CoordinateMap:
     """
     if state_dim % 2:
         raise ValueError(f"quantum state_dim must be even (2 N^2), got {state_dim}")
-    d = state_dim // 2
-    return CoordinateMap(
-        kind="quantum",
-        state_dim=state_dim,
-        q_index=tuple(range(d)),
-        p_index=tuple(range(d, 2 * d)),
-    )
+    return _halves("quantum", state_dim)
 
 
 def generic_coordinates(
@@ -188,27 +186,3 @@ def generic_coordinates(
         p_index=tuple(p_index),
         p_scale=p_scale,
     )
-
-
-def coordinates_for_env(env_id: str, state_dim: int) -> CoordinateMap:
-    """The documented canonical coordinates of a project environment (or the toy family).
-
-    Args:
-        env_id: Gymnasium id with version, e.g. "MetaSymQuadrotor-v0".
-        state_dim: nx of the data.
-
-    Raises:
-        ValueError: an environment without a known map (use `generic_coordinates`).
-    """
-    name = env_id.split("-v")[0]
-    if name == "MetaSymQuadrotor":
-        return quadrotor_coordinates(state_dim)
-    if name == "MetaSymSpringMesh":
-        return spring_mesh_coordinates(state_dim)
-    if name == "MetaSymOpenQuantum":
-        return quantum_coordinates(state_dim)
-    if name == "ToyOscillator":
-        return generic_coordinates(
-            state_dim, range(state_dim // 2), range(state_dim // 2, state_dim)
-        )
-    raise ValueError(f"no canonical coordinates known for {env_id!r}; use generic_coordinates")

@@ -1,13 +1,13 @@
 """MetaSym's planner rollout as one Triton kernel: T steps of B samples in a single launch.
 
 On a GPU a planner rollout of a small model is bound by kernel launches: the folded step
-(`MetaSym._fold`) still launches about a dozen kernels a step, 450 for an MPPI update at
-T = 30. This kernel runs the whole rollout in one launch. Each program owns a block of
-samples and keeps its states in registers for all T steps; the step's matrices are read as
-tiles from the memory entries, so nothing is repacked per control step. It runs the step in
-stream form (`MetaSym._stream_fold`): every node reads the d_model-wide residual stream, which
-streams under half the weights of the torch path's chain per step (21k against 46k floats,
-padded).
+(`metasym_fold.fold_step`) still launches about a dozen kernels a step, 450 for an MPPI
+update at T = 30. This kernel runs the whole rollout in one launch. Each program owns a block
+of samples and keeps its states in registers for all T steps; the step's matrices are read
+as tiles from the memory entries, so nothing is repacked per control step. It runs the step
+in stream form (`metasym_fold.fold_step` with `stream_form`): every node reads the
+d_model-wide residual stream, which streams under half the weights of the torch path's chain
+per step (21k against 46k floats, padded).
 
 Supported: the default MetaSym family (two tanh stages in the encoder, two attention nodes
 with one GELU MLP between them, either self slot), float32, CUDA tensors, or CPU tensors
@@ -19,14 +19,12 @@ the torch path runs.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from metasym_control.dynamics import Memory
-
-if TYPE_CHECKING:
-    from metasym_control.models.metasym import MetaSym
+from metasym_control.models.metasym_fold import FoldLayout, stream_form_reason
 
 try:
     import triton
@@ -56,28 +54,17 @@ def _pow2(n: int, low: int = 16) -> int:
     return p
 
 
-def stream_form_reason(model: MetaSym) -> str | None:
-    """Why the model's structure has no stream form for the kernel, or None (no Triton needed).
+class FoldedModel(Protocol):
+    """What the kernel needs of a model: the layout of its folded step (MetaSym)."""
 
-    Args:
-        model: the MetaSym model.
-    """
-    kinds = [k for k, _, _ in model._fold_nodes]
-    attn = "attn_qk" if model.config.attend_self else "attn"
-    if kinds != ["tanh", "tanh", attn, "gelu", attn]:
-        return f"the fused rollout supports nodes tanh, tanh, {attn}, gelu, {attn}; got {kinds}"
-    cfg = model.config
-    dh = cfg.d_model // cfg.n_heads
-    if _pow2(cfg.n_heads, 1) != cfg.n_heads or _pow2(dh, 1) != dh or dh * cfg.n_heads < 16:
-        return "the fused rollout needs power-of-two heads and head width, d_model >= 16"
-    return None
+    fold_layout: FoldLayout
 
 
-def unsupported_reason(model: MetaSym, x: torch.Tensor) -> str | None:
+def unsupported_reason(model: FoldedModel, x: torch.Tensor) -> str | None:
     """Why `fused_rollout` cannot run this model on this tensor, or None if it can.
 
     Args:
-        model: the MetaSym model; x: (..., nx) a state tensor with the rollout's device and
+        model: the model (MetaSym); x: (..., nx) a state tensor with the rollout's device and
             dtype.
     """
     if triton is None:
@@ -86,7 +73,7 @@ def unsupported_reason(model: MetaSym, x: torch.Tensor) -> str | None:
         return f"the fused rollout runs float32 only, got {x.dtype}"
     if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return f"the fused rollout needs a CUDA device (or TRITON_INTERPRET=1), got {x.device}"
-    return stream_form_reason(model)
+    return stream_form_reason(model.fold_layout)
 
 
 if triton is not None:
@@ -190,7 +177,7 @@ if triton is not None:
         PREC: tl.constexpr,
     ):
         # fmt: on
-        """T MetaSym steps in stream form for BB samples (layout: `MetaSym._stream_fold`).
+        """T MetaSym steps in stream form for BB samples (layout: `metasym_fold._stream_fold`).
 
         Input columns (`fold_s_wx`, `fold_s_wu`, `fold_s_b`, leading dimension NS): tanh
         stage 0 at 0, stage 1 at W0, the stream at CH = W0 + W1, the next state at CO =
@@ -279,19 +266,19 @@ if triton is not None:
             )
 
 
-# the stream form's entries (`MetaSym._stream_fold`), in the kernel's pointer order
+# the stream form's entries (`metasym_fold._stream_fold`), in the kernel's pointer order
 _MATRICES = (
     "wx", "wu", "b", "n0", "n1", "a0_w", "a0_b", "a0_vw", "m0_w1", "m0_b1", "m0_w2",
     "a1_w", "a1_b", "a1_vw", "head",
 )  # fmt: skip
 
 
-def _layout(model: MetaSym, block: int, precision: str) -> tuple[list[int], dict[str, Any]]:
+def _layout(layout: FoldLayout, block: int, precision: str) -> tuple[list[int], dict[str, Any]]:
     """The kernel's integer arguments after the pointers (without B and T) and its
-    compile-time constants, for this model."""
-    cfg = model.config
-    H, L, dm, nx, nu = cfg.n_heads, cfg.history_len, cfg.d_model, model.state_dim, model.action_dim
-    widths = [w for _, w, _ in model._fold_nodes]  # tanh, tanh, attention, GELU, attention
+    compile-time constants, for this folded step."""
+    H, L, dm = layout.n_heads, layout.history_len, layout.d_model
+    nx, nu = layout.state_dim, layout.action_dim
+    widths = [w for _, w, _ in layout.nodes]  # tanh, tanh, attention, GELU, attention
     w0, w1, wa, mlp = widths[0], widths[1], widths[2], widths[3]
     lp1 = max(_pow2(L + 1, 1), 16 // H)  # H * lp1 >= 16: the weights feed `tl.dot`
     ints = [nx, nu, L, w0, w1, mlp, wa, 0]  # 0: WSTEP
@@ -306,8 +293,8 @@ def _layout(model: MetaSym, block: int, precision: str) -> tuple[list[int], dict
         "HL1P": H * lp1,
         "DH": dm // H,
         "DM": dm,
-        "SELF_QK": bool(cfg.attend_self),
-        "QI": int(model.coords.quaternion_index),
+        "SELF_QK": bool(layout.attend_self),
+        "QI": int(layout.quaternion_index),
         "PREC": precision,
     }
     return ints, const
@@ -330,7 +317,7 @@ def _launch(precision: str, block: int | None, num_warps: int | None) -> tuple[i
 
 
 def fused_rollout(
-    model: MetaSym,
+    model: FoldedModel,
     fold: Memory,
     x0: torch.Tensor,
     actions: torch.Tensor,
@@ -341,9 +328,9 @@ def fused_rollout(
     """Roll the folded step out T steps in one kernel launch.
 
     Args:
-        model: the MetaSym model the fold belongs to (structure and coordinates).
-        fold: `_shared_fold` of a memory made with `rollout_kernel` set: the stream form's
-            `fold_s_*` entries (`MetaSym._stream_fold`).
+        model: the model the fold belongs to (MetaSym; its `fold_layout`).
+        fold: `metasym_fold.shared_fold` of a memory made with `rollout_kernel` set: the
+            stream form's `fold_s_*` entries (`metasym_fold._stream_fold`).
         x0: (B, nx) initial states; actions: (B, T, nu) normalised actions.
         precision: how `tl.dot` multiplies: "tf32x3" (three tensor-core products, about
             float32's accuracy; default), "tf32" (one, about 1e-3 relative error a product)
@@ -358,12 +345,13 @@ def fused_rollout(
     if reason is not None:
         raise ValueError(f"fused_rollout: {reason}")
     block, num_warps = _launch(precision, block, num_warps)
+    layout = model.fold_layout
     B, T, nu = actions.shape
-    nx = model.state_dim
-    if x0.shape != (B, nx) or nu != model.action_dim:
+    nx = layout.state_dim
+    if x0.shape != (B, nx) or nu != layout.action_dim:
         raise ValueError(
             f"fused_rollout: x0 {tuple(x0.shape)} and actions {tuple(actions.shape)} do not "
-            f"match (B, {nx}) and (B, T, {model.action_dim})"
+            f"match (B, {nx}) and (B, T, {layout.action_dim})"
         )
     if "fold_s_b" not in fold:
         raise ValueError(
@@ -374,7 +362,7 @@ def fused_rollout(
     out = torch.empty(B, T, nx, dtype=x0.dtype, device=x0.device)
     if T == 0:
         return out
-    ints, const = _layout(model, block, precision)
+    ints, const = _layout(layout, block, precision)
     kernel: Any = _rollout_kernel
     # num_stages=1: Triton's software pipelining would stage every weight tile of the next
     # step in shared memory (over 200 kB for this model; the launch fails)
@@ -394,7 +382,7 @@ def fused_rollout(
 
 
 def compile_report(
-    model: MetaSym,
+    model: FoldedModel,
     precision: str = "tf32x3",
     block: int = 32,
     num_warps: int = 4,
@@ -422,7 +410,7 @@ def compile_report(
     from triton.compiler import ASTSource
 
     block, num_warps = _launch(precision, block, num_warps)
-    _, const = _layout(model, block, precision)
+    _, const = _layout(model.fold_layout, block, precision)
     kernel: Any = _rollout_kernel
     names = list(kernel.arg_names)
     n_ptr = 3 + len(_MATRICES)  # x0, actions, out, then the stream form's matrices

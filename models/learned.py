@@ -10,17 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from metasym_control.dynamics import AdaptBudget, DynamicsModel, Memory
+from metasym_control.dynamics import AdaptBudget, DynamicsModel, Memory, rollout_by_steps
 from metasym_control.models.coordinates import CoordinateMap
+from metasym_control.models.inner_loop import adapt_model
 from metasym_control.trajectory import Trajectory
-
-# Every concrete learned model class, by name, so a checkpoint can name its class.
-MODEL_REGISTRY: dict[str, type[LearnedModel]] = {}
-
-# A batch of training windows (see `metasym_control.adaptation.make_windows`):
-#   hs (B, L, nx) history states, ha (B, L, nu) history actions, hv (B, L) bool validity,
-#   x0 (B, nx) current state, ua (B, H, nu) future actions, y (B, H, nx) future states.
-Batch = dict[str, torch.Tensor]
+from metasym_control.windows import Batch
 
 
 class LearnedModel(nn.Module):
@@ -47,18 +41,15 @@ class LearnedModel(nn.Module):
     delta_std: torch.Tensor
     trusted_lo: torch.Tensor
     trusted_hi: torch.Tensor
-    can_mean: torch.Tensor
-    can_scale: torch.Tensor
-    can_delta: torch.Tensor
-    can_index: torch.Tensor
-    can_mul: torch.Tensor
-    can_sub: torch.Tensor
-    can_out: torch.Tensor
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):  # private bases are not checkpointable models
-            MODEL_REGISTRY[cls.__name__] = cls
+    # the standardised canonical coordinates (models with a coordinate map; see
+    # `_on_normalization`): z = x[canonical_index] * canonical_gain - canonical_offset
+    canonical_index: torch.Tensor  # (2d,) int64, the state's q then p components
+    canonical_gain: torch.Tensor  # (2d,) p_scale / canonical_scale (1 / scale for q)
+    canonical_offset: torch.Tensor  # (2d,) canonical_mean / canonical_scale
+    canonical_mean: torch.Tensor  # (2d,) mean of (q, p) in physical canonical units
+    canonical_scale: torch.Tensor  # (2d,) standardising scale of (q, p), pairs balanced
+    canonical_delta_std: torch.Tensor  # (2d,) one-step change's std in standardised units
+    canonical_to_state: torch.Tensor  # (2d, nx): a change of z as a change of the state
 
     def __init__(
         self,
@@ -88,16 +79,16 @@ class LearnedModel(nn.Module):
         )
         self.register_buffer("trusted_hi", torch.full((state_dim,), torch.inf, dtype=torch.float64))
         if coords is not None:
-            # standardised canonical coordinates z = x[can_index] * can_mul - can_sub and the
-            # state change of a canonical change e, e @ can_out (set in _on_normalization)
-            d = coords.dim_q
-            self.register_buffer("can_mean", torch.zeros(2 * d, dtype=torch.float64))
-            self.register_buffer("can_scale", torch.ones(2 * d, dtype=torch.float64))
-            self.register_buffer("can_delta", torch.ones(2 * d, dtype=torch.float64))
-            self.register_buffer("can_index", torch.as_tensor(coords.canonical_index()))
-            self.register_buffer("can_mul", torch.ones(2 * d, dtype=torch.float64))
-            self.register_buffer("can_sub", torch.zeros(2 * d, dtype=torch.float64))
-            self.register_buffer("can_out", torch.zeros(2 * d, state_dim, dtype=torch.float64))
+            # the standardised canonical coordinates (set in _on_normalization)
+            d, f64 = coords.dim_q, torch.float64
+            self.register_buffer("canonical_mean", torch.zeros(2 * d, dtype=f64))
+            self.register_buffer("canonical_scale", torch.ones(2 * d, dtype=f64))
+            self.register_buffer("canonical_delta_std", torch.ones(2 * d, dtype=f64))
+            index = torch.as_tensor(coords.canonical_index(), dtype=torch.int64)
+            self.register_buffer("canonical_index", index)
+            self.register_buffer("canonical_gain", torch.ones(2 * d, dtype=f64))
+            self.register_buffer("canonical_offset", torch.zeros(2 * d, dtype=f64))
+            self.register_buffer("canonical_to_state", torch.zeros(2 * d, state_dim, dtype=f64))
             self._on_normalization()
 
     # ---------------------------------------------------------------- normalisation
@@ -119,30 +110,30 @@ class LearnedModel(nn.Module):
         if n < 2:
             raise ValueError("normalisation needs at least two valid transitions")
 
-        def _mean_std(key: str) -> tuple[np.ndarray, np.ndarray]:
+        def mean_std(key: str) -> tuple[np.ndarray, np.ndarray]:
             mean = stats[key + "_sum"] / n
             var = np.maximum(stats[key + "_sq"] / n - mean**2, 0.0)
             std = np.sqrt(var)
             return mean, np.where(std > 1e-9, std, 1.0)
 
-        xm, xs = _mean_std("x")
-        um, us = _mean_std("u")
-        _, ds = _mean_std("dx")
+        xm, xs = mean_std("x")
+        um, us = mean_std("u")
+        _, ds = mean_std("dx")
         lo, hi = stats["x_min"], stats["x_max"]
         span = hi - lo
         dev, dt = self.state_mean.device, self.state_mean.dtype
 
-        def _t(a: np.ndarray) -> torch.Tensor:
+        def as_buffer(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(a, device=dev, dtype=dt)
 
         with torch.no_grad():
-            self.state_mean.copy_(_t(xm))
-            self.state_std.copy_(_t(xs))
-            self.action_mean.copy_(_t(um))
-            self.action_std.copy_(_t(us))
-            self.delta_std.copy_(_t(ds))
-            self.trusted_lo.copy_(_t(lo - margin * span))
-            self.trusted_hi.copy_(_t(hi + margin * span))
+            self.state_mean.copy_(as_buffer(xm))
+            self.state_std.copy_(as_buffer(xs))
+            self.action_mean.copy_(as_buffer(um))
+            self.action_std.copy_(as_buffer(us))
+            self.delta_std.copy_(as_buffer(ds))
+            self.trusted_lo.copy_(as_buffer(lo - margin * span))
+            self.trusted_hi.copy_(as_buffer(hi + margin * span))
         self._on_normalization()
 
     def _on_normalization(self) -> None:
@@ -155,7 +146,7 @@ class LearnedModel(nn.Module):
         c = self.coords
         if c is None:
             return
-        idx = self.can_index.long()
+        idx = self.canonical_index
         pscale = torch.ones(2 * c.dim_q, dtype=self.state_mean.dtype, device=idx.device)
         pscale[c.dim_q :] = c.p_scale
         mean = self.state_mean[idx] * pscale
@@ -164,19 +155,22 @@ class LearnedModel(nn.Module):
         prod = sq * sp
         fix = torch.sqrt(torch.exp(torch.log(prod).mean()) / prod)
         scale = torch.cat([sq * fix, sp * fix])
-        out = torch.zeros_like(self.can_out)
-        out[torch.arange(2 * c.dim_q, device=idx.device), idx] = scale / pscale
+        to_state = torch.zeros_like(self.canonical_to_state)
+        to_state[torch.arange(2 * c.dim_q, device=idx.device), idx] = scale / pscale
         with torch.no_grad():
-            self.can_mean.copy_(mean)
-            self.can_scale.copy_(scale)
-            self.can_delta.copy_((self.delta_std[idx] * pscale / scale).clamp_min(1e-12))
-            self.can_mul.copy_(pscale / scale)
-            self.can_sub.copy_(mean / scale)
-            self.can_out.copy_(out)
+            self.canonical_mean.copy_(mean)
+            self.canonical_scale.copy_(scale)
+            delta = (self.delta_std[idx] * pscale / scale).clamp_min(1e-12)
+            self.canonical_delta_std.copy_(delta)
+            self.canonical_gain.copy_(pscale / scale)
+            self.canonical_offset.copy_(mean / scale)
+            self.canonical_to_state.copy_(to_state)
 
     def canonical(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised canonical coordinates: x (..., nx) -> z (..., 2d)."""
-        return x.index_select(-1, self.can_index) * self.can_mul - self.can_sub
+        return (
+            x.index_select(-1, self.canonical_index) * self.canonical_gain - self.canonical_offset
+        )
 
     @property
     def trusted_lower(self) -> np.ndarray | None:
@@ -215,21 +209,14 @@ class LearnedModel(nn.Module):
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
         """Predict T steps: x0 (..., nx), actions (..., T, nu) -> (..., T, nx), x0 excluded."""
-        xs = []
-        x = x0
-        for k in range(actions.shape[-2]):
-            x, memory = self.step(x, actions[..., k, :], memory)
-            xs.append(x)
-        return torch.stack(xs, dim=-2)
+        return rollout_by_steps(self, x0, actions, memory)
 
     def adapt(self, support: Trajectory, budget: AdaptBudget) -> DynamicsModel:
         """A copy whose fast weights are fitted to `support`; `self` is left untouched.
 
-        Runs the shared inner loop of `metasym_control.adaptation.adapt_model` (the same for
-        every learned model) within `budget`.
+        Runs the shared inner loop of `metasym_control.models.inner_loop.adapt_model` (the
+        same for every learned model) within `budget`.
         """
-        from metasym_control.adaptation import adapt_model
-
         return adapt_model(self, support, budget)
 
     # ---------------------------------------------------------------- training
@@ -258,7 +245,8 @@ class LearnedModel(nn.Module):
 
     # ---------------------------------------------------------------- description
     def spec(self) -> dict[str, Any]:
-        """JSON-ready description from which `build_model` rebuilds the architecture."""
+        """JSON-ready description from which `models.registry.build_model` rebuilds the
+        architecture."""
         return {
             "class": type(self).__name__,
             "config": dataclasses.asdict(self.config),
@@ -291,28 +279,3 @@ def data_statistics(parts: Sequence[Trajectory]) -> dict[str, np.ndarray]:
     out["x_min"] = x.min(0) if len(x) else np.full(x.shape[1], np.inf)
     out["x_max"] = x.max(0) if len(x) else np.full(x.shape[1], -np.inf)
     return out
-
-
-def build_model(spec: dict[str, Any]) -> LearnedModel:
-    """Rebuild an (untrained) model from `LearnedModel.spec()`.
-
-    Raises:
-        ValueError: an unknown model class.
-    """
-    # importing the model modules fills the registry
-    from metasym_control.models import baselines, metasym  # noqa: F401
-
-    name = spec.get("class")
-    if name not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model class {name!r}; known: {sorted(MODEL_REGISTRY)}")
-    cls = MODEL_REGISTRY[name]
-    coords = CoordinateMap.from_dict(spec["coords"]) if spec.get("coords") else None
-    config = cls.config_class(**spec["config"])
-    return cls(  # type: ignore[call-arg]
-        state_dim=int(spec["state_dim"]),
-        action_dim=int(spec["action_dim"]),
-        dt=float(spec["dt"]),
-        config=config,
-        coords=coords,
-        env_id=str(spec.get("env_id", "")),
-    )

@@ -11,30 +11,26 @@ One step, for a state x and action u (normalised actions in [-1, 1]):
 The standardisation of (q, p) scales each pair so that s_q,i * s_p,i is the same constant for
 every i: then the conservative map is exactly symplectic in the physical canonical
 coordinates too (up to that constant factor of the form, which symplecticity ignores).
+
+For a planner (many samples from one history) the step is also compiled into matrices once
+per control step (`metasym_fold.py`), or rolled out in one Triton kernel (`fused_rollout.py`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from metasym_control.dynamics import Memory
 from metasym_control.models.coordinates import CoordinateMap
-from metasym_control.models.decoder import ActiveDecoder, DecoderConfig, compact_broadcast
-from metasym_control.models.fused_rollout import stream_form_reason
-from metasym_control.models.learned import Batch, LearnedModel
-from metasym_control.models.symplectic import (
-    ActivationShear,
-    Affine,
-    GradientShear,
-    SymplecticConfig,
-    SymplecticEncoder,
-    fold_encoder,
-)
+from metasym_control.models.decoder import ActiveDecoder, DecoderConfig
+from metasym_control.models.fused_rollout import fused_rollout, unsupported_reason
+from metasym_control.models.learned import LearnedModel
+from metasym_control.models.metasym_fold import FoldLayout, fold_step, shared_fold, step_folded
+from metasym_control.models.symplectic import SymplecticConfig, SymplecticEncoder
+from metasym_control.windows import Batch
 
 FastSet = Literal["meta_attention", "meta_attention_head", "decoder", "none"]
 
@@ -94,7 +90,7 @@ class MetaSym(LearnedModel):
 
     Attributes:
         fold_mode: when `init_memory` of one history adds the folded planner step: "auto"
-            (default; see `_folds`), "always" or "never". A runtime speed choice, not saved.
+            (default; see `_should_fold`), "always" or "never". A runtime speed choice, not saved.
         rollout_kernel: how `rollout` runs the folded step: "torch" (T steps of torch
             operators), "triton" / "triton-tf32" (the whole rollout in one Triton kernel
             launch, `models/fused_rollout.py`; CUDA and float32; products on tensor cores,
@@ -159,42 +155,23 @@ class MetaSym(LearnedModel):
             ),
         )
         self.to(device=device, dtype=dtype)
-        self.can_index = self.can_index.long()
-        # when one history's step is folded: "auto", "always" or "never" (see `_folds`); a
-        # runtime choice of speed, not part of the model (not saved)
+        # when one history's step is folded: "auto", "always" or "never" (see
+        # `_should_fold`); a runtime choice of speed, not part of the model (not saved)
         self.fold_mode = "auto"
         self.rollout_kernel = "auto"
-        # the folded step's nonlinear nodes in order, (kind, width): the encoder's tanh
-        # stages, then per attention layer its softmax over [window, self] per head and,
-        # in the ordinary blocks, the MLP's GELU
-        # (kind, input width, output width)
-        self._fold_nodes: list[tuple[str, int, int]] = [
-            ("tanh", w, w)
-            for w in (
-                m.k.shape[0] if isinstance(m, GradientShear) else d
-                for m in self.encoder.shears
-                if isinstance(m, GradientShear | ActivationShear)
-            )
-        ]
-        hl1, dm = cfg.n_heads * (cfg.history_len + 1), cfg.d_model
-        for i in range(self.decoder.n_attn):
-            if cfg.attend_self:  # [window scores | q | k | v] -> [weights | own value]
-                self._fold_nodes.append(("attn_qk", hl1 - cfg.n_heads + 3 * dm, hl1 + dm))
-            else:  # [scores | v] -> [weights | own value]
-                self._fold_nodes.append(("attn", hl1 + dm, hl1 + dm))
-            if i < cfg.n_layers:
-                self._fold_nodes.append(("gelu", cfg.mlp_ratio * dm, cfg.mlp_ratio * dm))
+        # the folded step's structure (`metasym_fold.FoldLayout`)
+        self.fold_layout = FoldLayout.of(self.encoder, self.decoder, coords, action_dim)
 
     # ---------------------------------------------------------------- fast weights
     def fast_weight_names(self) -> list[str]:
         """The fast-weight set chosen by `config.fast_set` (default: the meta-attention)."""
-        fs = self.config.fast_set
+        fast_set = self.config.fast_set
         meta = [f"decoder.{n}" for n in self.decoder.meta_attention_names()]
-        if fs == "meta_attention":
+        if fast_set == "meta_attention":
             return meta
-        if fs == "meta_attention_head":
+        if fast_set == "meta_attention_head":
             return [*meta, "decoder.head.weight", "decoder.head.bias"]
-        if fs == "decoder":
+        if fast_set == "decoder":
             return [n for n, _ in self.named_parameters() if n.startswith("decoder.")]
         return []
 
@@ -203,7 +180,7 @@ class MetaSym(LearnedModel):
         """Encoder increment e (..., 2d) (standardised) and its state change (..., nx)."""
         z = self.canonical(x)
         e = self.encoder(z, self.dt) - z
-        return e, e @ self.can_out
+        return e, e @ self.canonical_to_state
 
     def _token(self, x: torch.Tensor, u: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """Decoder token (..., nx + nu + 2d)."""
@@ -243,11 +220,13 @@ class MetaSym(LearnedModel):
             valid = torch.ones(states.shape[:-1], dtype=torch.bool, device=states.device)
         e, _ = self._encode(states)
         memory = self.decoder.encode_prefix(self._token(states, actions, e), valid.bool())
-        if states.dim() == 2 and self.config.own_context == 0 and self._folds(states.device):
-            memory.update(self._fold(memory))
+        if states.dim() == 2 and self.config.own_context == 0 and self._should_fold(states.device):
+            # the kernel's stream form where the rollout runs the kernel, else the chain
+            stream_form = self._kernel_for(self.decoder.head.weight) != "torch"
+            memory.update(fold_step(self, memory, stream_form))
         return memory
 
-    def _folds(self, device: torch.device) -> bool:
+    def _should_fold(self, device: torch.device) -> bool:
         """Whether `init_memory` of one history adds the folded step (see `fold_mode`).
 
         "auto": always with the learned self key (fewer products and less arithmetic); with
@@ -262,175 +241,6 @@ class MetaSym(LearnedModel):
             return not self.config.attend_self or device.type == "cuda"
         return mode == "always"
 
-    def _fold(self, memory: Memory) -> Memory:
-        """The whole step for ONE history as a chain of nonlinear nodes and matrices.
-
-        Between its nonlinearities (the encoder's tanh stages, each attention's softmax, each
-        MLP's GELU) a step is affine: the canonical map, the linear shears, normalisation,
-        embedding, every bias, the residual stream, the prefix keys and values and the head
-        all compose. So each node's output goes through ONE matrix straight to every later
-        consumer (the residual stream is never formed), and a step is one product for the
-        state, then per node its nonlinearity and one product.
-
-        Layout: the columns of a running accumulator are [each node's pre-activation, in
-        order | the next state before projection (nx)]. Entries: `fold_wx` (nx, N),
-        `fold_wu` (nu, N), `fold_b` (N,) for the inputs, and `fold_n{k}` (w_k, N_k) from
-        node k to the columns after it. With `rollout_kernel` set (and a structure the kernel
-        supports) it returns the kernel's stream form instead (`_stream_fold`).
-        """
-        nx, nu, d = self.state_dim, self.action_dim, self.coords.dim_q
-        ref = self.decoder.head.weight
-        dec = self.decoder.fold_shared(memory)
-        # canonical coordinates z = x[idx] * mul - sub as an affine map of X = [x, u]
-        pz = ref.new_zeros(nx + nu, 2 * d)
-        pz[self.can_index, torch.arange(2 * d, device=ref.device)] = self.can_mul.to(ref)
-        sub = self.can_sub.to(ref)
-        q0 = Affine(pz[:, :d], [], -sub[:d])
-        p0 = Affine(pz[:, d:], [], -sub[d:])
-        stages, q1, p1 = fold_encoder(self.encoder, q0, p0, self.dt)
-        n_st = len(stages)
-        # e = Φ(z) - z; embedded token h0 and x + e @ can_out, per source
-        e_ts = [
-            None if a is None and b is None else torch.cat([_or0(a, d, b), _or0(b, d, a)], 1)
-            for a, b in zip(_pad(q1.ts, n_st), _pad(p1.ts, n_st))
-        ]
-        e_x = torch.cat([q1.x - q0.x, p1.x - p0.x], dim=1)  # (nx+nu, 2d)
-        e_c = torch.cat([q1.c - q0.c, p1.c - p0.c])  # (2d,)
-        we = self.decoder.embed.weight.T  # (nx+nu+2d, dm)
-        inv = torch.cat([1.0 / self.state_std, 1.0 / self.action_std]).to(ref)
-        mean = torch.cat([self.state_mean, self.action_mean]).to(ref)
-        w_e = we[nx + nu :]
-        to_x = torch.cat([torch.eye(nx, dtype=ref.dtype, device=ref.device), ref.new_zeros(nu, nx)])
-        can_out = self.can_out.to(ref)
-        dstd = self.delta_std.to(ref)
-        head = self.decoder.head.weight.T * dstd  # (dm, nx)
-        c_h = self.decoder.embed.bias - (mean * inv) @ we[: nx + nu] + e_c @ w_e
-        c_x = e_c @ can_out + self.decoder.head.bias * dstd
-        # the decoder's consumers of the stream: node index -> (matrix, bias)
-        nodes = self._fold_nodes
-        cons: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        k = n_st
-        for i in range(self.decoder.n_attn):
-            cons[k] = (dec[f"fold_a{i}_w"], dec[f"fold_a{i}_b"])
-            k += 1
-            if f"fold_m{i}_w1" in dec:
-                cons[k] = (dec[f"fold_m{i}_w1"], dec[f"fold_m{i}_b1"])
-                k += 1
-        out_n = len(nodes)
-        cons[out_n] = (head, ref.new_zeros(nx))
-        widths = [w for _, w, _ in nodes] + [nx]  # the accumulator's column blocks
-        out_widths = [w for _, _, w in nodes]  # each node's output width
-
-        def block(
-            rows: int, direct: dict[int, torch.Tensor], stream: torch.Tensor | None, after: int
-        ) -> torch.Tensor:
-            """(rows, N): direct coefficients, plus the stream contribution times the matrix
-            of every decoder consumer after node `after`."""
-            cols = []
-            for n, w in enumerate(widths):
-                c = direct.get(n)
-                if stream is not None and n in cons and n > after:
-                    c = stream @ cons[n][0] if c is None else c + stream @ cons[n][0]
-                cols.append(ref.new_zeros(rows, w) if c is None else c)
-            return torch.cat(cols, dim=1)
-
-        direct_in = {j: st.pre.x for j, st in enumerate(stages)}
-        direct_in[out_n] = to_x + e_x @ can_out
-        stream_x = inv[:, None] * we[: nx + nu] + e_x @ w_e  # (nx+nu, dm) into the stream
-        if self._kernel_for(stream_x) != "torch" and stream_form_reason(self) is None:
-            # the fused kernel's stream form instead of the chain (not both: each costs
-            # about 150 small operators per control step)
-            inputs = torch.cat(  # (nx+nu, w0 + w1 + dm + nx)
-                [stages[0].pre.x, stages[1].pre.x, stream_x, direct_in[out_n]], dim=1
-            )
-            consts = [stages[0].pre.c, stages[1].pre.c, c_h, c_x + dec["c_head"] @ head]
-            from_stage = [(_pad(stages[1].pre.ts, n_st)[0], e_ts[0]), (None, e_ts[1])]
-            return self._stream_fold(inputs, torch.cat(consts), from_stage, dec, head, w_e, can_out)
-        w_in = block(nx + nu, direct_in, stream_x, -1)
-        bias = [st.pre.c for st in stages]
-        bias += [cons[n][1] + c_h @ cons[n][0] for n in range(n_st, out_n)]
-        bias.append(c_x + c_h @ head + dec["c_head"] @ head)
-        out: Memory = {"fold_wx": w_in[:nx], "fold_wu": w_in[nx:], "fold_b": torch.cat(bias)}
-        offs = [0]
-        for w in widths:
-            offs.append(offs[-1] + w)
-        for j in range(n_st):  # tanh stages: later stages, the output, the stream
-            direct = {
-                n: t
-                for n, st in enumerate(stages)
-                if n > j
-                for t in [_pad(st.pre.ts, n)[j]]
-                if t is not None
-            }
-            et = e_ts[j]
-            if et is not None:
-                direct[out_n] = et @ can_out
-            full = block(out_widths[j], direct, None if et is None else et @ w_e, -1)
-            out[f"fold_n{j}"] = full[:, offs[j + 1] :]
-        k = n_st
-        for i in range(self.decoder.n_attn):  # softmax and GELU nodes write to the stream
-            full = block(out_widths[k], {}, dec[f"fold_a{i}_vw"], k)
-            out[f"fold_n{k}"] = full[:, offs[k + 1] :]
-            k += 1
-            if f"fold_m{i}_w2" in dec:
-                full = block(out_widths[k], {}, dec[f"fold_m{i}_w2"], k)
-                out[f"fold_n{k}"] = full[:, offs[k + 1] :]
-                k += 1
-        return out
-
-    def _stream_fold(
-        self,
-        inputs: torch.Tensor,
-        consts: torch.Tensor,
-        from_stage: list[tuple[torch.Tensor | None, torch.Tensor | None]],
-        dec: Memory,
-        head: torch.Tensor,
-        w_e: torch.Tensor,
-        can_out: torch.Tensor,
-    ) -> Memory:
-        """The same step in stream form, for the fused rollout kernel (`fused_rollout.py`).
-
-        Each node reads the d_model-wide residual stream instead of every earlier node's
-        output: under half the chain's weights, which a kernel streams every step.
-
-        Args:
-            inputs: (nx+nu, Ns) from [x, u] to the columns [tanh stage 0 | stage 1 | stream
-                h0 | next state before the head]; consts: (Ns,) their constants.
-            from_stage: per tanh stage, its coefficient on stage 1's pre-activation (stage
-                0 only) and on the encoder output e (or None where it does not enter).
-            dec: `ActiveDecoder.fold_shared` of the window; head: (dm, nx) the scaled head;
-            w_e: (2d, dm) e into the stream; can_out: (2d, nx) e into the state.
-
-        Returns:
-            `fold_s_wx` (nx, Ns), `fold_s_wu` (nu, Ns), `fold_s_b` (Ns,); `fold_s_n0` (w0,
-            w1 + dm + nx) and `fold_s_n1` (w1, dm + nx), each stage to the columns after it;
-            the decoder's per-layer matrices as `fold_s_a{i}_*`, `fold_s_m{i}_*`; and
-            `fold_s_head` (dm, nx). The next state is the last block plus the final stream
-            times the head.
-        """
-        nx = self.state_dim
-        widths = [st[1] for st in self._fold_nodes[:2]]
-        ref = head
-        blocks = []
-        for j, (to_t1, to_e) in enumerate(from_stage):
-            w = widths[j]
-            cols = [ref.new_zeros(w, widths[1]) if to_t1 is None else to_t1] if j == 0 else []
-            for m in (w_e, can_out):
-                cols.append(ref.new_zeros(w, m.shape[1]) if to_e is None else to_e @ m)
-            blocks.append(torch.cat(cols, dim=1))
-        out: Memory = {
-            "fold_s_wx": inputs[:nx],
-            "fold_s_wu": inputs[nx:],
-            "fold_s_b": consts,
-            "fold_s_n0": blocks[0],
-            "fold_s_n1": blocks[1],
-            "fold_s_head": head,
-        }
-        for k, v in dec.items():
-            if k.startswith(("fold_a", "fold_m")):
-                out["fold_s_" + k[len("fold_") :]] = v
-        return out
-
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
         """Predict T steps: x0 (..., nx), actions (..., T, nu) -> (..., T, nx), x0 excluded.
 
@@ -439,7 +249,7 @@ class MetaSym(LearnedModel):
         the whole rollout is one kernel launch (`rollout_kernel`).
         """
         kernel = self._kernel_for(x0)
-        fold = _shared_fold(memory)
+        fold = shared_fold(memory)
         if fold is None:
             return super().rollout(x0, actions, memory)
         lead = torch.broadcast_shapes(x0.shape[:-1], actions.shape[:-2])
@@ -447,8 +257,6 @@ class MetaSym(LearnedModel):
         x = x0.expand(*lead, nx).reshape(-1, nx)  # (B, nx)
         ua = actions.expand(*lead, T, nu).reshape(-1, T, nu)  # (B, T, nu)
         if kernel != "torch" and (self.rollout_kernel != "auto" or "fold_s_b" in fold):
-            from metasym_control.models.fused_rollout import fused_rollout
-
             precision = "tf32" if kernel == "triton-tf32" else "tf32x3"
             return fused_rollout(self, fold, x, ua, precision).view(*lead, T, nx)
         if "fold_b" not in fold:  # a stream-form memory (made for the kernel): general path
@@ -456,7 +264,7 @@ class MetaSym(LearnedModel):
         pu = torch.matmul(ua, fold["fold_wu"]) + fold["fold_b"]  # (B, T, N)
         xs = []
         for k in range(T):
-            x = self.coords.postprocess(self._step_folded(x, None, fold, pu[:, k]))
+            x = self.coords.postprocess(step_folded(self.fold_layout, x, None, fold, pu[:, k]))
             xs.append(x)
         return torch.stack(xs, dim=1).view(*lead, T, nx)
 
@@ -469,56 +277,9 @@ class MetaSym(LearnedModel):
                 f"MetaSym.rollout_kernel must be auto, torch, triton or triton-tf32, got {kernel!r}"
             )
         if kernel == "auto":
-            from metasym_control.models.fused_rollout import unsupported_reason
-
             ok = x.device.type == "cuda" and unsupported_reason(self, x) is None
             return "triton" if ok else "torch"
         return kernel
-
-    def _step_folded(
-        self,
-        x: torch.Tensor,
-        u: torch.Tensor | None,
-        fold: Memory,
-        pu: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """`step` for one shared history on the `_fold` chain.
-
-        Args:
-            x: (B, nx) states; u: (B, nu) actions; fold: `_shared_fold` of the memory.
-            pu: (B, N) the actions' part `u @ fold_wu + fold_b` when already computed
-                (then u is ignored).
-
-        Returns:
-            (B, nx) next states before the manifold projection.
-        """
-        if pu is None:
-            assert u is not None
-            pu = torch.addmm(fold["fold_b"], u, fold["fold_wu"])
-        acc = torch.addmm(pu, x, fold["fold_wx"])  # (B, N)
-        B, H = x.shape[0], self.config.n_heads
-        dm = self.config.d_model
-        for k, (kind, w, _) in enumerate(self._fold_nodes):
-            pre = acc[:, :w]
-            if kind == "tanh":
-                y = torch.tanh(pre)
-            elif kind == "gelu":
-                y = F.gelu(pre)
-            else:  # attention: softmax per head over [window, self] (by hand: fast for short
-                # rows), and the self slot's weight times the token's own value
-                v = pre[:, w - dm :].view(B, H, -1)
-                if kind == "attn_qk":  # the self score from the token's own query and key
-                    hl = w - 3 * dm
-                    q, kk = pre[:, hl : hl + dm], pre[:, hl + dm : hl + 2 * dm]
-                    own = (q * kk).view(B, H, -1).sum(-1, keepdim=True)
-                    s = torch.cat([pre[:, :hl].view(B, H, -1), own], dim=-1)
-                else:
-                    s = pre[:, : w - dm].view(B, H, -1)
-                e = (s - s.amax(dim=-1, keepdim=True)).exp()
-                p = e / e.sum(dim=-1, keepdim=True)
-                y = torch.cat([p.view(B, -1), (p[..., -1:] * v).view(B, dm)], dim=1)
-            acc = torch.addmm(acc[:, w:], y, fold[f"fold_n{k}"])
-        return acc
 
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """One control step: x (..., nx), u (..., nu) -> x_next (..., nx), new memory.
@@ -529,9 +290,9 @@ class MetaSym(LearnedModel):
         lead = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
         x2 = x.expand(*lead, self.state_dim).reshape(-1, self.state_dim)  # (B, nx)
         u2 = u.expand(*lead, self.action_dim).reshape(-1, self.action_dim)  # (B, nu)
-        fold = _shared_fold(memory)
+        fold = shared_fold(memory)
         if fold is not None and "fold_b" in fold:  # the chain (not the kernel's stream form)
-            x_next = self._step_folded(x2, u2, fold)
+            x_next = step_folded(self.fold_layout, x2, u2, fold)
             return self.coords.postprocess(x_next).view(*lead, self.state_dim), memory
         e, dx = self._encode(x2)  # (B, 2d), (B, nx)
         tok = torch.cat([self.norm_state(x2), self.norm_action(u2), e], dim=-1)
@@ -552,55 +313,12 @@ class MetaSym(LearnedModel):
         loss = z0.new_zeros(())
         if cfg.reversal_weight:
             back = self.encoder(z1, -self.dt)
-            loss = loss + cfg.reversal_weight * ((back - z0) / self.can_delta).pow(2).mean()
+            loss = (
+                loss + cfg.reversal_weight * ((back - z0) / self.canonical_delta_std).pow(2).mean()
+            )
         if cfg.roundtrip_weight:
             rt = self.encoder(self.encoder(z0, self.dt), -self.dt)
-            loss = loss + cfg.roundtrip_weight * ((rt - z0) / self.can_delta).pow(2).mean()
+            loss = (
+                loss + cfg.roundtrip_weight * ((rt - z0) / self.canonical_delta_std).pow(2).mean()
+            )
         return loss
-
-    def energy_drift_check(self, x: torch.Tensor, steps: int) -> torch.Tensor:
-        """Forward `steps` steps of Φ_dt then back with Φ_-dt: (..., nx) -> (...) error.
-
-        A diagnostic of time reversibility, in standardised canonical units.
-        """
-        z = self.canonical(x)
-        w = z
-        for _ in range(steps):
-            w = self.encoder(w, self.dt)
-        for _ in range(steps):
-            w = self.encoder(w, -self.dt)
-        return (w - z).norm(dim=-1) / math.sqrt(z.shape[-1])
-
-
-def _pad(ts: list[torch.Tensor | None], n: int) -> list[torch.Tensor | None]:
-    """`ts` padded with None (or cut) to length n."""
-    return (list(ts) + [None] * n)[:n]
-
-
-def _or0(t: torch.Tensor | None, d: int, like: torch.Tensor | None) -> torch.Tensor:
-    """t, or zeros (w, d) shaped after the other half's coefficient `like`."""
-    if t is not None:
-        return t
-    assert like is not None
-    return like.new_zeros(like.shape[0], d)
-
-
-def _shared_fold(memory: Memory) -> Memory | None:
-    """The memory's `fold_*` entries at their own shapes if one history is shared, else None.
-
-    Entries broadcast to the samples (stride-0 leading dimensions) are read back as views;
-    a memory without fold entries, or whose entries differ per sample, takes the general path.
-    """
-    key = "fold_b" if "fold_b" in memory else "fold_s_b"  # the chain, or the stream form
-    if key not in memory:
-        return None
-    n_lead = memory[key].dim() - 1
-    out: Memory = {}
-    for k, v in memory.items():
-        if not k.startswith("fold_"):
-            continue
-        t = compact_broadcast(v, n_lead)
-        if math.prod(t.shape[:n_lead]) != 1:
-            return None
-        out[k] = t.reshape(t.shape[n_lead:])
-    return out

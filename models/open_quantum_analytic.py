@@ -9,11 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from metasym_control.dynamics import AdaptBudget, Memory
-from metasym_control.envs.open_quantum import (
-    OpenQuantumParams,
-    system_operators,
-)
+from metasym_control.dynamics import AdaptBudget, Memory, rollout_by_steps
+from metasym_control.envs.open_quantum.params import OpenQuantumParams
+from metasym_control.envs.open_quantum.physics import system_operators
 from metasym_control.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
@@ -138,7 +136,8 @@ class OpenQuantumModel:
             raise ValueError(f"OpenQuantumModel: substeps must be >= 1, got {substeps}")
         self.substeps = int(substeps)
         self.h = self.dt / self.substeps
-        self._t = {
+        # the generators transposed, as torch tensors: the step computes z @ A^T
+        self._generators_t = {
             k: torch.as_tensor(v.T.copy(), device=self.device, dtype=dtype)
             for k, v in (("A0", a0), ("Ax", ax), ("Ay", ay))
         }
@@ -155,7 +154,8 @@ class OpenQuantumModel:
 
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """Ensemble-mean step: x (..., 2N²), u (..., 2) in [-1, 1] -> x_next (..., 2N²), {}."""
-        a0, ax, ay = self._t["A0"], self._t["Ax"], self._t["Ay"]
+        gens_t = self._generators_t
+        a0, ax, ay = gens_t["A0"], gens_t["Ax"], gens_t["Ay"]
         u = torch.clamp(u, -1.0, 1.0)
         ux, uy = u[..., 0:1], u[..., 1:2]  # (..., 1) each
 
@@ -166,12 +166,7 @@ class OpenQuantumModel:
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
         """x0 (..., 2N²), actions (..., T, 2) -> states (..., T, 2N²), x0 excluded."""
-        xs = []
-        x = x0
-        for k in range(actions.shape[-2]):
-            x, memory = self.step(x, actions[..., k, :], memory)
-            xs.append(x)
-        return torch.stack(xs, dim=-2)
+        return rollout_by_steps(self, x0, actions, memory)
 
     def casadi_step(self, x: Any, u: Any) -> Any:
         """The same map as `step` on CasADi (2N², 1) state and (2, 1) action."""

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from metasym_control.dynamics import AdaptBudget, DynamicsModel, Memory
-from metasym_control.envs.quadrotor import QuadrotorParams
+from metasym_control.dynamics import AdaptBudget, DynamicsModel, Memory, rollout_by_steps
+from metasym_control.envs.quadrotor.params import QuadrotorParams
 from metasym_control.trajectory import Trajectory
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class QuadrotorModel:
         self._drag = torch.tensor(p.drag, **kw)
         self._wind = torch.tensor(p.wind, **kw)
         self._has_ext = bool(any(p.drag) or any(p.wind))
-        self._g = float(p.gravity)
+        self._gravity = float(p.gravity)
         self._casadi_fn: ca.Function | None = None
 
     # ------------------------------------------------------------------------------------
@@ -139,12 +139,7 @@ class QuadrotorModel:
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
         """Predict T steps: x0 (..., nx), actions (..., T, 4) -> states (..., T, nx)."""
-        xs = []
-        x = x0
-        for k in range(actions.shape[-2]):
-            x = self._step(x, actions[..., k, :])
-            xs.append(x)
-        return torch.stack(xs, dim=-2)
+        return rollout_by_steps(self, x0, actions, memory)
 
     def __call__(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Plain batched dynamics `f(x (K, nx), u (K, 4)) -> (K, nx)` (e.g. for pytorch-mppi)."""
@@ -195,7 +190,7 @@ class QuadrotorModel:
         return torch.cat([s[..., 0:3], s[..., 3:7] * sign, s[..., 7:]], -1)
 
     def _gravity_vec(self, s: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([0.0, 0.0, -self._g], dtype=s.dtype, device=s.device)
+        return torch.tensor([0.0, 0.0, -self._gravity], dtype=s.dtype, device=s.device)
 
     def _external_force(self, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
         if not self._has_ext:
@@ -247,7 +242,7 @@ class QuadrotorModel:
             r = _rotation_casadi(q)
             f_ext = ca.DM(list(p.wind)) - r @ (ca.DM(list(p.drag)) * (r.T @ v))
         h = self.h
-        g = ca.DM([0.0, 0.0, self._g])
+        g = ca.DM([0.0, 0.0, self._gravity])
 
         def deriv(qs: Any, ws: Any, ts: Any) -> tuple[Any, Any, Any]:
             zb = _rotation_casadi(qs)[:, 2]

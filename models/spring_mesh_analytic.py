@@ -11,13 +11,13 @@ import casadi as ca
 import numpy as np
 import torch
 
-from metasym_control.dynamics import AdaptBudget, Memory
-from metasym_control.envs.spring_mesh import (
+from metasym_control.dynamics import AdaptBudget, Memory, rollout_by_steps
+from metasym_control.envs.spring_mesh.params import SpringMeshParams
+from metasym_control.envs.spring_mesh.physics import (
     BENCHMARK_TIMESTEP,
     DEFAULT_SUBSTEPS,
     GRAVITY,
     LENGTH_EPS,
-    SpringMeshParams,
     particle_masses,
     spring_stiffnesses,
 )
@@ -179,7 +179,9 @@ class SpringMeshModel:
             self._pins = torch.tensor(lay.rest[lay.pinned], dtype=dtype, device=self.device)
         self._act_map_t = t["act"].transpose(0, 1).contiguous()  # (nu, 2nf) N per unit
         self._grav = t["grav"]
-        self._k = torch.as_tensor(spring_stiffnesses(params), dtype=dtype, device=self.device)
+        self._stiffness = torch.as_tensor(
+            spring_stiffnesses(params), dtype=dtype, device=self.device
+        )
         self._m2 = torch.as_tensor(
             np.repeat(particle_masses(params), 2), dtype=dtype, device=self.device
         )
@@ -317,17 +319,11 @@ class SpringMeshModel:
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """One control step: x (..., nx), u (..., nu) in [-1, 1] -> (x_next (..., nx), {})."""
         self._check(x, u)
-        return self._step_with(x, u, self._k, self._gamma, self._m2), memory
+        return self._step_with(x, u, self._stiffness, self._gamma, self._m2), memory
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
         """Predict T steps: x0 (..., nx), actions (..., T, nu) -> (..., T, nx), x0 excluded."""
-        self._check(x0, actions)
-        xs = []
-        x = x0
-        for t in range(actions.shape[-2]):
-            x = self._step_with(x, actions[..., t, :], self._k, self._gamma, self._m2)
-            xs.append(x)
-        return torch.stack(xs, dim=-2)
+        return rollout_by_steps(self, x0, actions, memory)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """Hamiltonian H = Σ p²/(2m) + Σ_s k_s (L_s - L0_s)²/2 (+ Σ m g y), J.
@@ -342,7 +338,7 @@ class SpringMeshModel:
         q, p = x[..., : 2 * nf], x[..., 2 * nf :]
         d = self._spring_vectors(q)  # (..., S, 2)
         length = self._lengths(d)  # (..., S)
-        pot = 0.5 * (self._k * (length - self._L0) ** 2).sum(-1)
+        pot = 0.5 * (self._stiffness * (length - self._L0) ** 2).sum(-1)
         kin = 0.5 * (p * p / self._m2).sum(-1)
         grav = -(self._m2 * self._grav * q).sum(-1)  # m g y with grav_y = -g
         return kin + pot + grav

@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 
-def _h(dt: float | torch.Tensor, dt_ref: float, like: torch.Tensor) -> float | torch.Tensor:
+def _step_fraction(
+    dt: float | torch.Tensor, dt_ref: float, like: torch.Tensor
+) -> float | torch.Tensor:
     """Step fraction h = dt / dt_ref, as a float or a (..., 1) tensor broadcasting over coords."""
     if isinstance(dt, torch.Tensor):
         return (dt / dt_ref).to(like.dtype).unsqueeze(-1)
@@ -73,7 +75,8 @@ class Shear(nn.Module):
         return self.forward(x, -h)
 
 
-def _fast(y: torch.Tensor, h: float | torch.Tensor) -> bool:
+def _takes_addmm(y: torch.Tensor, h: float | torch.Tensor) -> bool:
+    """Whether an increment can use the fused addmm: 2-D input and a float step fraction."""
     return y.dim() == 2 and not isinstance(h, torch.Tensor)
 
 
@@ -92,7 +95,7 @@ class LinearShear(Shear):
         self, y: torch.Tensor, base: torch.Tensor, h: float | torch.Tensor
     ) -> torch.Tensor:
         """base + h S y."""
-        if _fast(y, h):
+        if _takes_addmm(y, h):
             return torch.addmm(base, y, self.a + self.a.T, alpha=float(h))  # type: ignore[arg-type]
         return base + h * self.field(y)
 
@@ -132,7 +135,7 @@ class GradientShear(Shear):
         self, y: torch.Tensor, base: torch.Tensor, h: float | torch.Tensor
     ) -> torch.Tensor:
         """base + h K^T (a * tanh(K y + b))."""
-        if _fast(y, h):
+        if _takes_addmm(y, h):
             t = torch.tanh(torch.addmm(self.b, y, self.k.T)) * self.a
             return torch.addmm(base, t, self.k, alpha=float(h))  # type: ignore[arg-type]
         return base + h * self.field(y)
@@ -210,7 +213,7 @@ class SymplecticEncoder(nn.Module):
         `forward(x, -dt)` is the learned backward flow.
         """
         self._check(x)
-        h = _h(dt, self.config.dt_ref, x)
+        h = _step_fraction(dt, self.config.dt_ref, x)
         q, p = x[..., : self.dim_q], x[..., self.dim_q :]
         for m in self._shears():
             q, p = m.shear_qp(q, p, h)
@@ -219,7 +222,7 @@ class SymplecticEncoder(nn.Module):
     def inverse(self, x: torch.Tensor, dt: float | torch.Tensor) -> torch.Tensor:
         """Exact inverse of `forward(·, dt)`: (..., 2d) -> (..., 2d)."""
         self._check(x)
-        h = _h(dt, self.config.dt_ref, x)
+        h = _step_fraction(dt, self.config.dt_ref, x)
         q, p = x[..., : self.dim_q], x[..., self.dim_q :]
         for m in reversed(self._shears()):
             q, p = m.shear_qp(q, p, -h)

@@ -25,6 +25,9 @@ class DoubleIntegrator:
 
     state_dim = 4
     action_dim = 2
+    # valid everywhere (subclasses in the fault tests declare a trusted region)
+    trusted_lower: np.ndarray | None = None
+    trusted_upper: np.ndarray | None = None
 
     def __init__(
         self,
@@ -52,7 +55,8 @@ class DoubleIntegrator:
         self._b_t = torch.as_tensor(self.b.T.copy(), dtype=dtype, device=device)
         self._bias = torch.as_tensor(self.bias, dtype=dtype, device=device)
 
-    def _f(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def _next_state(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The exact step without the memory's disturbance: x (..., 4), u (..., 2) -> (..., 4)."""
         out = x @ self._a_t + u @ self._b_t + self._bias
         if self.drag:
             v = x[..., 2:]
@@ -75,7 +79,7 @@ class DoubleIntegrator:
         if self.history_len == 0:
             return {}
         nxt = torch.cat([states[..., 1:, :], states[..., -1:, :]], dim=-2)
-        res = nxt - self._f(states, actions)
+        res = nxt - self._next_state(states, actions)
         mask = torch.ones(states.shape[:-1], dtype=states.dtype, device=states.device)
         mask[..., -1] = 0.0  # the last transition's successor is not in the window
         if valid is not None:
@@ -85,7 +89,7 @@ class DoubleIntegrator:
 
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """x (..., 4), u (..., 2) -> x_next (..., 4)."""
-        xn = self._f(x, u)
+        xn = self._next_state(x, u)
         if "d" in memory:
             xn = xn + memory["d"]
         return xn, memory
@@ -118,6 +122,8 @@ class TorchOnly:
         self.action_dim = inner.action_dim
         self.dt = inner.dt
         self.history_len = inner.history_len
+        self.trusted_lower = inner.trusted_lower
+        self.trusted_upper = inner.trusted_upper
 
     def init_memory(
         self, states: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None
@@ -219,7 +225,7 @@ def simulate(
     plant: DoubleIntegrator | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Close the loop on the exact plant: states (steps+1, 4), actions (steps, 2), infos."""
-    from metasym_control.control import History
+    from metasym_control.controller import History
 
     plant = plant or DoubleIntegrator(dt)
     hist = History(max(1, getattr(controller.model, "history_len", 0)), 4, 2)

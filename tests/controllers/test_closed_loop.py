@@ -18,7 +18,7 @@ import torch
 from controller_toy import TorchOnly
 
 import metasym_control  # noqa: F401  (registers the environment ids)
-from metasym_control.control import ClosedLoopResult, run_closed_loop
+from metasym_control.closed_loop import ClosedLoopResult, run_closed_loop
 from metasym_control.controllers.mppi import MPPI, MPPIConfig
 from metasym_control.controllers.nmpc import NMPC, NMPCConfig
 from metasym_control.envs.open_quantum import OpenQuantumEnv, OpenQuantumParams

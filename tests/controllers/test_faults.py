@@ -56,12 +56,6 @@ def u_ref(t: float) -> np.ndarray:
     return TASK.reference(np.array([t]))[1][0]
 
 
-def controllers(model: Any, torch_only: bool = True) -> list[Any]:
-    out: list[Any] = [MPPI(model, TASK, MPPI_CFG)]
-    out.append(NMPC(TorchOnly(model) if torch_only else model, TASK, NMPCConfig(horizon=10)))
-    return out
-
-
 @pytest.mark.parametrize("kind", ["mppi", "rti-torch", "rti-casadi", "ipopt"])
 def test_nan_model_falls_back_to_the_safe_action(kind: str) -> None:
     model = NaNModel()
@@ -137,7 +131,7 @@ def test_failed_qp_falls_back_to_the_shifted_plan_then_recovers(
     def broken(*_a: Any, **_kw: Any) -> dict[str, Any]:
         raise RuntimeError("injected QP failure")
 
-    monkeypatch.setattr(ctrl, "_qp_solve", broken)
+    monkeypatch.setattr(ctrl.qp, "evaluate", broken)
     u = ctrl.act(X0, 0.1)
     assert ctrl.last_info["fault"] == "solver_failed"
     assert ctrl.last_info["fallback"] == "shifted_plan"

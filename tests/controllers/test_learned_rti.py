@@ -9,12 +9,12 @@ import torch
 
 import metasym_control  # noqa: F401  (registers the environments)
 from metasym_control.checkpoint import load_checkpoint
-from metasym_control.control import run_closed_loop
+from metasym_control.closed_loop import run_closed_loop
 from metasym_control.controllers.nmpc import NMPC, NMPCConfig
 from metasym_control.data import collect_quadrotor_dataset
 from metasym_control.dynamics import AdaptBudget
 from metasym_control.envs.quadrotor import sample_quadrotor_params
-from metasym_control.experiments import DEFAULT_WEIGHTS
+from metasym_control.weights import DEFAULT_WEIGHTS
 
 STEPS = 150  # 3 s of the default figure-8
 
@@ -38,7 +38,8 @@ def test_rti_with_adapted_metasym_flies_the_figure8() -> None:
     budget = AdaptBudget(inner_steps=30, lr=3e-3, optimizer="adam", horizon=4, seed=0)
     adapted = model.adapt(support, budget)
     env = gym.make("MetaSymQuadrotor-v0", params=params, init_noise=0.0, max_episode_steps=STEPS)
-    ctrl = NMPC(adapted, env.unwrapped.task, NMPCConfig(horizon=20, mode="rti"))
+    task = env.unwrapped.task  # type: ignore[attr-defined]
+    ctrl = NMPC(adapted, task, NMPCConfig(horizon=20, mode="rti"))
     result = run_closed_loop(env, ctrl, STEPS, seed=0, history_len=adapted.history_len)
     assert not result.terminated
     assert len(result.actions) == STEPS

@@ -195,7 +195,7 @@ def test_more_iterations_per_step_lower_the_planned_cost() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_metasym_graphed_and_compiled_match_eager_on_gpu() -> None:
     """The history encoding and the folded step run inside the graph and the compiled update."""
-    from metasym_control.control import History
+    from metasym_control.controller import History
     from metasym_control.envs.quadrotor import Figure8Task
     from metasym_control.models.coordinates import quadrotor_coordinates
     from metasym_control.models.metasym import MetaSym

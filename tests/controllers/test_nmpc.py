@@ -1,4 +1,4 @@
-"""Gradient-based MPC on a float64 double integrator: optimality, bounds, RTI, Jacobians."""
+"""Gradient-based MPC on a float64 double integrator: optimality, bounds, RTI, memory."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from controller_toy import DoubleIntegrator, QuadraticTask, TorchOnly, simulate
 
-from metasym_control.controllers import nmpc
-from metasym_control.controllers.nmpc import NMPC, NMPCConfig, _PSDPlan
+from metasym_control.controllers.nmpc import NMPC, NMPCConfig
 
 X0 = np.array([1.0, -0.5, 0.0, 0.0])
 
@@ -19,7 +18,7 @@ def riccati_first_action(
     q, r = np.diag(task.q), task.r * np.eye(2)
     p = task.qf * q
     a, b = model.a, model.b
-    gain = np.zeros((2, 4))
+    gain: np.ndarray = np.zeros((2, 4))
     for _ in range(horizon):
         gain = np.linalg.solve(r + b.T @ p @ b, b.T @ p @ a)
         p = q + a.T @ p @ (a - b @ gain)
@@ -65,20 +64,6 @@ def test_rti_closed_loop_equals_ipopt_on_a_nonlinear_model(linearization: str) -
     assert np.all(np.abs(us) <= 1.0)
 
 
-def test_torch_jacobians_agree_with_casadi() -> None:
-    model = DoubleIntegrator(drag=3.0)
-    task = QuadraticTask()
-    rng = np.random.default_rng(0)
-    xs, us = rng.normal(size=(20, 4)), rng.uniform(-1, 1, size=(20, 2))
-    ref = NMPC(model, task, NMPCConfig(linearization="casadi"))._linearize(xs, us, {})
-    for lin, tol in (("fd", 1e-6), ("jacrev", 1e-12), ("jacfwd", 1e-12)):
-        ctrl = NMPC(TorchOnly(model), task, NMPCConfig(linearization=lin))  # type: ignore[arg-type]
-        got = ctrl._linearize(xs, us, {})
-        for r, g in zip(ref, got):
-            assert g.shape == r.shape
-            np.testing.assert_allclose(g, r, atol=tol, rtol=0)
-
-
 @pytest.mark.parametrize("mode, qp_solver", [("ipopt", "qrqp"), ("rti", "qrqp"), ("rti", "hpipm")])
 def test_state_and_action_bounds_hold(mode: str, qp_solver: str) -> None:
     task = QuadraticTask(v_max=0.5)
@@ -109,11 +94,11 @@ def test_torch_rti_holds_the_history_memory_fixed_and_uses_it() -> None:
 def test_set_model_keeps_the_qp_for_torch_models() -> None:
     task = QuadraticTask()
     ctrl = NMPC(TorchOnly(DoubleIntegrator()), task)
-    qp = ctrl._qps
+    qp = ctrl.qp
     ctrl.act(X0, 0.0)
     ctrl.set_model(TorchOnly(DoubleIntegrator(drag=1.0)))
     ctrl.act(X0, 0.1)
-    assert ctrl._qps is qp
+    assert ctrl.qp is qp
     assert ctrl.last_info["fallback"] == "none"
 
 
@@ -135,46 +120,3 @@ def test_hpipm_and_qrqp_take_the_same_constrained_rti_steps() -> None:
         assert 0.49 < np.abs(xs[:, 2:]).max() <= 0.5 + 1e-6  # the bound was active and held
         runs[solver] = us
     np.testing.assert_allclose(runs["hpipm"], runs["qrqp"], atol=1e-5)
-
-
-def test_blockwise_psd_projection_equals_the_full_one() -> None:
-    """The projection works on the Hessian's structurally decoupled blocks; on a matrix with
-    that structure it must equal the eigendecomposition of the whole matrix."""
-    rng = np.random.default_rng(0)
-    m = 7
-    pattern = np.eye(m, dtype=bool)
-    pattern[1:4, 1:4] = True  # one coupled 3-block, one coupled 2-block, two singletons
-    pattern[5, 6] = True
-    plan = _PSDPlan(pattern)
-    assert [b.tolist() for b in plan.blocks] == [[1, 2, 3], [5, 6]]
-    sym = pattern | pattern.T
-    h = rng.normal(size=(5, m, m)) * sym
-    h = h + np.swapaxes(h, 1, 2)  # symmetric, indefinite
-    got = plan(h, 1e-3)
-    lam, vec = np.linalg.eigh(h)
-    ref = np.einsum("bij,bj,bkj->bik", vec, np.maximum(lam, 1e-3), vec)
-    np.testing.assert_allclose(got, ref, atol=1e-12)
-    assert np.linalg.eigvalsh(got).min() >= 1e-3 - 1e-12
-    assert np.any(np.linalg.eigvalsh(h) < 0)  # the projection had work to do
-
-
-@pytest.mark.parametrize("linearization", ["casadi", "fd"])
-def test_buffered_casadi_calls_equal_plain_calls(
-    linearization: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The RTI step evaluates its CasADi functions on bound numpy buffers; the plain-call path
-    (CasADi without Function.buffer) must give the same closed loop, Lagrangian Hessian and
-    backup solver included."""
-    model = DoubleIntegrator(drag=3.0)
-    task = QuadraticTask(amp=1.0, omega=2.0, v_max=0.6)
-    cfg = NMPCConfig(linearization=linearization, hessian="lagrangian")  # type: ignore[arg-type]
-    m = model if linearization == "casadi" else TorchOnly(model)
-    runs = []
-    for use in (True, False):
-        monkeypatch.setattr(nmpc, "_USE_BUFFERS", use)
-        ctrl = NMPC(m, task, cfg)
-        assert (ctrl._qps[0][1]._buf is not None) == use
-        _, us, infos = simulate(ctrl, X0, 30, plant=model)
-        assert all(i["fallback"] == "none" for i in infos)
-        runs.append(us)
-    np.testing.assert_allclose(runs[0], runs[1], atol=1e-10)

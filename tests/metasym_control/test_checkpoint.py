@@ -7,18 +7,32 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from metasym_control.checkpoint import (
+    CHECKPOINT_FORMAT_VERSION,
     CheckpointError,
     checkpoint_paths,
     load_checkpoint,
     restore_into,
     save_checkpoint,
 )
+from metasym_control.envs.toy_oscillator import TOY_DT, TOY_ENV_ID, oscillator_family
 from metasym_control.models.baselines import MLPModel
-from metasym_control.models.coordinates import coordinates_for_env
 from metasym_control.models.metasym import MetaSym, MetaSymConfig
-from metasym_control.toy import TOY_DT, TOY_ENV_ID, oscillator_family
+from metasym_control.systems import coordinates_for_env
+from metasym_control.weights import DEFAULT_WEIGHTS
+
+# the canonical buffers' names in format 1 and 2 checkpoints
+OLD_BUFFER_NAMES = {
+    "canonical_mean": "can_mean",
+    "canonical_scale": "can_scale",
+    "canonical_delta_std": "can_delta",
+    "canonical_index": "can_index",
+    "canonical_gain": "can_mul",
+    "canonical_offset": "can_sub",
+    "canonical_to_state": "can_out",
+}
 
 
 def _metasym() -> MetaSym:
@@ -45,7 +59,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert path.suffix == ".safetensors" and path.exists()
     loaded, meta = load_checkpoint(tmp_path / "ck.json", expect_class="MetaSym", env_id=TOY_ENV_ID)
     assert isinstance(loaded, MetaSym) and meta["training"]["step"] == 3
-    assert meta["env_version"] == 0 and meta["format_version"] == 2
+    assert meta["env_version"] == 0 and meta["format_version"] == CHECKPOINT_FORMAT_VERSION == 3
     torch.testing.assert_close(_predict(loaded), _predict(m), rtol=0, atol=0)
     assert loaded.config == m.config and loaded.coords == m.coords
     assert loaded.trusted_lower is not None
@@ -172,3 +186,50 @@ def test_format_1_loads_with_its_self_attending_decoder(tmp_path: Path) -> None:
     jpath.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="self_key"):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_format_2_buffer_names_load_under_their_new_names(tmp_path: Path) -> None:
+    """Format 1 and 2 checkpoints name the canonical buffers `can_*`; they load the same."""
+    import hashlib
+
+    m = _metasym()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    m.decoder.head.weight.sum().backward()
+    opt.step()
+    wpath = save_checkpoint(tmp_path / "ck", m, optimizer=opt)
+    tensors = load_file(str(wpath))
+    assert set(OLD_BUFFER_NAMES) <= set(tensors)
+    save_file({OLD_BUFFER_NAMES.get(k, k): v for k, v in tensors.items()}, str(wpath))
+    _, jpath = checkpoint_paths(wpath)
+    meta = json.loads(jpath.read_text())
+    meta["format_version"] = 2
+    meta["sha256"] = hashlib.sha256(wpath.read_bytes()).hexdigest()
+    jpath.write_text(json.dumps(meta))
+    loaded, _ = load_checkpoint(wpath)
+    for k, v in m.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    torch.testing.assert_close(_predict(loaded), _predict(m), rtol=0, atol=0)
+    # resuming reads the old names too
+    other = _metasym()
+    restore_into(wpath, other, torch.optim.Adam(other.parameters(), lr=1e-3))
+    torch.testing.assert_close(_predict(other), _predict(m), rtol=0, atol=0)
+    # the same file read as format 3 lacks the new names, and the error says so
+    meta["format_version"] = 3
+    jpath.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="canonical_"):
+        load_checkpoint(wpath)
+
+
+def test_shipped_weights_load_with_consistent_canonical_buffers() -> None:
+    """The shipped checkpoint (format 1, `can_*` names) loads, and each renamed buffer holds
+    what its name says: recomputing them from the normalisation gives the same values."""
+    if not DEFAULT_WEIGHTS.with_suffix(".safetensors").exists():
+        pytest.skip("no shipped weights in this checkout")
+    m, meta = load_checkpoint(DEFAULT_WEIGHTS, expect_class="MetaSym")
+    assert meta["format_version"] == 1
+    saved = {k: v.clone() for k, v in m.state_dict().items() if k in OLD_BUFFER_NAMES}
+    assert set(saved) == set(OLD_BUFFER_NAMES)
+    m._on_normalization()
+    for k, v in saved.items():
+        torch.testing.assert_close(m.state_dict()[k], v, rtol=1e-6, atol=1e-9, msg=k)
+    assert float(saved["canonical_to_state"].abs().sum()) > 0  # not the fresh zeros

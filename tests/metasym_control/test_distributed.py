@@ -11,14 +11,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from metasym_control.envs.toy_oscillator import TOY_DT, TOY_ENV_ID, oscillator_family
 from metasym_control.meta_training import (
     MetaTrainConfig,
     fit_normalization_distributed,
     meta_train,
 )
-from metasym_control.models.coordinates import coordinates_for_env
 from metasym_control.models.metasym import MetaSym, MetaSymConfig
-from metasym_control.toy import TOY_DT, TOY_ENV_ID, oscillator_family
+from metasym_control.systems import coordinates_for_env
 
 N_TASKS = 5
 CFG = MetaTrainConfig(

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from metasym_control.adaptation import make_windows, to_batch
 from metasym_control.dynamics import AdaptBudget
-from metasym_control.experiments import constant_error, rollout_error, split_by_task
+from metasym_control.envs.toy_oscillator import TOY_DT, TOY_ENV_ID, oscillator_family
+from metasym_control.few_shot import constant_error, rollout_error
 from metasym_control.meta_training import MetaTrainConfig, meta_train
-from metasym_control.models.coordinates import coordinates_for_env
 from metasym_control.models.metasym import MetaSym, MetaSymConfig
-from metasym_control.toy import TOY_DT, TOY_ENV_ID, oscillator_family
+from metasym_control.systems import coordinates_for_env
+from metasym_control.training import split_by_task
 from metasym_control.trajectory import Trajectory
+from metasym_control.windows import make_windows, to_batch
 
 HORIZON = 20
 
@@ -157,10 +159,15 @@ def test_first_and_second_order_differ_and_train() -> None:
     tasks = oscillator_family(2, 3, 12, "train", seed=5)
     config = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
     grads = {}
-    for second in (False, True):
+
+    def fresh() -> MetaSym:
         m = _model(config)
         m.fit_normalization(tasks)
         torch.nn.init.normal_(m.decoder.head.weight, std=0.3)
+        return m
+
+    for second in (False, True):
+        m = fresh()
         before = {k: v.clone() for k, v in m.state_dict().items()}
         cfg = MetaTrainConfig(
             steps=1,
@@ -179,6 +186,17 @@ def test_first_and_second_order_differ_and_train() -> None:
             [(m.state_dict()[k] - before[k]).flatten() for k in before if "meta_attn" in k]
         )
         assert grads[second].abs().max() > 0
+        # and training lowers the meta-loss: 20 outer steps on a fixed time split (support
+        # the first half of each episode, query the second; every window each step, so the
+        # logged loss is a deterministic function of the weights). Measured: query loss
+        # 4.79 -> 0.19 (second order) / 0.21 (first), 0.033x / 0.039x; the inner loop cuts
+        # the support loss 3.26 -> 0.61 at the start
+        m = fresh()
+        long = replace(cfg, steps=20, support_episodes=3, inner_lr=0.1, outer_lr=1e-2)
+        log = meta_train(m, tasks, long, progress=False)
+        assert [r["step"] for r in log] == list(range(1, 21))
+        assert log[-1]["loss"] < 0.1 * log[0]["loss"], "meta-training must lower the loss 10x"
+        assert log[0]["inner_after"] < 0.4 * log[0]["inner_before"]
     assert not torch.allclose(grads[False], grads[True], rtol=1e-6, atol=1e-12)
 
 
@@ -193,7 +211,7 @@ def test_split_by_task_groups_systems() -> None:
 
 def test_cli_train_then_adapt_on_toy(tmp_path: Path) -> None:
     from metasym_control.checkpoint import load_checkpoint
-    from metasym_control.experiments import AdaptArgs, TrainArgs, adapt_main, run_training
+    from metasym_control.training import AdaptArgs, TrainArgs, adapt_main, run_training
 
     small = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
     args = TrainArgs(

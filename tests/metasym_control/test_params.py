@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from metasym_control.bench import markdown_table, write_section
-from metasym_control.control import History
+from metasym_control.controller import History
 from metasym_control.dynamics import AdaptBudget
 from metasym_control.params import SplitRange, SystemParams, require_positive
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from metasym_control.dynamics import AdaptBudget, DynamicsModel, rollout_by_steps
+from metasym_control.envs.toy_oscillator import oscillator_family
 from metasym_control.models.baselines import (
     HNNModel,
     MLPModel,
@@ -14,7 +15,6 @@ from metasym_control.models.baselines import (
     TransformerModel,
 )
 from metasym_control.models.coordinates import generic_coordinates
-from metasym_control.toy import oscillator_family
 
 BASELINES = [MLPModel, TransformerModel, SymplecticOnlyModel, HNNModel]
 
@@ -29,8 +29,8 @@ def _make(cls: type, tasks: list, pretrain: int = 0) -> torch.nn.Module:
     m = cls(2, 1, 0.1, coords=generic_coordinates(2, [0], [1]))
     m.fit_normalization(tasks)
     if pretrain:  # a few plain training steps on other systems: a non-trivial start
-        from metasym_control.adaptation import make_windows, to_batch
         from metasym_control.trajectory import Trajectory
+        from metasym_control.windows import make_windows, to_batch
 
         b = to_batch(make_windows(Trajectory.concatenate(tasks[1:]), m.history_len, 1))
         opt = torch.optim.Adam(m.parameters(), lr=1e-2)
@@ -80,7 +80,7 @@ def test_adapt_leaves_meta_parameters_and_fits(cls: type, tasks: list) -> None:
         if n not in fast:
             assert torch.equal(own[n], p), f"adapt changed slow weight {n}"
     # one-step error on the support system goes down
-    from metasym_control.adaptation import make_windows, to_batch
+    from metasym_control.windows import make_windows, to_batch
 
     b = to_batch(make_windows(support, m.history_len, 1))
     with torch.no_grad():

@@ -24,9 +24,10 @@ from metasym_control.models.metasym import MetaSym, MetaSymConfig
 _CHECK = """
 import json, torch
 from metasym_control.dynamics import expand_memory
-from metasym_control.models.coordinates import coordinates_for_env, quadrotor_coordinates
+from metasym_control.models.coordinates import quadrotor_coordinates
+from metasym_control.systems import coordinates_for_env
 from metasym_control.models.metasym import MetaSym, MetaSymConfig
-from metasym_control.toy import TOY_ENV_ID
+from metasym_control.envs.toy_oscillator import TOY_ENV_ID
 from perturbed import perturb
 
 def build(nx, nu, config, coords, env, device):
@@ -241,7 +242,7 @@ def test_mppi_with_the_fused_rollout_matches_the_torch_path_on_cuda() -> None:
     """Same seed, same noise: the fused rollout flies the same plan, eager, graphed, and
     compiled inside the graph (the fastest mode measured; Triton kernels are opaque to
     torch.compile's tracing but run in its graph)."""
-    from metasym_control.control import History
+    from metasym_control.controller import History
     from metasym_control.controllers.mppi import MPPI, MPPIConfig
     from metasym_control.envs.quadrotor import Figure8Task
 

@@ -9,8 +9,8 @@ from perturbed import perturb
 from torch.func import jacrev, vmap
 
 from metasym_control.dynamics import AdaptBudget, DynamicsModel, expand_memory, rollout_by_steps
+from metasym_control.envs.toy_oscillator import TOY_DT, TOY_ENV_ID, oscillator_family
 from metasym_control.models.coordinates import (
-    coordinates_for_env,
     generic_coordinates,
     quadrotor_coordinates,
     quantum_coordinates,
@@ -18,7 +18,7 @@ from metasym_control.models.coordinates import (
 )
 from metasym_control.models.metasym import MetaSym, MetaSymConfig
 from metasym_control.models.symplectic import symplectic_form
-from metasym_control.toy import TOY_DT, TOY_ENV_ID, oscillator_family
+from metasym_control.systems import coordinates_for_env
 
 CFG = MetaSymConfig(history_len=4, d_model=16, n_heads=2)
 
@@ -61,6 +61,21 @@ def test_shapes_purity_and_rollout_equals_steps(tasks: list, lead: tuple[int, ..
     roll = m.rollout(x, us, mem)
     assert roll.shape == (*lead, 7, 2)
     torch.testing.assert_close(roll, rollout_by_steps(m, x, us, mem), rtol=0, atol=1e-12)
+    # one history shared by every sample: `rollout` takes its own fast path (the folded
+    # chain, the actions' products before the loop); it must equal an independent path,
+    # repeated general `step` on the unfolded memory of the same history
+    hs1, ha1 = hs.reshape(-1, 4, 2)[0], ha.reshape(-1, 4, 1)[0]
+    m.fold_mode = "never"
+    general = expand_memory(m.init_memory(hs1, ha1), lead)
+    assert not any(k.startswith("fold_") for k in general)
+    reference = rollout_by_steps(m, x, us, general)
+    m.fold_mode = "always"
+    folded = expand_memory(m.init_memory(hs1, ha1), lead)
+    assert "fold_b" in folded
+    fast = m.rollout(x, us, folded)
+    assert fast.shape == (*lead, 7, 2)
+    torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-10)
+    assert (reference - x.unsqueeze(-2)).abs().max() > 1e-3  # the states do move
     for k, v in m.state_dict().items():
         assert torch.equal(v, before[k]), f"prediction changed {k}"
 
@@ -209,7 +224,7 @@ def test_adapt_leaves_meta_parameters_and_reduces_error(tasks: list) -> None:
     own, ref = dict(a.named_parameters()), dict(m.named_parameters())
     assert any(not torch.equal(own[n], ref[n]) for n in fast)
     assert all(torch.equal(own[n], ref[n]) for n in ref if n not in fast)
-    from metasym_control.adaptation import make_windows, to_batch
+    from metasym_control.windows import make_windows, to_batch
 
     b = to_batch(make_windows(tasks[1], m.history_len, 1))
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Cascaded geometric quadrotor controller (the MPC baseline) and the exploration policy."""
+"""Cascaded PD (PID position, geometric attitude) quadrotor controller: the MPC baseline."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from metasym_control.control import History
+from metasym_control.controller import History
 from metasym_control.dynamics import DynamicsModel
 from metasym_control.task import Task
 
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 @runtime_checkable
 class QuadrotorPhysics(Protocol):
-    """The physical facts the baseline reads (`QuadrotorParams` satisfies it structurally).
+    """The physical facts the cascaded controller reads (`QuadrotorParams` has them all).
 
     Attributes:
         mass: kg. inertia: (Ixx, Iyy, Izz) kg·m², body frame. gravity: m/s².
@@ -47,7 +47,7 @@ class QuadrotorPhysics(Protocol):
 
 
 @dataclass(frozen=True)
-class BaselineConfig:
+class CascadedPDConfig:
     """Gains of the cascaded controller (per axis x, y, z; units after the unit mass/inertia).
 
     Attributes:
@@ -79,7 +79,7 @@ class BaselineConfig:
     lag_horizon: float = 0.04
 
 
-class _PhysicsArrays:
+class PhysicsArrays:
     """Per-slot physics as arrays (N, ...), so one numpy call serves N quadrotors.
 
     Beyond `QuadrotorPhysics`, optional attributes are used when present (`getattr`):
@@ -91,29 +91,30 @@ class _PhysicsArrays:
         n = len(physics)
         self.mass = np.zeros(n)  # (N,) kg
         self.inertia = np.zeros((n, 3))  # (N, 3) kg·m²
-        self.gravity = np.zeros(n)
-        self.tmin = np.zeros(n)
-        self.tmax = np.zeros(n)
-        self.mix_inv = np.zeros((n, 4, 4))
-        self.wind = np.zeros((n, 3))
-        self.drag = np.zeros((n, 3))
-        self.tau = np.zeros(n)
+        self.gravity = np.zeros(n)  # (N,) m/s²
+        self.min_thrust = np.zeros(n)  # (N,) N per rotor
+        self.max_thrust = np.zeros(n)  # (N,) N per rotor
+        self.mix_inv = np.zeros((n, 4, 4))  # wrench [f, τx, τy, τz] -> rotor thrusts
+        self.wind = np.zeros((n, 3))  # (N, 3) N
+        self.drag = np.zeros((n, 3))  # (N, 3) N·s/m
+        self.motor_tau = np.zeros(n)  # (N,) s
         for i, p in enumerate(physics):
             self.set(i, p)
 
     def set(self, i: int, p: QuadrotorPhysics) -> None:
+        """Put the physics `p` into slot `i`."""
         self.mass[i] = p.mass
         self.inertia[i] = p.inertia
         self.gravity[i] = p.gravity
-        self.tmin[i] = p.min_thrust
-        self.tmax[i] = p.max_thrust
+        self.min_thrust[i] = p.min_thrust
+        self.max_thrust[i] = p.max_thrust
         self.mix_inv[i] = np.linalg.inv(p.mixer_matrix())
         self.wind[i] = getattr(p, "wind", (0.0, 0.0, 0.0))
         self.drag[i] = getattr(p, "drag", (0.0, 0.0, 0.0))
-        self.tau[i] = getattr(p, "motor_tau", 0.0)
+        self.motor_tau[i] = getattr(p, "motor_tau", 0.0)
 
 
-def _rotation(q: np.ndarray) -> np.ndarray:
+def _rotation_matrices(q: np.ndarray) -> np.ndarray:
     """Rotation matrices (N, 3, 3) of quaternions (N, 4) (w, x, y, z), normalised here."""
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
@@ -137,8 +138,8 @@ def geometric_control(
     a_ref: np.ndarray,
     yaw_ref: np.ndarray,
     integral: np.ndarray,
-    phys: _PhysicsArrays,
-    cfg: BaselineConfig,
+    phys: PhysicsArrays,
+    cfg: CascadedPDConfig,
     dt: float = 0.02,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cascaded PID position loop + geometric (SO(3)) attitude loop, batched over N.
@@ -167,7 +168,7 @@ def geometric_control(
     n = x.shape[0]
     kp, kd, ki = np.asarray(cfg.kp), np.asarray(cfg.kd), np.asarray(cfg.ki)
     p, q, v, w = x[:, 0:3], x[:, 3:7], x[:, 7:10], x[:, 10:13]
-    r = _rotation(q)  # (N, 3, 3) body→world
+    r = _rotation_matrices(q)  # (N, 3, 3) body→world
     g = phys.gravity
 
     # position loop: commanded acceleration, integral term bounded
@@ -178,7 +179,7 @@ def geometric_control(
     f_ext = phys.wind - np.einsum("nij,nj->ni", r, phys.drag * v_body)  # (N, 3) N
     acc = acc - f_ext / phys.mass[:, None]
     # the specific thrust the rotors can give, keeping a margin for the attitude moments
-    a_max = np.minimum(cfg.max_accel, cfg.thrust_margin * 4.0 * phys.tmax / phys.mass)  # (N,)
+    a_max = np.minimum(cfg.max_accel, cfg.thrust_margin * 4.0 * phys.max_thrust / phys.mass)  # (N,)
     # vertical first (never less than 0.2 g upward), then what is left for the horizontal
     acc_z = np.clip(acc[:, 2] + g, 0.2 * g, np.maximum(a_max, 0.2 * g))
     horiz = acc[:, 0:2]
@@ -192,9 +193,9 @@ def geometric_control(
     # desired attitude from the force direction and the reference yaw
     b3 = force / np.sqrt((force * force).sum(1, keepdims=True))
     b1c = np.stack([np.cos(yaw_ref), np.sin(yaw_ref), np.zeros(n)], 1)
-    b2 = _cross(b3, b1c)
+    b2 = _cross_rows(b3, b1c)
     b2 /= np.maximum(np.sqrt((b2 * b2).sum(1, keepdims=True)), 1e-9)
-    b1 = _cross(b2, b3)
+    b1 = _cross_rows(b2, b3)
     rd = np.stack([b1, b2, b3], 2)  # columns b1, b2, b3
     collective = np.einsum("ni,ni->n", force, r[:, :, 2])
 
@@ -203,19 +204,19 @@ def geometric_control(
     e_r = 0.5 * np.stack([m_err[:, 2, 1], m_err[:, 0, 2], m_err[:, 1, 0]], 1)
     inertia = phys.inertia
     tau = inertia * (-np.asarray(cfg.k_att) * e_r - np.asarray(cfg.k_rate) * w)
-    tau += _cross(w, inertia * w)
+    tau += _cross_rows(w, inertia * w)
 
     # thrusts of collective + roll/pitch, and of yaw alone (yaw gives way when saturating)
     main = np.einsum("nij,nj->ni", phys.mix_inv[:, :, :3], _wrench_part(collective, tau))
     yaw = phys.mix_inv[:, :, 3] * tau[:, 2:3]  # (N, 4)
     # motor lag: command what brings the rotor thrusts (state 13-16) to the target within
     # `lag_horizon` seconds (first-order lag inverted; linear, so it splits like the wrench)
-    if x.shape[1] >= 17 and np.any(phys.tau > 0):
-        e = np.exp(-cfg.lag_horizon / np.maximum(phys.tau, 1e-9))[:, None]
-        on = phys.tau[:, None] > 0
+    if x.shape[1] >= 17 and np.any(phys.motor_tau > 0):
+        e = np.exp(-cfg.lag_horizon / np.maximum(phys.motor_tau, 1e-9))[:, None]
+        on = phys.motor_tau[:, None] > 0
         main = np.where(on, (main - e * x[:, 13:17]) / (1.0 - e), main)
         yaw = np.where(on, yaw / (1.0 - e), yaw)
-    lo, hi = phys.tmin[:, None], phys.tmax[:, None]
+    lo, hi = phys.min_thrust[:, None], phys.max_thrust[:, None]
     main_c = np.clip(main, lo, hi)
     with np.errstate(divide="ignore", invalid="ignore"):
         room = np.where(
@@ -232,7 +233,7 @@ def _wrench_part(collective: np.ndarray, tau: np.ndarray) -> np.ndarray:
     return np.concatenate([collective[:, None], tau[:, 0:2]], 1)
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _cross_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cross products (N, 3) × (N, 3) (np.cross is slow for small arrays)."""
     out = np.empty_like(a)
     out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
@@ -241,16 +242,19 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _yaw_of(q: np.ndarray) -> np.ndarray:
+def yaw_of(q: np.ndarray) -> np.ndarray:
     """Yaw angles (N,) of quaternions (N, 4) (w, x, y, z), rad."""
     w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
     return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
-class BaselineController:
-    """Cascaded geometric controller that follows a task's reference (MPC's baseline).
+class CascadedPD:
+    """Cascaded PD controller that follows a task's reference (the MPC baseline).
 
-    Implements `metasym_control.control.Controller`. It reads only physical parameters
+    A PID position loop feeds a geometric (SO(3)) attitude loop with PD moments
+    (`geometric_control`).
+
+    Implements `metasym_control.controller.Controller`. It reads only physical parameters
     (`QuadrotorPhysics`), never a concrete model; `set_model` adopts the model's `params`
     when they satisfy `QuadrotorPhysics` (so online identification improves it).
 
@@ -267,14 +271,14 @@ class BaselineController:
         self,
         physics: QuadrotorPhysics,
         task: Task,
-        config: BaselineConfig | None = None,
+        config: CascadedPDConfig | None = None,
         dt: float = 0.02,
         model: DynamicsModel | None = None,
     ) -> None:
-        self.config = config or BaselineConfig()
+        self.config = config or CascadedPDConfig()
         self.task = task
         self.dt = float(dt)
-        self._phys = _PhysicsArrays([physics])
+        self._phys = PhysicsArrays([physics])
         self.physics = physics
         self.model: DynamicsModel | None = None
         self.last_plan: np.ndarray | None = None
@@ -304,12 +308,12 @@ class BaselineController:
         x_ref, _ = self.task.reference(np.array([t - d, t, t + d]))
         p_ref, v_ref = x_ref[1:2, 0:3], x_ref[1:2, 7:10]
         a_ref = (x_ref[2:3, 7:10] - x_ref[0:1, 7:10]) / (2 * d)
-        yaw = _yaw_of(x_ref[1:2, 3:7])
+        yaw = yaw_of(x_ref[1:2, 3:7])
         action, thrust = geometric_control(
             x, p_ref, v_ref, a_ref, yaw, self._integral, self._phys, self.config, self.dt
         )
         self._integral += (x[:, 0:3] - p_ref) * self.dt
-        lo, hi = self._phys.tmin[0], self._phys.tmax[0]
+        lo, hi = self._phys.min_thrust[0], self._phys.max_thrust[0]
         self.last_info = {
             "saturated": bool(np.any(thrust < lo) or np.any(thrust > hi)),
             "collective_thrust": float(thrust.sum()),
@@ -317,137 +321,11 @@ class BaselineController:
         return action[0]
 
 
-@dataclass(frozen=True)
-class ExplorationConfig:
-    """Random references and excitation noise for collecting training data without crashing.
-
-    Attributes:
-        box_low / box_high: (3,) box the random goals are drawn from, m.
-        hold: (min, max) seconds a goal is held before the next is drawn.
-        ref_bandwidth: natural frequency of the critically damped filter the reference
-            follows towards the goal, rad/s (smooth p, v, a references).
-        yaw_range: goals' yaw drawn from ±yaw_range, rad.
-        noise_accel: stationary std of the Ornstein–Uhlenbeck excitation of the collective
-            thrust, as a vertical acceleration, m/s².
-        noise_ang_accel: the same for the body moments (roll, pitch, yaw), as angular
-            accelerations, rad/s² (yaw lower: rotor drag moments are weak, yaw excitation
-            costs much thrust).
-            Excitation is specified in accelerations and mapped through each vehicle's mass,
-            inertia and mixer, so an X2 and a Crazyflie are excited alike.
-        noise_tau: correlation time of that noise, s.
-        gains: the underlying controller's gains (softer than the tracking defaults: robust
-            to the motor lag and to held-out inertias under excitation).
-    """
-
-    box_low: tuple[float, float, float] = (-1.5, -1.5, 0.8)
-    box_high: tuple[float, float, float] = (1.5, 1.5, 2.5)
-    hold: tuple[float, float] = (0.5, 2.0)
-    ref_bandwidth: float = 2.5
-    yaw_range: float = 0.6
-    noise_accel: float = 1.0
-    noise_ang_accel: tuple[float, float, float] = (5.0, 5.0, 1.0)
-    noise_tau: float = 0.06
-    gains: BaselineConfig = BaselineConfig(
-        kp=(4.0, 4.0, 6.0),
-        kd=(3.5, 3.5, 4.5),
-        k_att=(80.0, 80.0, 20.0),
-        k_rate=(14.0, 14.0, 6.0),
-        max_tilt=0.5,
-    )
-
-
-class QuadrotorExplorationPolicy:
-    """Batched stabilising exploration policy: the baseline flying random smooth references
-    plus coloured excitation noise on the actions.
-
-    One slot per parallel environment; each slot keeps its own physics, goal, reference
-    filter state, integral term and noise, all drawn from a seeded numpy generator.
-
-    Args:
-        physics: one `QuadrotorPhysics` per slot (the true parameters: this is a data
-            generator, so it may know the system it flies).
-        config: exploration settings.
-        dt: control period, s.
-        seed: seed of the random goals and noise.
-    """
-
-    def __init__(
-        self,
-        physics: Sequence[QuadrotorPhysics],
-        config: ExplorationConfig | None = None,
-        dt: float = 0.02,
-        seed: int = 0,
-    ) -> None:
-        self.config = config or ExplorationConfig()
-        self.dt = float(dt)
-        self.n = len(physics)
-        self._phys = _PhysicsArrays(physics)
-        self.rng = np.random.default_rng(seed)
-        self._goal = np.zeros((self.n, 3))
-        self._goal_yaw = np.zeros(self.n)
-        self._next_goal = np.zeros(self.n)
-        self._p = np.zeros((self.n, 3))
-        self._v = np.zeros((self.n, 3))
-        self._a = np.zeros((self.n, 3))
-        self._yaw = np.zeros(self.n)
-        self._integral = np.zeros((self.n, 3))
-        self._noise = np.zeros((self.n, 4))
-        self._time = np.zeros(self.n)
-
-    def reset(self, index: int, state: np.ndarray, physics: QuadrotorPhysics | None = None) -> None:
-        """Start a new episode in slot `index` from `state` (nx,), optionally new physics."""
-        if physics is not None:
-            self._phys.set(index, physics)
-        x = np.asarray(state, dtype=np.float64)
-        self._p[index] = x[0:3]
-        self._v[index] = x[7:10]
-        self._a[index] = 0.0
-        self._yaw[index] = _yaw_of(x[None, 3:7])[0]
-        self._integral[index] = 0.0
-        self._noise[index] = 0.0
-        self._time[index] = 0.0
-        self._draw_goal(index)
-
-    def _draw_goal(self, i: int) -> None:
-        c = self.config
-        self._goal[i] = self.rng.uniform(c.box_low, c.box_high)
-        self._goal_yaw[i] = self.rng.uniform(-c.yaw_range, c.yaw_range)
-        self._next_goal[i] = self._time[i] + self.rng.uniform(*c.hold)
-
-    def act_batch(self, states: np.ndarray) -> np.ndarray:
-        """Actions (N, 4) in [-1, 1] for states (N, nx); advances every slot by dt."""
-        c, dt = self.config, self.dt
-        for i in np.nonzero(self._time >= self._next_goal)[0]:
-            self._draw_goal(int(i))
-        # critically damped reference filter towards the goal (semi-implicit Euler)
-        wn = c.ref_bandwidth
-        self._a = wn * wn * (self._goal - self._p) - 2.0 * wn * self._v
-        self._v = self._v + dt * self._a
-        self._p = self._p + dt * self._v
-        self._yaw += dt * wn * 0.5 * (self._goal_yaw - self._yaw)
-        action, _ = geometric_control(
-            states, self._p, self._v, self._a, self._yaw, self._integral, self._phys, c.gains, dt
-        )
-        self._integral += (states[:, 0:3] - self._p) * dt
-        # Ornstein–Uhlenbeck excitation of the wrench, in accelerations, mapped to the rotors
-        decay = math.exp(-dt / c.noise_tau)
-        self._noise = decay * self._noise + math.sqrt(1 - decay * decay) * self.rng.standard_normal(
-            self._noise.shape
-        )
-        ph = self._phys
-        wrench = self._noise * np.concatenate(
-            [(c.noise_accel * ph.mass)[:, None], np.asarray(c.noise_ang_accel) * ph.inertia], 1
-        )  # (N, 4): N, N·m
-        d_thrust = np.einsum("nij,nj->ni", ph.mix_inv, wrench)
-        self._time += dt
-        return np.clip(action + d_thrust / (0.5 * (ph.tmax - ph.tmin))[:, None], -1.0, 1.0)
-
-
 __all__ = [
-    "BaselineConfig",
-    "BaselineController",
-    "ExplorationConfig",
-    "QuadrotorExplorationPolicy",
+    "CascadedPD",
+    "CascadedPDConfig",
+    "PhysicsArrays",
     "QuadrotorPhysics",
     "geometric_control",
+    "yaw_of",
 ]

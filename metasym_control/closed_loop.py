@@ -1,4 +1,4 @@
-"""Controller protocol, the history window, and the closed-loop runner with online adaptation."""
+"""The closed-loop runner: environment, controller and online adaptation wired together."""
 
 from __future__ import annotations
 
@@ -6,74 +6,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from metasym_control.controller import Controller, History
 from metasym_control.dynamics import AdaptBudget, DynamicsModel
-from metasym_control.envbase import MetaSymEnv
 from metasym_control.params import SystemParams
+from metasym_control.system_env import SystemEnv
 from metasym_control.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
-
-
-class History:
-    """The L most recent transitions seen by a controller, oldest first.
-
-    `states[i]`, `actions[i]` lead to `states[i+1]`; the last one leads to the current state.
-    Slots before the first transition of an episode are marked invalid.
-    """
-
-    def __init__(self, length: int, state_dim: int, action_dim: int) -> None:
-        self.length = length
-        self.states = np.zeros((length, state_dim))
-        self.actions = np.zeros((length, action_dim))
-        self.valid = np.zeros(length, dtype=bool)
-
-    def reset(self) -> None:
-        """Forget everything (a new episode)."""
-        self.states[:] = 0.0
-        self.actions[:] = 0.0
-        self.valid[:] = False
-
-    def push(self, state: np.ndarray, action: np.ndarray) -> None:
-        """Append the transition that started at `state` (nx,) with `action` (nu,)."""
-        if self.length == 0:
-            return
-        self.states = np.roll(self.states, -1, axis=0)
-        self.actions = np.roll(self.actions, -1, axis=0)
-        self.valid = np.roll(self.valid, -1)
-        self.states[-1] = state
-        self.actions[-1] = action
-        self.valid[-1] = True
-
-
-@runtime_checkable
-class Controller(Protocol):
-    """A feedback policy built from a model, a task and its own config dataclass.
-
-    Attributes:
-        model: the dynamics model it predicts with; `set_model` swaps it (online adaptation).
-        last_plan: (T, nx) states predicted by the latest `act`, or None.
-        last_info: solver statistics and fallback reports of the latest `act`.
-    """
-
-    model: DynamicsModel | None
-    last_plan: np.ndarray | None
-    last_info: dict[str, Any]
-
-    def reset(self) -> None:
-        """Forget warm starts and counters (a new episode)."""
-        ...
-
-    def act(self, state: np.ndarray, t: float, history: History) -> np.ndarray:
-        """Action (nu,) in [-1, 1] for `state` (nx,) at time `t` (s) given the recent history."""
-        ...
-
-    def set_model(self, model: DynamicsModel) -> None:
-        """Use `model` from the next `act` on."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -134,7 +77,7 @@ class ClosedLoopResult:
         Args:
             env: the MetaSym environment, wrapped (e.g. by `gymnasium.make`) or not.
         """
-        base: MetaSymEnv = getattr(env, "unwrapped", env)
+        base: SystemEnv = getattr(env, "unwrapped", env)
         err = base.task.tracking_error(self.states, self.x_ref)
         return float(np.sqrt(np.mean(err**2)))
 
@@ -180,7 +123,7 @@ def run_closed_loop(
     Returns:
         The recorded `ClosedLoopResult`.
     """
-    base: MetaSymEnv = env.unwrapped
+    base: SystemEnv = env.unwrapped
     options = {"params": params} if params is not None else None
     env.reset(seed=seed, options=options)
     controller.reset()

@@ -1,4 +1,4 @@
-"""What every MetaSym environment offers beyond Gymnasium: state access, task, action checks."""
+"""The base class of the project's environments: state access, task, action checks."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from metasym_control.params import Split, SystemParams
 from metasym_control.task import Task
 
 
-class MetaSymEnv(gym.Env[np.ndarray, np.ndarray]):
-    """Base of the project's environments.
+class SystemEnv(gym.Env[np.ndarray, np.ndarray]):
+    """A Gymnasium environment of one physical system with a task and parameters.
 
     A subclass sets, in its constructor, `dt` (control period, s), `task`, `params`,
     `state_names`, `state_units` and `action_names`, and implements `get_state`,

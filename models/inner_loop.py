@@ -1,4 +1,9 @@
-"""Training windows and the shared functional inner loop that adapts every learned model."""
+"""The functional inner loop that adapts the fast weights of every learned model.
+
+The same loop serves adaptation (`adapt_model`) and meta-training's inner loop, so a model
+is adapted at use under the rules it was meta-trained with. It works on any `torch.nn.Module`
+whose forward maps a batch of windows to a scalar loss (`LearnedModel.forward`).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,18 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar, runtime_checkable
 
-import numpy as np
 import torch
+from torch import nn
 from torch.func import functional_call
 
 from metasym_control.dynamics import AdaptBudget
 from metasym_control.trajectory import Trajectory
-
-if TYPE_CHECKING:
-    from metasym_control.models.learned import LearnedModel
+from metasym_control.windows import Batch, make_windows, num_windows, window_sampler
 
 logger = logging.getLogger(__name__)
 
-Batch = dict[str, torch.Tensor]
 Params = dict[str, torch.Tensor]
 
 # Adam constants of the inner loop; eps sits inside the square root so the update stays
@@ -28,101 +30,29 @@ Params = dict[str, torch.Tensor]
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 
-def make_windows(traj: Trajectory, history_len: int, horizon: int) -> dict[str, np.ndarray]:
-    """Every (history, future) window of a trajectory set, as numpy arrays.
+@runtime_checkable
+class FastWeightModel(Protocol):
+    """What `adapt_model` needs of a module besides `torch.nn.Module` itself.
 
-    A window is anchored at a current state index c with c + horizon <= length: its history
-    holds the `history_len` transitions before c (slots before the episode start are padded
-    with the first state and marked invalid), its future the next `horizon` actions and states.
-
-    Args:
-        traj: N trajectories.
-        history_len: L.
-        horizon: H, rollout length of the loss.
-
-    Returns:
-        Dict with hs (B, L, nx), ha (B, L, nu), hv (B, L) bool, x0 (B, nx), ua (B, H, nu),
-        y (B, H, nx); B may be 0 if every trajectory is shorter than `horizon`.
+    Attributes:
+        state_dim: nx; action_dim: nu; dt: control period (s); history_len: L.
     """
-    ii: list[np.ndarray] = []
-    cc: list[np.ndarray] = []
-    for k in range(traj.num):
-        n = int(traj.lengths[k]) - horizon + 1
-        if n > 0:
-            ii.append(np.full(n, k))
-            cc.append(np.arange(n))
-    nx, nu, L = traj.state_dim, traj.action_dim, history_len
-    if not ii:
-        return {
-            "hs": np.zeros((0, L, nx)),
-            "ha": np.zeros((0, L, nu)),
-            "hv": np.zeros((0, L), dtype=bool),
-            "x0": np.zeros((0, nx)),
-            "ua": np.zeros((0, horizon, nu)),
-            "y": np.zeros((0, horizon, nx)),
-        }
-    i: np.ndarray = np.concatenate(ii)
-    c: np.ndarray = np.concatenate(cc)
-    hidx = c[:, None] - L + np.arange(L)[None, :]  # (B, L)
-    hv = hidx >= 0
-    hclip = np.maximum(hidx, 0)
-    fidx = c[:, None] + np.arange(horizon)[None, :]  # (B, H)
-    return {
-        "hs": traj.states[i[:, None], hclip],
-        "ha": np.where(hv[..., None], traj.actions[i[:, None], hclip], 0.0),
-        "hv": hv,
-        "x0": traj.states[i, c],
-        "ua": traj.actions[i[:, None], fidx],
-        "y": traj.states[i[:, None], fidx + 1],
-    }
+
+    state_dim: int
+    action_dim: int
+    dt: float
+    history_len: int
+
+    def fast_weight_names(self) -> list[str]:
+        """Names (as in `named_parameters`) of the weights adapted per system."""
+        ...
 
 
-def to_batch(
-    windows: dict[str, np.ndarray],
-    index: np.ndarray | None = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float64,
-) -> Batch:
-    """Numpy windows (optionally the rows `index`) as torch tensors on `device` / `dtype`."""
-    out = {}
-    for k, v in windows.items():
-        a = v if index is None else v[index]
-        t = torch.as_tensor(np.ascontiguousarray(a), device=device)
-        out[k] = t if k == "hv" else t.to(dtype)
-    return out
-
-
-def num_windows(windows: dict[str, np.ndarray]) -> int:
-    """B, the number of windows."""
-    return int(windows["x0"].shape[0])
-
-
-def window_sampler(
-    windows: dict[str, np.ndarray],
-    batch_windows: int,
-    seed: int,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float64,
-) -> Callable[[int], Batch]:
-    """A function step -> batch: every window (batch_windows = 0) or a seeded random draw.
-
-    The draw for step s depends only on (seed, s), so adaptation and distributed
-    meta-training reproduce exactly.
-    """
-    n = num_windows(windows)
-    if batch_windows <= 0 or batch_windows >= n:
-        full = to_batch(windows, None, device, dtype)
-        return lambda _s: full
-
-    def draw(s: int) -> Batch:
-        rng = np.random.default_rng([seed, s])
-        return to_batch(windows, rng.choice(n, batch_windows, replace=False), device, dtype)
-
-    return draw
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def inner_loop(
-    model: LearnedModel,
+    model: nn.Module,
     params: Params,
     fast_names: list[str],
     batch_fn: Callable[[int], Batch],
@@ -134,7 +64,8 @@ def inner_loop(
     """Functional gradient steps on the fast weights.
 
     Args:
-        model: the architecture (its own parameter values are not used).
+        model: the architecture, whose forward maps a batch to a scalar loss (its own
+            parameter values are not used).
         params: every parameter and buffer by name; `params[n]` for n in `fast_names` are the
             starting fast weights. If they require grad, the result stays differentiable with
             respect to them (exactly, with `create_graph`; first-order otherwise, because the
@@ -182,14 +113,15 @@ def inner_loop(
     return fast
 
 
-def model_params(model: LearnedModel, detach: bool = True) -> Params:
-    """Every parameter and buffer of `model` by name (detached copies of nothing: views)."""
+def model_params(model: nn.Module, detach: bool = True) -> Params:
+    """Every parameter and buffer of `model` by name, as views (parameters detached, unless
+    not `detach`)."""
     out = {n: (p.detach() if detach else p) for n, p in model.named_parameters()}
     out.update(dict(model.named_buffers()))
     return out
 
 
-def adapt_model(model: LearnedModel, support: Trajectory, budget: AdaptBudget) -> LearnedModel:
+def adapt_model(model: ModuleT, support: Trajectory, budget: AdaptBudget) -> ModuleT:
     """Fit a copy of `model`'s fast weights to `support`; `model` is left untouched.
 
     The same inner loop for every learned model (the budget is the same for all models
@@ -198,7 +130,7 @@ def adapt_model(model: LearnedModel, support: Trajectory, budget: AdaptBudget) -
     0 = all, drawn with `budget.seed`).
 
     Args:
-        model: a learned model.
+        model: a module with the `FastWeightModel` attributes (a learned model).
         support: the adaptation data (trajectories of one system).
         budget: the adaptation budget.
 
@@ -206,8 +138,11 @@ def adapt_model(model: LearnedModel, support: Trajectory, budget: AdaptBudget) -
         A deep copy with the adapted fast weights.
 
     Raises:
+        TypeError: the module lacks the `FastWeightModel` attributes.
         ValueError: the support data is of another shape or has no window of `horizon` steps.
     """
+    if not isinstance(model, FastWeightModel):
+        raise TypeError(f"adapt_model needs a FastWeightModel, got {type(model).__name__}")
     if support.state_dim != model.state_dim or support.action_dim != model.action_dim:
         raise ValueError(
             f"support data has nx={support.state_dim}, nu={support.action_dim}; model "
