@@ -17,6 +17,31 @@ FallbackKind = Literal["none", "shifted_plan", "safe_action"]
 FaultKind = Literal["none", "non_finite", "untrusted", "solver_failed", "infeasible"]
 
 
+def model_device_dtype(
+    model: DynamicsModel, device: str | torch.device | None, dtype: torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
+    """Where a controller computes: the given device and dtype, else the model's own.
+
+    A model that is a torch module with floating tensors lends its device and dtype (a
+    float32 checkpoint is planned in float32); any other model computes on the CPU in
+    float64.
+
+    Args:
+        model: the dynamics model.
+        device: torch device asked for, or None for the model's.
+        dtype: floating dtype asked for, or None for the model's.
+    """
+    tensors: list[torch.Tensor] = []
+    if isinstance(model, torch.nn.Module):
+        tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    own_device = tensors[0].device if tensors else torch.device("cpu")
+    own_dtype = tensors[0].dtype if tensors else torch.float64
+    return (
+        torch.device(device) if device is not None else own_device,
+        dtype if dtype is not None else own_dtype,
+    )
+
+
 def history_window(model: DynamicsModel, history: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The model's history window from the controller's history, padded at the old end.
 

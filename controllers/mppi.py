@@ -17,6 +17,7 @@ from metasym_control.controllers.common import (
     FaultKind,
     check_plan,
     history_window,
+    model_device_dtype,
     safe_action,
     trusted_bounds,
 )
@@ -113,8 +114,9 @@ class MPPI:
         model: any `DynamicsModel`; its tensors must live on `device` in `dtype`.
         task: the task giving the reference and the torch costs.
         config: MPPI settings.
-        device: torch device of the rollouts (a CUDA device runs everything on the GPU).
-        dtype: floating dtype of the rollouts.
+        device: torch device of the rollouts (a CUDA device runs everything on the GPU);
+            None: the model's (CPU for a model without tensors).
+        dtype: floating dtype of the rollouts; None: the model's (float64 without tensors).
     """
 
     def __init__(
@@ -123,13 +125,13 @@ class MPPI:
         task: Task,
         config: MPPIConfig | None = None,
         *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.config = config or MPPIConfig()
         self.task = task
-        self.device = torch.device(device)
-        self.dtype = dtype
+        self.device, self.dtype = model_device_dtype(model, device, dtype)
+        dtype = self.dtype
         self.model: DynamicsModel | None = model
         self.last_plan: np.ndarray | None = None
         self.last_actions: np.ndarray | None = None

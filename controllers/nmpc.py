@@ -22,6 +22,7 @@ from metasym_control.controllers.common import (
     FaultKind,
     check_plan,
     history_memory,
+    model_device_dtype,
     safe_action,
     trusted_bounds,
 )
@@ -157,8 +158,9 @@ class NMPC:
             `SymbolicModel` (with `casadi_step`).
         task: the task (reference, CasADi costs, bounds).
         config: settings.
-        device: torch device of the torch model (linearisation, fallback checks).
-        dtype: torch dtype of the torch model.
+        device: torch device of the torch model (linearisation, fallback checks); None:
+            the model's own (CPU for a model without tensors).
+        dtype: torch dtype of the torch model; None: the model's (float64 without tensors).
 
     Attributes:
         linearization: the resolved linearisation method ("casadi", "fd", "jacrev", "jacfwd").
@@ -172,13 +174,13 @@ class NMPC:
         task: Task,
         config: NMPCConfig | None = None,
         *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.config = c = config or NMPCConfig()
         self.task = task
-        self.device = torch.device(device)
-        self.dtype = dtype
+        self.device, self.dtype = model_device_dtype(model, device, dtype)
+        dtype = self.dtype
         self.nx, self.nu = task.state_dim, task.action_dim
         self.model: DynamicsModel | None = None
         self.last_plan: np.ndarray | None = None

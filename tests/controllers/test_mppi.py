@@ -222,3 +222,22 @@ def test_metasym_graphed_and_compiled_match_eager_on_gpu() -> None:
         actions[name] = np.asarray(out)
     np.testing.assert_allclose(actions["graph"], actions["eager"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(actions["compiled graph"], actions["eager"], rtol=0, atol=1e-6)
+
+
+def test_controllers_adopt_a_float32_models_dtype_without_being_told() -> None:
+    # a float32 learned model (as a shipped checkpoint loads) planned with no dtype argument
+    from metasym_control.controllers.nmpc import NMPC, NMPCConfig
+    from metasym_control.models.baselines import MLPModel
+
+    model = MLPModel(4, 2, 0.05, dtype=torch.float32)
+    task = QuadraticTask(amp=0.5)
+    x = np.array([0.0, 0.0, 0.0, 0.0])
+    mppi = MPPI(model, task, MPPIConfig(horizon=5, num_samples=16))
+    assert mppi.dtype == torch.float32 and mppi.device.type == "cpu"
+    assert np.all(np.isfinite(mppi.act(x, 0.0)))
+    rti = NMPC(model, task, NMPCConfig(horizon=5))
+    assert rti.dtype == torch.float32
+    assert np.all(np.isfinite(rti.act(x, 0.0)))
+    # asked for explicitly, the caller's choice wins; a model without tensors gets float64
+    assert MPPI(model, task, dtype=torch.float64).dtype == torch.float64
+    assert MPPI(DoubleIntegrator(), task).dtype == torch.float64
