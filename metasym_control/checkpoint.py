@@ -67,6 +67,7 @@ def save_checkpoint(
     model: LearnedModel,
     training: dict[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    system: str | None = None,
 ) -> Path:
     """Write `<stem>.safetensors` (weights, float64 kept as is) and `<stem>.json`.
 
@@ -75,6 +76,8 @@ def save_checkpoint(
         model: the learned model.
         training: JSON-ready training state (step, configs, log file) for resuming.
         optimizer: an Adam-like optimizer whose state is stored too (resumable training).
+        system: the registered system it models (None: the one registered for its env id
+            and state length, if any).
 
     Returns:
         The `.safetensors` path.
@@ -100,6 +103,7 @@ def save_checkpoint(
         "model": model.spec(),
         "env_id": model.env_id,
         "env_version": env_version(model.env_id),
+        "system": system or _registered_system(model.env_id, model.state_dim),
         "sha256": _sha256(wpath),
         "dtype": str(next(iter(model.parameters())).dtype).replace("torch.", ""),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -109,6 +113,40 @@ def save_checkpoint(
     }
     jpath.write_text(json.dumps(meta, indent=1))
     return wpath
+
+
+def _registered_system(env_id: str, state_dim: int) -> str | None:
+    from metasym_control.systems import system_of
+
+    entry = system_of(env_id, state_dim) if env_id else None
+    return entry.name if entry is not None else None
+
+
+def checkpoint_system(meta: dict[str, Any], requested: str | None = None) -> str:
+    """The system a checkpoint models, checked against the one a command was asked for.
+
+    Args:
+        meta: the checkpoint's JSON (`read_checkpoint_meta`).
+        requested: the `--env` given, or None to take the checkpoint's.
+
+    Raises:
+        CheckpointError: the checkpoint names no registered system, or another than
+            `requested`.
+    """
+    spec = meta.get("model") or {}
+    name = meta.get("system") or _registered_system(
+        str(meta.get("env_id") or ""), int(spec.get("state_dim") or 0)
+    )
+    if name is None:
+        raise CheckpointError(
+            f"the checkpoint (env {meta.get('env_id')!r}) names no registered system; "
+            "register it with metasym_control.systems.register_system"
+        )
+    if requested is not None and requested != name:
+        raise CheckpointError(
+            f"--env {requested} disagrees with the checkpoint, which models {name}"
+        )
+    return str(name)
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import tyro
 
 from metasym_control.demo import DemoConfig
 from metasym_control.few_shot import FewShotArgs
+from metasym_control.generate import GenerateArgs
 from metasym_control.pretrained import TrainDefaultArgs
 from metasym_control.training import AdaptArgs, TrainArgs
 
@@ -17,6 +18,7 @@ _TRAIN = TrainArgs()
 _ADAPT = AdaptArgs()
 _TRAIN_DEFAULT = TrainDefaultArgs()
 _FEW_SHOT = FewShotArgs()
+_GENERATE = GenerateArgs()
 
 
 def demo(cfg: Annotated[DemoConfig, tyro.conf.OmitArgPrefixes] = _DEMO_DEFAULTS) -> None:
@@ -43,7 +45,7 @@ def adapt(args: Annotated[AdaptArgs, tyro.conf.arg(name="")] = _ADAPT) -> None:
 def train_default(
     args: Annotated[TrainDefaultArgs, tyro.conf.arg(name="")] = _TRAIN_DEFAULT,
 ) -> None:
-    """Regenerate the shipped default MetaSym quadrotor weights (fixed seed and config)."""
+    """Regenerate shipped checkpoints (`--env NAME --model KIND`, or `--all`; fixed seeds)."""
     from metasym_control import pretrained
 
     pretrained.train_default_main(args)
@@ -56,9 +58,17 @@ def few_shot(args: Annotated[FewShotArgs, tyro.conf.arg(name="")] = _FEW_SHOT) -
     few_shot.few_shot_main(args)
 
 
+def generate(args: Annotated[GenerateArgs, tyro.conf.arg(name="")] = _GENERATE) -> None:
+    """Generate exploration data of a registered system (`--env NAME`) into a trajectory file."""
+    from metasym_control import generate as generate_module
+
+    generate_module.generate_main(args)
+
+
 def _commands() -> dict[str, Callable[..., Any]]:
     return {
         "demo": demo,
+        "generate": generate,
         "train": train,
         "adapt": adapt,
         "train-default": train_default,

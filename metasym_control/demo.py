@@ -1,4 +1,4 @@
-"""The main closed-loop demo: an unseen quadrotor flown by MPC with an adapted MetaSym model."""
+"""The closed-loop demos: an unseen quadrotor, mesh or qubit under MPC with an adapted MetaSym."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ class DemoConfig:
     """Settings of `metasym-control demo` (shipped defaults reproduce the README's table).
 
     Attributes:
+        env: the system: "quadrotor" (the figure-8 flight below) or any other registered
+            system with a shipped checkpoint ("spring_mesh", "quantum"): a held-out system
+            under zero action and MPPI with the nominal, adapted-MetaSym and oracle models
+            (`metasym_control.experiment.run_trial`). None: the checkpoint's system, else
+            the quadrotor; an `env` that disagrees with `checkpoint` is refused.
+        steps: closed-loop control steps of the non-quadrotor demos (None: the system's
+            `trial_steps`).
         controller: MPC flavour flying the learned and analytic models: "mppi" (sampling,
             torch) or "rti" (real-time-iteration SQP on CasADi, learned models linearised by
             torch Jacobians).
@@ -47,6 +54,8 @@ class DemoConfig:
         adapt_horizon: rollout length of the adaptation loss, control steps.
     """
 
+    env: str | None = None
+    steps: int | None = None
     controller: Literal["mppi", "rti"] = "mppi"
     seconds: float = 8.0
     support_seconds: float = 3.0
@@ -120,7 +129,29 @@ def _plot(results: dict[str, ClosedLoopResult], env: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def demo_system(cfg: DemoConfig) -> str:
+    """The system a demo runs: `cfg.env`, else the checkpoint's, else "quadrotor".
+
+    Raises:
+        CheckpointError: `cfg.env` disagrees with the checkpoint's system.
+    """
+    from metasym_control.checkpoint import checkpoint_system, read_checkpoint_meta
+
+    if cfg.checkpoint is not None:
+        return checkpoint_system(read_checkpoint_meta(cfg.checkpoint), cfg.env)
+    return cfg.env or "quadrotor"
+
+
 def main(cfg: DemoConfig) -> None:
+    """Run the demo of `demo_system(cfg)`: the quadrotor's figure-8, or `system_demo`."""
+    system = demo_system(cfg)
+    if system == "quadrotor":
+        quadrotor_demo(cfg)
+    else:
+        system_demo(system, cfg)
+
+
+def quadrotor_demo(cfg: DemoConfig) -> None:
     """Fly the figure-8 on an unseen (test-split) quadrotor and compare models.
 
     Writes `figure8.png`, `metasym_flight.mp4` (and a GIF), `table.md` and `summary.json` to
@@ -284,3 +315,138 @@ def _load_metasym(cfg: DemoConfig) -> DynamicsModel:
         path, expect_class="MetaSym", env_id="MetaSymQuadrotor-v0", dtype=torch.float64
     )
     return model
+
+
+def system_demo(system: str, cfg: DemoConfig) -> None:
+    """A held-out system of `system` under zero action and MPPI with each model.
+
+    Adapts the shipped (or `cfg.checkpoint`) MetaSym on `cfg.support_seconds`-independent
+    support data (the system's exploration episodes), runs the trial of
+    `metasym_control.experiment.run_trial`, and writes `table.md`, `summary.json`,
+    `<system>.png` (mesh: distance to target and energy over time; qubit: fidelity and
+    Bloch vector over time) and `metasym_<system>.mp4` (and a GIF) to `cfg.out`.
+    """
+    import torch
+
+    from metasym_control.checkpoint import load_checkpoint
+    from metasym_control.experiment import PARAM_OVERRIDES, TrialConfig, held_out_params, run_trial
+    from metasym_control.pretrained import load_pretrained
+    from metasym_control.systems import get_system
+
+    logging.basicConfig(level=logging.WARNING)
+    entry = get_system(system)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.checkpoint is not None:
+        model: DynamicsModel = load_checkpoint(cfg.checkpoint, dtype=torch.float64)[0]
+    else:
+        model = load_pretrained(system, dtype=torch.float64)
+    (params,) = held_out_params(entry, 1, cfg.seed, PARAM_OVERRIDES.get(system))
+    print(f"Unseen {system} (test split, seed {cfg.seed}): {_short_params(params.to_dict())}")
+    tcfg = TrialConfig(
+        steps=cfg.steps,
+        samples=cfg.samples,
+        adapt=cfg.adapt_budget,
+        include_oracle=cfg.include_oracle,
+        render=cfg.video,
+        render_every=1,
+    )
+    trial = run_trial(entry, params, model, tcfg, seed=cfg.seed, progress=True)
+    print(
+        f"MetaSym adapted on {tcfg.support_episodes} support episodes in "
+        f"{trial.adapt_seconds:.2f} s"
+    )
+    names = sorted({k for m in trial.metrics.values() for k in m})
+    rows: list[list[object]] = [
+        [name, *(f"{m[k]:.4g}" for k in names)] for name, m in trial.metrics.items()
+    ]
+    table = markdown_table(["controller + model", *names], rows)
+    print()
+    print(table)
+    (cfg.out / "table.md").write_text(table + "\n")
+    summary = {
+        "system": system,
+        "params": params.to_dict(),
+        "adapt_seconds": trial.adapt_seconds,
+        "metrics": trial.metrics,
+    }
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot = cfg.out / f"{system}.png"
+    _plot_system(system, trial.runs, trial.env.unwrapped, plot)
+    print(f"\nplot: {plot}")
+    frames = next((r.frames for r in trial.runs.values() if r.frames), [])
+    if frames:
+        import imageio.v2 as imageio
+
+        fps = max(1, min(30, round(1 / float(trial.env.unwrapped.dt))))
+        video = cfg.out / f"metasym_{system}.mp4"
+        clip = np.stack(frames)  # (F, H, W, 3) uint8
+        imageio.mimsave(video, list(clip), fps=fps, macro_block_size=1)
+        imageio.mimsave(
+            cfg.out / f"metasym_{system}.gif", list(clip[::2]), duration=2000 / fps, loop=0
+        )
+        print(f"video: {video}")
+    trial.env.close()
+
+
+def _short_params(d: dict[str, Any]) -> str:
+    """Scalar parameters of a system, rounded, for one printed line."""
+    parts = [f"{k} {v:.3g}" for k, v in d.items() if isinstance(v, float)]
+    return ", ".join(parts[:6])
+
+
+def _plot_system(system: str, runs: dict[str, ClosedLoopResult], env: Any, path: Path) -> None:
+    """Per-system picture of the runs: what a person would look at first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metasym_control.experiment import ADAPTED, ORACLE
+
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, r in runs.items():
+        err = env.task.tracking_error(r.states, r.x_ref)
+        ax0.plot(r.times, err, lw=1.2, label=name)
+    ax0.set(xlabel="time (s)", ylabel="tracking error (task units)", title="distance to target")
+    if system == "spring_mesh":
+        from metasym_control.envs.spring_mesh.physics import total_energy
+
+        ax0.set(ylabel="RMS position error (m)")
+        for name, r in runs.items():
+            ax1.plot(r.times, total_energy(env.params, r.states), lw=1.2, label=name)
+        ax1.set(xlabel="time (s)", ylabel="energy H (J)", title="mesh energy")
+        ax0.set_yscale("log")
+        ax1.set_yscale("log")
+    elif system.startswith("quantum"):
+        ax0.cla()
+        for name, r in runs.items():
+            ax0.plot(r.times, r.states @ env.task.target_state, lw=1.2, label=name)
+        ax0.set(xlabel="time (μs)", ylabel="fidelity F", title="fidelity to the target")
+        ax0.set_ylim(0, 1.02)
+        if env.task.n == 2:
+            from metasym_control.envs.open_quantum.physics import state_to_density
+
+            pauli = {
+                "x": np.array([[0, 1], [1, 0]]),
+                "y": np.array([[0, -1j], [1j, 0]]),
+                "z": np.array([[1, 0], [0, -1]]),
+            }
+            for name in (ADAPTED, ORACLE):
+                if name not in runs:
+                    continue
+                r = runs[name]
+                rho = np.stack([state_to_density(x, 2) for x in r.states])
+                style = "-" if name == ADAPTED else ":"
+                for (axis, s), colour in zip(pauli.items(), ("C0", "C1", "C2"), strict=True):
+                    v = np.einsum("tij,ji->t", rho, s).real
+                    ax1.plot(r.times, v, style, color=colour, lw=1.2, label=f"{axis} ({name})")
+            ax1.set(xlabel="time (μs)", ylabel="Bloch vector", title="Bloch vector")
+            ax1.set_ylim(-1.05, 1.05)
+    else:
+        ax1.set_visible(False)
+    ax0.legend(fontsize=7)
+    if ax1.get_visible():
+        ax1.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -16,12 +16,12 @@ import torch
 
 from metasym_control.checkpoint import load_checkpoint
 from metasym_control.dynamics import AdaptBudget
+from metasym_control.generate import generate_tasks
 from metasym_control.meta_training import MetaTrainConfig, meta_train
 from metasym_control.models.learned import LearnedModel
 from metasym_control.models.metasym import MetaSymConfig
 from metasym_control.models.registry import ModelKind
 from metasym_control.systems import model_for_data
-from metasym_control.training import EnvName, generate_tasks
 from metasym_control.trajectory import Trajectory
 from metasym_control.windows import make_windows, to_batch
 
@@ -86,7 +86,7 @@ class FewShotArgs:
         seed: seed.
     """
 
-    env: EnvName = "toy"
+    env: str = "toy"
     models: tuple[ModelKind, ...] = (
         "metasym",
         "metasym_decoder",

@@ -1,4 +1,4 @@
-"""Regenerating the shipped pretrained weights (`make weights`): fixed seed, data and recipe."""
+"""The shipped pretrained weights: their recipes (`make weights`) and loading them by name."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from metasym_control.checkpoint import save_checkpoint
+import torch
+
+from metasym_control.checkpoint import load_checkpoint, save_checkpoint
 from metasym_control.meta_training import MetaTrainConfig
+from metasym_control.models.learned import LearnedModel
 from metasym_control.models.metasym import MetaSymConfig
+from metasym_control.models.registry import ModelKind
 from metasym_control.params import jsonable
 from metasym_control.training import TrainArgs, run_training
-from metasym_control.weights import DEFAULT_WEIGHTS
+from metasym_control.weights import WEIGHTS_DIR, weights_stem
 
 DEFAULT_TRAIN = MetaTrainConfig(
     steps=1200,
@@ -34,51 +39,147 @@ DEFAULT_TRAIN = MetaTrainConfig(
 
 
 @dataclass(frozen=True)
-class TrainDefaultArgs:
-    """Regenerate the shipped default quadrotor checkpoint with its fixed seed and config.
+class Recipe:
+    """How one shipped checkpoint is made (fixed seed: rerunning reproduces it).
 
     Attributes:
-        device: "cpu" (a few minutes on 2 cores; see docs/metasym.md) or "cuda".
-        out: stem of the checkpoint (default: the package's weights folder).
-        n_tasks: training systems.
+        system: the registered system.
+        model: the model kind.
+        n_tasks: training systems drawn from the train range.
         episodes: episodes per system.
         steps_per_episode: transitions per episode.
-        meta_steps: outer meta-training steps (the shipped run: 1200; fewer for a trial).
+        train: meta-training settings.
+        metasym: MetaSym's architecture (MetaSym kinds).
     """
 
+    system: str
+    model: ModelKind
+    n_tasks: int
+    episodes: int
+    steps_per_episode: int
+    train: MetaTrainConfig = DEFAULT_TRAIN
+    metasym: MetaSymConfig = dataclasses.field(default_factory=MetaSymConfig)
+
+
+# every shipped checkpoint; each trains in well under 20 minutes on 2 CPU cores
+RECIPES: dict[tuple[str, str], Recipe] = {
+    ("quadrotor", "metasym"): Recipe("quadrotor", "metasym", 48, 5, 100),
+    ("quadrotor", "mlp"): Recipe("quadrotor", "mlp", 48, 5, 100),
+    ("spring_mesh", "metasym"): Recipe(
+        "spring_mesh", "metasym", 32, 4, 100, dataclasses.replace(DEFAULT_TRAIN, steps=800)
+    ),
+    ("quantum", "metasym"): Recipe(
+        "quantum", "metasym", 48, 4, 100, dataclasses.replace(DEFAULT_TRAIN, steps=800)
+    ),
+}
+
+
+def load_pretrained(
+    system: str = "quadrotor",
+    model: str = "metasym",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> LearnedModel:
+    """A shipped checkpoint by name, e.g. `load_pretrained("spring_mesh")`.
+
+    Args:
+        system: a system with a shipped checkpoint (see `RECIPES`).
+        model: the model kind ("metasym"; the quadrotor also ships "mlp").
+        device, dtype: where to put it (dtype None: as saved, float32).
+
+    Raises:
+        ValueError: no checkpoint is shipped for that system and model.
+    """
+    if (system, model) not in RECIPES:
+        known = ", ".join(f"{s}/{m}" for s, m in RECIPES)
+        raise ValueError(f"no shipped {model} checkpoint for {system!r}; shipped: {known}")
+    loaded, _meta = load_checkpoint(weights_stem(system, model), device=device, dtype=dtype)
+    return loaded
+
+
+@dataclass(frozen=True)
+class TrainDefaultArgs:
+    """Regenerate shipped checkpoints with their fixed seeds and recipes.
+
+    Attributes:
+        env: the system whose checkpoint to train (None with --all).
+        model: the model kind.
+        all: regenerate every shipped checkpoint (`make weights`).
+        device: "cpu" (minutes on 2 cores; see docs/metasym.md) or "cuda".
+        out: folder of the checkpoints (default: the package's weights folder).
+        meta_steps: outer meta-training steps (None: the recipe's; fewer for a trial).
+        n_tasks, episodes, steps_per_episode: data size (None: the recipe's; for a trial).
+    """
+
+    env: str | None = "quadrotor"
+    model: str = "metasym"
+    all: bool = False
     device: str = "cpu"
-    out: Path = DEFAULT_WEIGHTS
-    n_tasks: int = 48
-    episodes: int = 5
-    steps_per_episode: int = 100
-    meta_steps: int = DEFAULT_TRAIN.steps
+    out: Path = WEIGHTS_DIR
+    meta_steps: int | None = None
+    n_tasks: int | None = None
+    episodes: int | None = None
+    steps_per_episode: int | None = None
 
 
-def train_default_main(args: TrainDefaultArgs) -> None:
-    """`metasym-control train-default`: the shipped MetaSym quadrotor weights (fixed seed)."""
-    logging.basicConfig(level=logging.INFO)
-    t0 = time.perf_counter()
+def train_recipe(
+    recipe: Recipe, out: Path, device: str = "cpu", meta_steps: int | None = None
+) -> Path:
+    """Train one recipe and write `<out>/<model>_<system>.*`; returns the .safetensors path."""
+    train = recipe.train
+    if meta_steps is not None:
+        train = dataclasses.replace(train, steps=meta_steps)
     with tempfile.TemporaryDirectory() as tmp:
         targs = TrainArgs(
-            env="quadrotor",
+            env=recipe.system,
             out=Path(tmp),
-            model="metasym",
-            n_tasks=args.n_tasks,
-            episodes=args.episodes,
-            steps_per_episode=args.steps_per_episode,
+            model=recipe.model,
+            n_tasks=recipe.n_tasks,
+            episodes=recipe.episodes,
+            steps_per_episode=recipe.steps_per_episode,
             seed=0,
-            device=args.device,
+            device=device,
             dtype="float32",
-            metasym=MetaSymConfig(),
-            train=dataclasses.replace(DEFAULT_TRAIN, steps=args.meta_steps),
+            metasym=recipe.metasym,
+            train=train,
         )
         model = run_training(targs)
         log = json.loads((Path(tmp) / "log.json").read_text())
     model.to("cpu")
-    path = save_checkpoint(
-        args.out,
+    return save_checkpoint(
+        out / f"{recipe.model}_{recipe.system}",
         model,
         training={"recipe": "train-default", "args": jsonable(asdict(targs)), "log": log},
+        system=recipe.system,
     )
-    size = path.stat().st_size
-    print(f"wrote {path} ({size / 1e3:.0f} kB) in {time.perf_counter() - t0:.0f} s")
+
+
+def train_default_main(args: TrainDefaultArgs) -> None:
+    """`metasym-control train-default`: the shipped checkpoints (fixed seeds and recipes)."""
+    logging.basicConfig(level=logging.INFO)
+    if args.all:
+        recipes = list(RECIPES.values())
+    elif (args.env, args.model) in RECIPES:
+        recipes = [RECIPES[(str(args.env), args.model)]]
+    else:
+        known = ", ".join(f"--env {s} --model {m}" for s, m in RECIPES)
+        raise SystemExit(
+            f"train-default: no recipe for --env {args.env} --model {args.model}; "
+            f"known: {known}, or --all"
+        )
+    for recipe in recipes:
+        t0 = time.perf_counter()
+        sizes: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("n_tasks", args.n_tasks),
+                ("episodes", args.episodes),
+                ("steps_per_episode", args.steps_per_episode),
+            )
+            if v is not None
+        }
+        path = train_recipe(
+            dataclasses.replace(recipe, **sizes), args.out, args.device, args.meta_steps
+        )
+        size = path.stat().st_size
+        print(f"wrote {path} ({size / 1e3:.0f} kB) in {time.perf_counter() - t0:.0f} s")

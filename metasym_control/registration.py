@@ -12,9 +12,14 @@ _SPECS: dict[str, dict[str, Any]] = {
         "entry_point": "metasym_control.envs.quadrotor:QuadrotorEnv",
         "max_episode_steps": 500,
     },
-    "MetaSymSpringMesh-v0": {
+    "MetaSymSpringMesh-v1": {
         "entry_point": "metasym_control.envs.spring_mesh:SpringMeshEnv",
         "max_episode_steps": 400,
+    },
+    "MetaSymSpringMesh-v0": {  # radius drawn uniformly (smaller starts); kept for old data
+        "entry_point": "metasym_control.envs.spring_mesh:SpringMeshEnv",
+        "max_episode_steps": 400,
+        "kwargs": {"radius_draw": "radius"},
     },
     "MetaSymOpenQuantum-v0": {
         "entry_point": "metasym_control.envs.open_quantum:OpenQuantumEnv",

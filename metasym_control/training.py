@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -11,8 +10,9 @@ from typing import Literal
 
 import torch
 
-from metasym_control.checkpoint import load_checkpoint, save_checkpoint
+from metasym_control.checkpoint import checkpoint_system, load_checkpoint, save_checkpoint
 from metasym_control.dynamics import AdaptBudget
+from metasym_control.generate import generate_tasks, split_by_task
 from metasym_control.meta_training import (
     MetaTrainConfig,
     fit_normalization_distributed,
@@ -23,43 +23,11 @@ from metasym_control.meta_training import (
 from metasym_control.models.learned import LearnedModel
 from metasym_control.models.metasym import MetaSymConfig
 from metasym_control.models.registry import ModelKind
-from metasym_control.params import Split
-from metasym_control.systems import model_for_data
+from metasym_control.systems import get_system, model_for_data, system_of
 from metasym_control.trajectory import Trajectory
 from metasym_control.weights import DEFAULT_WEIGHTS
 
 logger = logging.getLogger(__name__)
-
-EnvName = Literal["quadrotor", "toy"]
-
-
-def split_by_task(traj: Trajectory) -> list[Trajectory]:
-    """Group the episodes of a trajectory set by system (equal parameter dicts), in order."""
-    groups: dict[str, list[int]] = {}
-    for i, p in enumerate(traj.params):
-        groups.setdefault(json.dumps(p, sort_keys=True), []).append(i)
-    return [traj.subset(idx) for idx in groups.values()]
-
-
-def generate_tasks(
-    env: EnvName, n_tasks: int, episodes: int, steps: int, split: Split, seed: int, progress: bool
-) -> list[Trajectory]:
-    """Fresh data: `n_tasks` systems of `env`, `episodes` episodes of `steps` steps each."""
-    if env == "toy":
-        from metasym_control.envs.toy_oscillator import oscillator_family
-
-        return oscillator_family(n_tasks, episodes, steps, split, seed)
-    from metasym_control.data import collect_quadrotor_dataset
-
-    traj = collect_quadrotor_dataset(
-        n_tasks,
-        episodes,
-        steps,
-        split,
-        seed,
-        progress=progress,  # type: ignore[arg-type]
-    )
-    return split_by_task(traj)
 
 
 @dataclass(frozen=True)
@@ -67,13 +35,14 @@ class TrainArgs:
     """Meta-train a dynamics model on an environment's data (also under torchrun).
 
     Attributes:
-        env: environment whose data is generated when no --data is given.
+        env: the system (`metasym_control.systems.SYSTEMS`) whose data is generated when no
+            --data is given; with --data it must agree with the file's system.
         data: a trajectory file (`Trajectory.save`) to train on instead of generating data.
         out: output folder (checkpoint, log.json).
         model: which model to train.
         n_tasks: systems to generate (over all ranks).
         episodes: episodes per system.
-        steps_per_episode: transitions per episode.
+        steps_per_episode: transitions per episode (None: the system's default).
         seed: data and initialisation seed.
         device: "cpu" or "cuda".
         dtype: parameter dtype.
@@ -83,13 +52,13 @@ class TrainArgs:
         train: meta-training settings.
     """
 
-    env: EnvName = "quadrotor"
+    env: str = "quadrotor"
     data: Path | None = None
     out: Path = Path("outputs/train")
     model: ModelKind = "metasym"
     n_tasks: int = 32
     episodes: int = 6
-    steps_per_episode: int = 150
+    steps_per_episode: int | None = None
     seed: int = 0
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
@@ -106,17 +75,20 @@ def run_training(args: TrainArgs) -> LearnedModel:
     global task i belongs to rank i mod world.
     """
     torch.manual_seed(args.seed)
+    entry = get_system(args.env)
     rank, world = init_distributed(args.device)
     try:
         if args.data is not None:
-            everything = split_by_task(Trajectory.load(args.data))
+            data = Trajectory.load(args.data)
+            check_system(args.env, data, f"--data {args.data}")
+            everything = split_by_task(data)
             ids = list(range(rank, len(everything), world))
             tasks = [everything[i] for i in ids]
             n_total = len(everything)
         else:
             ids = list(range(rank, args.n_tasks, world))
             tasks = generate_tasks(
-                args.env,
+                entry.name,
                 len(ids),
                 args.episodes,
                 args.steps_per_episode,
@@ -145,6 +117,19 @@ def run_training(args: TrainArgs) -> LearnedModel:
     return model
 
 
+def check_system(name: str, data: Trajectory, what: str) -> None:
+    """Refuse data that belongs to another registered system than `name`.
+
+    Raises:
+        ValueError: naming `what` (e.g. the flag), the data's system and the expected one.
+    """
+    entry = get_system(name)
+    found = system_of(data.env_id, data.state_dim)
+    if found is None or found.name != entry.name:
+        theirs = found.name if found is not None else f"{data.env_id} with {data.state_dim} states"
+        raise ValueError(f"{what} holds data of {theirs}, not of --env {entry.name}")
+
+
 def train_main(args: TrainArgs) -> None:
     """`metasym-control train`: meta-train a model (MetaSym by default)."""
     logging.basicConfig(level=logging.INFO)
@@ -161,7 +146,9 @@ class AdaptArgs:
     """Adapt a checkpoint to the system that produced a trajectory file.
 
     Attributes:
-        checkpoint: the meta-trained checkpoint (stem or file).
+        checkpoint: the meta-trained checkpoint (stem or file); it names its system.
+        env: the system, or None to take it from the checkpoint (one that disagrees with the
+            checkpoint's is refused).
         data: trajectory file of the new system (`Trajectory.save`).
         out: stem of the adapted checkpoint to write.
         budget: the adaptation budget.
@@ -169,6 +156,7 @@ class AdaptArgs:
     """
 
     checkpoint: Path = DEFAULT_WEIGHTS
+    env: str | None = None
     data: Path = Path("support.npz")
     out: Path = Path("outputs/adapted")
     budget: AdaptBudget = field(default_factory=AdaptBudget)
@@ -178,10 +166,14 @@ class AdaptArgs:
 def adapt_main(args: AdaptArgs) -> None:
     """`metasym-control adapt`: adapt a checkpoint to a trajectory file and save the result."""
     model, meta = load_checkpoint(args.checkpoint, device=args.device)
+    name = checkpoint_system(meta, args.env)
     support = Trajectory.load(args.data, env_id=meta.get("env_id") or None)
+    check_system(name, support, f"--data {args.data}")
     t0 = time.perf_counter()
     adapted = model.adapt(support, args.budget)
     dt = time.perf_counter() - t0
     assert isinstance(adapted, LearnedModel)
-    path = save_checkpoint(args.out, adapted, training={"adapted_from": str(args.checkpoint)})
+    path = save_checkpoint(
+        args.out, adapted, training={"adapted_from": str(args.checkpoint)}, system=name
+    )
     print(f"adapted in {dt:.2f} s on {support.num} trajectories; wrote {path}")

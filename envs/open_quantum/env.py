@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 import gymnasium as gym
@@ -21,8 +22,10 @@ from metasym_control.envs.open_quantum.physics import (
     density_to_state,
     ground_density,
     observation_bounds,
+    random_density,
     state_to_density,
 )
+from metasym_control.envs.open_quantum.render import TRAIL_LENGTH, OpenQuantumRenderer
 from metasym_control.envs.open_quantum.sme import SMEBatch
 from metasym_control.envs.open_quantum.tasks import StateTargetTask, make_task
 from metasym_control.params import Split
@@ -134,7 +137,19 @@ class OpenQuantumEnv(SystemEnv):
     system ("qubit" | "oscillator"), n_levels (oscillator N, default 10), params (fixed
     `OpenQuantumParams`; None draws from the `split` range at every reset unless
     `reset(options={"params": p})`), split ("train" | "test"), target ("default", "plus_x",
-    "coherent", "fock"), alpha, fock, effort_weight.
+    "coherent", "fock"), alpha, fock, effort_weight, init_state ("ground", or "random": a
+    random mixed state per reset, `random_density`; the data generator's varied starts),
+    render_mode (None or "rgb_array"), width and height (of the rendered frame, pixels,
+    default 480 × 480).
+
+    ## Rendering
+    `render()` returns a (height, width, 3) uint8 frame (matplotlib Agg, one figure reused;
+    `envs/open_quantum/render.py`); `metadata["render_fps"]` = round(1/dt). Qubit: the Bloch
+    sphere seen from azimuth 30°, elevation 20° (|e> up, +x towards the viewer's lower left),
+    the state's Bloch vector as a red arrow and dot (faded when far behind), the target's as a
+    green ring, a fading trail of the last 30 states, and the time (μs) and fidelity.
+    Oscillator: |ρ_mn| as an N × N heat map (square-root colour scale over [0, 1]), the
+    populations ρ_nn as bars with the target's |<n|ψ>|² as green marks, time and fidelity.
 
     The default qubit (Ω = 10 rad/μs, γ1 = γφ = 0.2/μs, Γm = 1/μs, η = 0.8, dt = 0.02 μs)
     decoheres from +x at 1.3/μs with zero drive, while a π/2 rotation takes 8 steps: a
@@ -144,7 +159,7 @@ class OpenQuantumEnv(SystemEnv):
     v0: first release.
     """
 
-    metadata: dict[str, Any] = {"render_modes": [], "render_fps": 50}  # noqa: RUF012
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 50}  # noqa: RUF012
     env_id = ENV_ID
     task: StateTargetTask
     params: OpenQuantumParams
@@ -160,14 +175,23 @@ class OpenQuantumEnv(SystemEnv):
         fock: int = 1,
         effort_weight: float = 0.01,
         render_mode: str | None = None,
+        init_state: str = "ground",
+        width: int = 480,
+        height: int = 480,
     ) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"{ENV_ID}: system must be one of {SYSTEMS}, got {system!r}")
+        if init_state not in ("ground", "random"):
+            raise ValueError(f"{ENV_ID}: init_state must be 'ground' or 'random': {init_state!r}")
+        self.init_state = init_state
         if split not in ("train", "test"):
             raise ValueError(f"{ENV_ID}: split must be 'train' or 'test', got {split!r}")
-        if render_mode is not None:
-            raise ValueError(f"{ENV_ID}: no render modes, got {render_mode!r}")
-        self.render_mode = None
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"{ENV_ID}: render_mode must be None or 'rgb_array': {render_mode!r}")
+        if int(width) < 1 or int(height) < 1:
+            raise ValueError(f"{ENV_ID}: width and height must be >= 1, got {width}x{height}")
+        self.render_mode = render_mode
+        self.width, self.height = int(width), int(height)
         base = _resolve_params(system, n_levels, params)
         if base.system != system and params is not None:
             system = base.system
@@ -178,6 +202,10 @@ class OpenQuantumEnv(SystemEnv):
         self.params = base
         self.dt = base.dt
         self.task = make_task(system, self.n, target, alpha, fock, effort_weight)
+        self.metadata = {**type(self).metadata, "render_fps": max(1, round(1.0 / self.dt))}
+        self._renderer = OpenQuantumRenderer(system, self.task.target_ket, self.width, self.height)
+        # recent Bloch vectors for the qubit picture's trail (kept only when rendering)
+        self._trail: deque[np.ndarray] = deque(maxlen=TRAIL_LENGTH)
         nx = 2 * self.n * self.n
         self.state_names = [f"re_rho_{j}{k}" for j in range(self.n) for k in range(self.n)] + [
             f"im_rho_{j}{k}" for j in range(self.n) for k in range(self.n)
@@ -238,8 +266,9 @@ class OpenQuantumEnv(SystemEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start from the ground state (or `options["state"]`, a (2N²,) density-matrix state);
-        `options["params"]` fixes the system of this episode."""
+        """Start from the ground state, a random state when `init_state="random"`, or
+        `options["state"]` (a (2N²,) density-matrix state); `options["params"]` fixes the
+        system of this episode."""
         super().reset(seed=seed)
         options = options or {}
         p = episode_params(
@@ -256,9 +285,18 @@ class OpenQuantumEnv(SystemEnv):
         self._rho = ground_density(self.system, self.n)[None]
         if options.get("state") is not None:
             self.set_state(options["state"])
+        elif self.init_state == "random":
+            self._rho = random_density(self.np_random, self.n)[None]
         self._record = []
         self._last_dy = 0.0
-        return self._obs(), {"fidelity": self._fidelity(), "purity": self._purity()}
+        obs = self._obs()
+        self._trail.clear()
+        self._remember(obs)
+        return obs, {"fidelity": self._fidelity(), "purity": self._purity()}
+
+    def _remember(self, obs: np.ndarray) -> None:
+        if self.render_mode is not None and self.system == "qubit":
+            self._trail.append(obs[:3].copy())
 
     def _fidelity(self) -> float:
         return float(np.dot(self.get_state(), self.task.target_state))
@@ -282,4 +320,23 @@ class OpenQuantumEnv(SystemEnv):
             "purity": self._purity(),
             "action_clipped": clipped,
         }
-        return self._obs(), reward, False, False, info
+        obs = self._obs()
+        self._remember(obs)
+        return obs, reward, False, False, info
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        """(height, width, 3) uint8 frame: the Bloch sphere (qubit) or |ρ_mn| (oscillator)."""
+        if self.render_mode is None:
+            gym.logger.warn(f"{ENV_ID}: render called without render_mode='rgb_array'")
+            return None
+        t = len(self._record) * self.dt
+        if self.system == "qubit":
+            bloch = compact_observation(self._rho[0], "qubit")
+            trail = np.asarray(self._trail).reshape(-1, 3)
+            return self._renderer.qubit_frame(bloch, trail, t, self._fidelity())
+        return self._renderer.density_frame(self._rho[0], t, self._fidelity())
+
+    def close(self) -> None:
+        """Release the figure."""
+        self._renderer.close()
+        super().close()

@@ -149,3 +149,12 @@ def ground_density(system: str, n: int) -> np.ndarray:
     else:
         rho[0, 0] = 1.0
     return rho
+
+
+def random_density(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A random (N, N) density matrix: a Haar-random pure state mixed with the maximally
+    mixed state, purity spread over [1/N, 1] (the mixing weight is uniform in [0, 1])."""
+    psi = rng.standard_normal(n) + 1j * rng.standard_normal(n)
+    psi /= np.linalg.norm(psi)
+    w = rng.uniform(0.0, 1.0)
+    return w * np.outer(psi, psi.conj()) + (1.0 - w) * np.eye(n) / n

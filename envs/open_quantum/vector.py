@@ -34,7 +34,8 @@ class OpenQuantumVectorEnv(VectorEnv):
         num_envs: B.
         max_episode_steps: truncation length of each copy.
         **env_kwargs: the keyword arguments of `OpenQuantumEnv` (system, n_levels, params,
-            split, target, alpha, fock, effort_weight, render_mode).
+            split, target, alpha, fock, effort_weight); render_mode must be None, as the
+            vector env does not render.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012
@@ -50,6 +51,9 @@ class OpenQuantumVectorEnv(VectorEnv):
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"{ENV_ID}: num_envs must be >= 1, got {num_envs}")
+        # the single env renders, this batch does not: refuse rather than ignore the mode
+        if env_kwargs.get("render_mode") is not None:
+            raise ValueError(f"{ENV_ID}: the vector env does not render; render_mode must be None")
         self._proto = OpenQuantumEnv(**env_kwargs)
         self.num_envs = int(num_envs)
         self.max_episode_steps = int(max_episode_steps)

@@ -1,10 +1,11 @@
-"""MuJoCo spring mesh `MetaSymSpringMesh-v0`: parameters, physics, tasks, MJCF, the env."""
+"""MuJoCo spring mesh `MetaSymSpringMesh-v1` (and v0): parameters, physics, tasks, MJCF, the env."""
 
 from metasym_control.envs.spring_mesh.env import SpringMeshEnv
 from metasym_control.envs.spring_mesh.mjcf import Integrator, build_mjcf, strain_rgba
 from metasym_control.envs.spring_mesh.params import (
     DAMPING_RANGE,
     ENV_ID,
+    ENV_ID_V0,
     MASS_RANGE,
     PRESETS,
     STIFFNESS_RANGE,
@@ -48,6 +49,7 @@ __all__ = [
     "DAMPING_RANGE",
     "DEFAULT_SUBSTEPS",
     "ENV_ID",
+    "ENV_ID_V0",
     "GRAVITY",
     "LENGTH_EPS",
     "MASS_RANGE",

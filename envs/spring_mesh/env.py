@@ -1,4 +1,4 @@
-"""The MuJoCo spring-mesh environment `MetaSymSpringMesh-v0`: a controllable Otness et al. mesh."""
+"""The MuJoCo spring-mesh environment `MetaSymSpringMesh-v1`: a controllable Otness et al. mesh."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from metasym_control.envs.rendering import OffscreenRenderer
 from metasym_control.envs.spring_mesh.mjcf import Integrator, build_mjcf, strain_rgba
 from metasym_control.envs.spring_mesh.params import (
     ENV_ID,
+    ENV_ID_V0,
     TEST_INIT_RADIUS,
     TRAIN_INIT_RADIUS,
     SpringMeshParams,
@@ -33,7 +34,7 @@ from metasym_control.system_env import SystemEnv
 
 
 class SpringMeshEnv(SystemEnv):
-    """A controllable 2-D spring mesh in MuJoCo (Otness et al., 2021), `MetaSymSpringMesh-v0`.
+    """A controllable 2-D spring mesh in MuJoCo (Otness et al., 2021), `MetaSymSpringMesh-v1`.
 
     A `rows × cols` grid of particles (default 5×5) in the plane, the top row pinned, springs
     between 8-neighbours (diagonals included) with rest length the initial distance; bounded
@@ -88,9 +89,11 @@ class SpringMeshEnv(SystemEnv):
     `edge_displacement` (m) and hold it (target: the static equilibrium with the edge there,
     `u_ref` the holding force). `env.task` is rebuilt at every reset (it depends on params).
 
-    **Start**: every free particle displaced from rest by a random vector of length
-    uniform in `init_radius` · spacing (default: [0, 0.35] for split "train", [0.35, 0.45]
-    out of distribution for "test"; the benchmark's rings), uniform angle, at rest (p = 0).
+    **Start**: every free particle displaced from rest by a random vector drawn uniformly over
+    the area of the disc or ring `init_radius` · spacing (radius `√(U·(r₁² − r₀²) + r₀²)`, as
+    Otness et al.; default: [0, 0.35] for split "train", [0.35, 0.45] out of distribution for
+    "test"; the benchmark's rings), uniform angle, at rest (p = 0). `radius_draw="radius"`
+    (what `-v0` registers) draws the radius itself uniformly instead: smaller starts.
     `reset(options=...)` keys: "params" (a `SpringMeshParams` of the same structure, for this
     episode), "state" ((nx,) initial state), "init_radius" ((low, high)).
 
@@ -118,6 +121,7 @@ class SpringMeshEnv(SystemEnv):
     | `timestep` | 2π/805 | physics step, s |
     | `integrator` | "RK4" | MuJoCo integrator ("Euler" for comparison only) |
     | `init_radius` | None | start-ring radii (low, high) in spacings (None: from split) |
+    | `radius_draw` | "area" | "area": uniform over the ring's area; "radius": v0's draw |
     | `max_displacement` | 5.0 | termination distance from rest, in spacings |
     | `render_mode` | None | "rgb_array": springs and particles coloured by strain |
     | `width`, `height` | 480, 480 | rendered image size, pixels |
@@ -128,7 +132,8 @@ class SpringMeshEnv(SystemEnv):
     **info**: "clipped" (bool), "tracking_error" (RMS position error to the target, m),
     "energy" (Hamiltonian, J), "time" (s).
 
-    **Version history**: v0 — first version.
+    **Version history**: v1 — start displacements uniform over the ring's area, as the
+    benchmark (`radius_draw="area"`); v0 — first version, radius uniform (`radius_draw="radius"`).
     """
 
     env_id = ENV_ID
@@ -148,6 +153,7 @@ class SpringMeshEnv(SystemEnv):
         timestep: float = BENCHMARK_TIMESTEP,
         integrator: Integrator = "RK4",
         init_radius: tuple[float, float] | None = None,
+        radius_draw: Literal["area", "radius"] = "area",
         max_displacement: float = 5.0,
         render_mode: str | None = None,
         width: int = 480,
@@ -159,6 +165,8 @@ class SpringMeshEnv(SystemEnv):
             raise ValueError(f"SpringMeshEnv: task must be 'settle' or 'hold_edge', got {task!r}")
         if integrator not in ("RK4", "Euler"):
             raise ValueError(f"SpringMeshEnv: integrator must be 'RK4' or 'Euler': {integrator!r}")
+        if radius_draw not in ("area", "radius"):
+            raise ValueError(f"SpringMeshEnv: radius_draw is 'area' or 'radius': {radius_draw!r}")
         if not (math.isfinite(timestep) and timestep > 0):
             raise ValueError(f"SpringMeshEnv: timestep must be > 0, got {timestep}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -185,11 +193,13 @@ class SpringMeshEnv(SystemEnv):
         self.integrator = integrator
         self.dt = self.n_substeps * self.timestep
         self.init_radius = init_radius
+        self.radius_draw = radius_draw
+        self.env_id = ENV_ID if radius_draw == "area" else ENV_ID_V0
         self.max_displacement = float(max_displacement)
         self.render_mode = render_mode
         self.width, self.height = int(width), int(height)
         self.metadata = {**type(self).metadata, "render_fps": max(1, round(1.0 / self.dt))}
-        self._renderer = OffscreenRenderer(ENV_ID, self.width, self.height)
+        self._renderer = OffscreenRenderer(self.env_id, self.width, self.height)
         self._structure: tuple[Any, ...] | None = None
         self.model: Any = None
         self.data: Any = None
@@ -304,7 +314,12 @@ class SpringMeshEnv(SystemEnv):
             if not 0 <= lo <= hi:
                 raise ValueError(f"{self.env_id}: init_radius must satisfy 0 <= low <= high")
             nf = p.layout.n_free
-            r = self.np_random.uniform(lo, hi, nf) * p.spacing
+            u = self.np_random.uniform(0.0, 1.0, nf)
+            # area-uniform: the radius's CDF on [r0, r1] is (r² − r0²) / (r1² − r0²)
+            if self.radius_draw == "area":
+                r = np.sqrt(u * (hi**2 - lo**2) + lo**2) * p.spacing
+            else:
+                r = (lo + u * (hi - lo)) * p.spacing
             th = self.np_random.uniform(0.0, 2.0 * math.pi, nf)
             disp = np.stack([r * np.cos(th), r * np.sin(th)], axis=-1).reshape(-1)
             self.set_state(np.concatenate([self._rest_q + disp, np.zeros(2 * nf)]))

@@ -17,7 +17,10 @@ from metasym_control.params import (
     require_positive,
 )
 
-ENV_ID = "MetaSymSpringMesh-v0"
+ENV_ID = "MetaSymSpringMesh-v1"
+ENV_ID_V0 = "MetaSymSpringMesh-v0"
+"""v1 draws start displacements uniform over the disc/ring area (Otness et al.); v0 drew the
+radius itself uniformly (smaller starts), kept so v0 data and results stay reproducible."""
 
 TRAIN_INIT_RADIUS = (0.0, 0.35)
 TEST_INIT_RADIUS = (0.35, 0.45)

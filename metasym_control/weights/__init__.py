@@ -4,5 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# stem of the shipped MetaSym quadrotor checkpoint (.safetensors + .json beside it)
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "metasym_quadrotor"
+WEIGHTS_DIR = Path(__file__).resolve().parent
+"""Folder of the shipped checkpoints, named `<model>_<system>` (.safetensors + .json)."""
+
+
+def weights_stem(system: str, model: str = "metasym") -> Path:
+    """Stem of the shipped `model` checkpoint of `system` (it may not exist)."""
+    return WEIGHTS_DIR / f"{model}_{system}"
+
+
+# the shipped MetaSym quadrotor checkpoint, the demo's default
+DEFAULT_WEIGHTS = weights_stem("quadrotor")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import casadi as ca
 import gymnasium as gym
@@ -460,6 +461,60 @@ def test_make_vec_gives_native_vector_env_with_autoreset() -> None:
         runs.append(np.concatenate([v.step(np.full((3, 2), -0.3))[0] for _ in range(6)]))
     assert np.array_equal(runs[0], runs[1])
     assert len(v.measurement_record()) == 3
+
+
+# ----------------------------------------------------------------------------- rendering
+@pytest.mark.parametrize("kwargs", [{}, {"system": "oscillator"}])
+def test_render_rgb_array_frames(kwargs: dict) -> None:
+    env = gym.make(ENV_ID, render_mode="rgb_array", width=96, height=80, **kwargs)
+    env.reset(seed=0)
+    first = env.render()
+    assert isinstance(first, np.ndarray)
+    assert first.shape == (80, 96, 3) and first.dtype == np.uint8
+    assert first.std() > 10  # a picture, not a blank canvas
+    for _ in range(5):
+        env.step(np.array([0.3, -0.5], np.float32))
+    second = env.render()
+    assert isinstance(second, np.ndarray)
+    assert second.shape == (80, 96, 3) and second.dtype == np.uint8
+    assert not np.array_equal(first, second)  # the state and the clock moved
+    base = env.unwrapped
+    assert base.metadata["render_fps"] == max(1, round(1 / base.dt))
+    env.close()
+
+
+def test_qubit_frame_follows_the_state_and_forgets_the_trail_on_reset() -> None:
+    env = gym.make(ENV_ID, params=QUBIT, render_mode="rgb_array", width=96, height=80)
+    ground = density_to_state(ground_density("qubit", 2))
+    plus_x = env.unwrapped.task.target_state
+    env.reset(seed=0, options={"state": ground})
+    at_ground = env.render()
+    env.reset(seed=0, options={"state": plus_x})
+    at_plus_x = env.render()
+    assert np.abs(at_ground.astype(float) - at_plus_x.astype(float)).mean() > 0.5
+    for _ in range(10):
+        env.step(np.array([0.0, 1.0], np.float32))
+    env.reset(seed=0, options={"state": ground})
+    assert np.array_equal(env.render(), at_ground)  # same state, empty trail: same frame
+    env.close()
+
+
+def test_render_checker_clean_and_bad_modes_refused() -> None:
+    env = gym.make(ENV_ID, render_mode="rgb_array", width=64, height=64)
+    assert_env_checker_clean(env.unwrapped)
+    env.close()
+    with pytest.raises(ValueError, match="render_mode"):
+        OpenQuantumEnv(render_mode="ansi")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gym.make first warns that the mode is undeclared
+        with pytest.raises(ValueError, match="render_mode"):
+            gym.make(ENV_ID, render_mode="ansi")
+    with pytest.raises(ValueError, match="width"):
+        OpenQuantumEnv(render_mode="rgb_array", width=0)
+    with pytest.raises(ValueError, match="render_mode"):
+        OpenQuantumVectorEnv(num_envs=2, render_mode="rgb_array")
+    with pytest.warns(UserWarning, match="render_mode"):
+        assert OpenQuantumEnv().render() is None
 
 
 # ----------------------------------------------------------------------------- tasks

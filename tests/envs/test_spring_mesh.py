@@ -45,13 +45,13 @@ def _random_actions(env: SpringMeshEnv, n: int, seed: int) -> np.ndarray:
 
 
 def test_check_env_warns_only_about_infinite_bounds() -> None:
-    env = gym.make("MetaSymSpringMesh-v0", render_mode="rgb_array", width=96, height=96)
+    env = gym.make("MetaSymSpringMesh-v1", render_mode="rgb_array", width=96, height=96)
     assert_env_checker_clean(env.unwrapped)
     env.close()
 
 
 def test_gymnasium_make_by_module_path() -> None:
-    env = gym.make("metasym_control:MetaSymSpringMesh-v0")
+    env = gym.make("metasym_control:MetaSymSpringMesh-v1")
     assert env.spec is not None and env.spec.max_episode_steps == 400
     obs, info = env.reset(seed=0)
     base = env.unwrapped
@@ -72,7 +72,7 @@ def test_gymnasium_make_by_module_path() -> None:
 def test_vector_env_and_data_generator() -> None:
     from metasym_control.data import collect_trajectories
 
-    vec = gym.make_vec("MetaSymSpringMesh-v0", num_envs=2, vectorization_mode="sync")
+    vec = gym.make_vec("MetaSymSpringMesh-v1", num_envs=2, vectorization_mode="sync")
     obs, _ = vec.reset(seed=0)
     assert obs.shape == (2, 120)
     obs, rew, *_ = vec.step(np.zeros((2, 10), dtype=np.float32))
@@ -89,7 +89,7 @@ def test_vector_env_and_data_generator() -> None:
     rng = np.random.default_rng(0)
     params = [sample_spring_mesh_params(rng, "train") for _ in range(3)]
     traj = collect_trajectories(
-        "MetaSymSpringMesh-v0", params, lambda chunk, seed: Zero(), 1, 4, num_envs=2
+        "MetaSymSpringMesh-v1", params, lambda chunk, seed: Zero(), 1, 4, num_envs=2
     )
     assert traj.states.shape == (3, 5, 80) and traj.actions.shape == (3, 4, 10)
     assert traj.params[2] == params[2].to_dict()
@@ -150,6 +150,32 @@ def test_reset_options_params_state_and_init_radius() -> None:
         env.reset(options={"parms": p})
     with pytest.raises(ValueError, match="another structure"):
         env.reset(options={"params": SpringMeshParams(rows=4)})
+
+
+def test_v1_draws_start_displacements_uniform_over_the_ring_area_v0_over_the_radius() -> None:
+    # Area-uniform on [r0, r1]: P(r <= s) = (s² − r0²)/(r1² − r0²); radius-uniform: linear.
+    # Kolmogorov–Smirnov distance of 20 particles × 40 resets against each CDF.
+    p = SpringMeshParams()
+    lay = p.layout
+    for split, (lo, hi) in (("train", (0.0, 0.35)), ("test", (0.35, 0.45))):
+        draws = {}
+        for env_id in ("MetaSymSpringMesh-v1", "MetaSymSpringMesh-v0"):
+            env = gym.make(env_id, params=p, split=split, disable_env_checker=True)
+            radii = []
+            for seed in range(40):
+                env.reset(seed=seed)
+                d = env.unwrapped.get_state()[:40].reshape(-1, 2) - lay.rest[lay.free]
+                radii.append(np.linalg.norm(d, axis=1) / p.spacing)
+            draws[env_id] = np.sort(np.concatenate(radii))
+        for env_id, r in draws.items():
+            emp = np.arange(1, r.size + 1) / r.size
+            ks_area = np.abs(emp - (r**2 - lo**2) / (hi**2 - lo**2)).max()
+            ks_radius = np.abs(emp - (r - lo) / (hi - lo)).max()
+            right, wrong = (ks_area, ks_radius) if env_id.endswith("v1") else (ks_radius, ks_area)
+            assert right < 0.05, (env_id, split, right)  # 800 draws: KS 1% level ≈ 0.058
+            if split == "train":  # the ring [0.35, 0.45] is too thin to tell them apart well
+                assert wrong > 0.1, (env_id, split, wrong)
+    assert gym.make("MetaSymSpringMesh-v0").unwrapped.env_id == "MetaSymSpringMesh-v0"
 
 
 def test_in_place_parameter_update_equals_fresh_compile() -> None:
@@ -461,7 +487,7 @@ def test_spring_forces_vanish_at_rest_and_energy_matches_mujoco() -> None:
 def test_bad_actions_raise_and_out_of_range_is_clipped() -> None:
     env = SpringMeshEnv()
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"MetaSymSpringMesh-v0.*non-finite"):
+    with pytest.raises(ValueError, match=r"MetaSymSpringMesh-v1.*non-finite"):
         env.step(np.full(10, np.nan))
     with pytest.raises(ValueError, match="non-finite"):
         env.step(np.array([np.inf] + [0.0] * 9))

@@ -90,8 +90,9 @@ def test_train_default_writes_a_loadable_metasym(
         "--steps-per-episode", "20",
         "--meta-steps", "2",
     )  # fmt: skip
-    model, meta = load_checkpoint(stem)
+    model, meta = load_checkpoint(stem / "metasym_quadrotor")
     assert type(model).__name__ == "MetaSym"
+    assert meta["system"] == "quadrotor"
     assert meta["training"]["recipe"] == "train-default"
     assert meta["training"]["args"]["train"]["steps"] == 2
 

@@ -1,0 +1,423 @@
+"""Closed-loop trials on any system: zero action and MPPI with nominal, adapted and oracle models.
+
+One trial takes a held-out system, records a few support episodes of it with the system's
+exploration policy, adapts a meta-trained checkpoint on them, and runs the same MPPI with
+each model from the same start. `run_trial` is what `metasym-control demo --env NAME` shows
+for one system; `experiment_main` (`metasym-control experiment`) repeats it over many
+held-out systems and seeds, reports median, worst and a bootstrap interval, and checks the
+goals of `GOALS` against them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metasym_control.closed_loop import ClosedLoopResult, run_closed_loop
+from metasym_control.controller import History
+from metasym_control.dynamics import AdaptBudget, DynamicsModel
+from metasym_control.params import SystemParams
+from metasym_control.systems import SystemEntry, get_system
+
+ZERO = "zero action"
+NOMINAL = "MPPI + nominal physics"
+ADAPTED = "MPPI + MetaSym (adapted)"
+ORACLE = "MPPI + oracle physics"
+
+
+class ZeroAction:
+    """The do-nothing controller (action 0 of the normalised range): the baseline of every
+    trial, e.g. the mesh ringing down under its own damping, the qubit under no drive."""
+
+    model: DynamicsModel | None = None
+    last_plan: np.ndarray | None = None
+
+    def __init__(self, action_dim: int) -> None:
+        self.action_dim = action_dim
+        self.last_info: dict[str, Any] = {}
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+    def act(self, state: np.ndarray, t: float, history: History) -> np.ndarray:
+        """(nu,) zeros."""
+        return np.zeros(self.action_dim)
+
+    def set_model(self, model: DynamicsModel) -> None:
+        """Ignored: the zero action uses no model."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One closed-loop comparison on one held-out system.
+
+    Attributes:
+        steps: control steps of each closed-loop episode (None: the system's `trial_steps`).
+        support_episodes: exploration episodes of the held-out system MetaSym adapts on.
+        support_steps: their length, control steps (None: the system's `episode_steps`).
+        horizon, samples, noise_sigma: MPPI settings (None: the system's `mpc` defaults).
+        adapt: the adaptation budget (Adam on MetaSym's fast weights).
+        include_oracle: also run MPPI with the true parameters.
+        render: record frames of the adapted-MetaSym run (every `render_every` steps).
+        render_every: frame stride.
+        env_overrides: constructor arguments on top of the system's defaults (e.g. the task).
+    """
+
+    steps: int | None = None
+    support_episodes: int = 3
+    support_steps: int | None = None
+    horizon: int | None = None
+    samples: int | None = None
+    noise_sigma: float | None = None
+    adapt: AdaptBudget = field(
+        default_factory=lambda: AdaptBudget(inner_steps=30, lr=3e-3, optimizer="adam", horizon=4)
+    )
+    include_oracle: bool = True
+    render: bool = False
+    render_every: int = 1
+    env_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrialResult:
+    """What one trial recorded: the system, each controller's run and its metrics."""
+
+    system: str
+    params: SystemParams
+    runs: dict[str, ClosedLoopResult]
+    metrics: dict[str, dict[str, float]]
+    adapt_seconds: float
+    env: Any
+
+
+def episode_metrics(entry: SystemEntry, result: ClosedLoopResult, env: Any) -> dict[str, float]:
+    """Scores of one closed-loop run: "cost" (the task's accumulated running cost, i.e.
+    minus the summed reward), "final_error" (the task's tracking error at the end, task
+    units), "terminated" (0/1) and the entry's own `metrics` (e.g. the qubit's fidelity)."""
+    base = env.unwrapped
+    err = base.task.tracking_error(result.states[-1:], result.x_ref[-1:])
+    out = {
+        "cost": float(-np.sum(result.rewards)),
+        "final_error": float(err[0]),
+        "terminated": float(result.terminated),
+    }
+    if entry.metrics is not None:
+        out.update(entry.metrics(result, base))
+    return out
+
+
+def _mppi(model: DynamicsModel, task: Any, entry: SystemEntry, cfg: TrialConfig, seed: int) -> Any:
+    from metasym_control.controllers.mppi import MPPI, MPPIConfig
+
+    mcfg = MPPIConfig(
+        horizon=cfg.horizon or entry.mpc.horizon,
+        num_samples=cfg.samples or entry.mpc.samples,
+        noise_sigma=cfg.noise_sigma if cfg.noise_sigma is not None else entry.mpc.noise_sigma,
+        temperature=entry.mpc.temperature,
+        noise_beta=1.0,
+        seed=seed,
+    )
+    return MPPI(model, task, mcfg)
+
+
+def run_trial(
+    system: str | SystemEntry,
+    params: SystemParams,
+    model: DynamicsModel,
+    cfg: TrialConfig,
+    seed: int = 0,
+    progress: bool = False,
+) -> TrialResult:
+    """Adapt `model` to the held-out system `params` and run every controller on it.
+
+    Args:
+        system: a registered system (name or entry).
+        params: the held-out system's true parameters.
+        model: a meta-trained model of that system (e.g. `load_pretrained(system)`).
+        cfg: the trial's settings.
+        seed: seed of the support data, the episode's start and the controllers' noise.
+        progress: tqdm bars per controller.
+
+    Returns:
+        The runs (zero action, nominal, adapted, oracle) from the same reset and their metrics.
+    """
+    from metasym_control.generate import generate_data
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    entry = get_system(system) if isinstance(system, str) else system
+    if entry.analytic_model is None:
+        raise ValueError(f"run_trial: system {entry.name!r} has no analytic model to compare")
+    support = generate_data(
+        entry,
+        1,
+        cfg.support_episodes,
+        cfg.support_steps,
+        "test",
+        seed + 1,
+        params=[params],
+        num_envs=min(cfg.support_episodes, 4),
+        env_overrides=cfg.env_overrides,
+    )
+    t0 = time.perf_counter()
+    adapted = model.adapt(support, cfg.adapt)
+    adapt_s = time.perf_counter() - t0
+
+    steps = cfg.steps or entry.trial_steps
+    env = entry.make_env(
+        params=params,
+        split="test",
+        max_episode_steps=steps,
+        render_mode="rgb_array" if cfg.render else None,
+        **cfg.env_overrides,
+    )
+    base = env.unwrapped
+    dt = float(base.dt)
+    models: dict[str, DynamicsModel] = {
+        NOMINAL: entry.analytic_model(entry.nominal_params(), dt),
+        ADAPTED: adapted,
+    }
+    if cfg.include_oracle:
+        models[ORACLE] = entry.analytic_model(params, dt)
+    runs: dict[str, ClosedLoopResult] = {
+        ZERO: run_closed_loop(env, ZeroAction(base.task.action_dim), steps, seed=seed)
+    }
+    for name, m in models.items():
+        ctrl = _mppi(m, base.task, entry, cfg, seed)
+        is_learned = name == ADAPTED
+        with tqdm(total=steps, desc=name, leave=False, disable=not progress) as bar:
+            runs[name] = run_closed_loop(
+                env,
+                ctrl,
+                steps,
+                seed=seed,
+                history_len=int(getattr(m, "history_len", 0)),
+                render_every=cfg.render_every if (is_learned and cfg.render) else 0,
+                progress=lambda _k: bar.update(1),
+            )
+    metrics = {name: episode_metrics(entry, r, env) for name, r in runs.items()}
+    return TrialResult(entry.name, params, runs, metrics, adapt_s, env)
+
+
+# --- many held-out systems ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A claim about the adapted MetaSym's metric relative to another controller's.
+
+    `ratio`: median over systems of metric(adapted) / metric(other) <= bound (costs);
+    `gap`: median of metric(adapted) - metric(other) >= bound, or <= bound with `at_most`.
+    """
+
+    system: str
+    metric: str
+    other: str
+    kind: str  # "ratio" or "gap"
+    bound: float
+    at_most: bool = True
+    text: str = ""
+
+    def check(self, values: dict[str, list[float]]) -> tuple[float, bool]:
+        """(median statistic, met) from per-system values of every controller."""
+        a = np.asarray(values[ADAPTED])
+        b = np.asarray(values[self.other])
+        stat = a / np.maximum(b, 1e-12) if self.kind == "ratio" else a - b
+        med = float(np.median(stat))
+        met = med <= self.bound if self.at_most else med >= self.bound
+        return med, bool(met)
+
+
+GOALS: tuple[Goal, ...] = (
+    Goal("spring_mesh", "cost", ORACLE, "ratio", 1.3, text="cost ≤ 1.3 × oracle MPC's"),
+    Goal("spring_mesh", "cost", NOMINAL, "ratio", 0.7, text="cost ≤ 0.7 × nominal MPC's"),
+    Goal("spring_mesh", "cost", ZERO, "ratio", 0.5, text="cost ≤ 0.5 × zero action's"),
+    Goal(
+        "quantum",
+        "fidelity_2nd_half",
+        ORACLE,
+        "gap",
+        -0.05,
+        at_most=False,
+        text="fidelity ≥ oracle MPC's − 0.05",
+    ),
+    Goal(
+        "quantum",
+        "fidelity_2nd_half",
+        ZERO,
+        "gap",
+        0.1,
+        at_most=False,
+        text="fidelity ≥ zero drive's + 0.1",
+    ),
+)
+"""The all-systems issue's closed-loop goals (medians over the held-out systems)."""
+
+
+def held_out_params(
+    entry: SystemEntry, n: int, seed: int, overrides: dict[str, Any] | None = None
+) -> list[SystemParams]:
+    """`n` systems of the entry's test range (seeded), with `overrides` applied to each
+    (e.g. `{"damping": 0.005}`, the lowest damping of the mesh's test range)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        p = entry.sample_params(rng, "test")
+        if overrides:
+            p = p.replace(**overrides)
+        out.append(p)
+    return out
+
+
+def _interval(values: Sequence[float], seed: int = 0, n_boot: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of the median."""
+    v = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    meds = np.median(rng.choice(v, size=(n_boot, v.size), replace=True), axis=1)
+    return float(np.quantile(meds, 0.025)), float(np.quantile(meds, 0.975))
+
+
+@dataclass(frozen=True)
+class ExperimentArgs:
+    """Closed-loop experiment over held-out systems (writes a BENCHMARKS.md section).
+
+    Attributes:
+        envs: systems to run (each needs a shipped checkpoint or `checkpoint`).
+        systems: held-out systems per env.
+        seed: seed of the held-out draw and of every trial.
+        steps: closed-loop steps per episode (None: each system's default).
+        samples: MPPI samples (None: each system's default).
+        checkpoint: a MetaSym checkpoint stem instead of the shipped one (one env only).
+        out: folder for the JSON summary and the markdown table.
+        benchmarks: BENCHMARKS.md to update (its experiment section), or None.
+    """
+
+    envs: tuple[str, ...] = ("spring_mesh", "quantum")
+    systems: int = 5
+    seed: int = 100
+    steps: int | None = None
+    samples: int | None = None
+    checkpoint: Path | None = None
+    out: Path = Path("outputs/experiment")
+    benchmarks: Path | None = Path("BENCHMARKS.md")
+
+
+# systems whose goals are posed at a stated parameter point of the test range
+PARAM_OVERRIDES: dict[str, dict[str, Any]] = {"spring_mesh": {"damping": 0.005}}
+
+
+def run_experiment(
+    system: str,
+    n_systems: int,
+    seed: int,
+    model_loader: Callable[[], DynamicsModel],
+    cfg: TrialConfig,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Trials on `n_systems` held-out systems; per-controller metric lists and summaries.
+
+    Returns:
+        {"system", "params": [...], "values": {metric: {controller: [per system]}},
+         "goals": [{"text", "median", "met"}], "adapt_seconds": [...]}.
+    """
+    entry = get_system(system)
+    params = held_out_params(entry, n_systems, seed, PARAM_OVERRIDES.get(system))
+    values: dict[str, dict[str, list[float]]] = {}
+    adapt_s = []
+    for i, p in enumerate(tqdm(params, desc=f"{system} held-out systems", disable=not progress)):
+        trial = run_trial(entry, p, model_loader(), cfg, seed=seed + 17 * i)
+        trial.env.close()
+        adapt_s.append(trial.adapt_seconds)
+        for ctrl, m in trial.metrics.items():
+            for k, v in m.items():
+                values.setdefault(k, {}).setdefault(ctrl, []).append(v)
+    goals = []
+    for g in GOALS:
+        if g.system == system and g.metric in values:
+            med, met = g.check(values[g.metric])
+            goals.append({"text": g.text, "median": med, "met": met})
+    return {
+        "system": system,
+        "params": [p.to_dict() for p in params],
+        "values": values,
+        "goals": goals,
+        "adapt_seconds": adapt_s,
+    }
+
+
+def experiment_tables(summary: dict[str, Any]) -> str:
+    """Markdown: per controller the median, worst and 95% interval of each metric; goals."""
+    from metasym_control.bench import markdown_table
+
+    lines = []
+    higher_better = {"fidelity_2nd_half", "swing_up"}
+    for metric, by_ctrl in summary["values"].items():
+        if metric == "terminated":
+            continue
+        rows = []
+        for ctrl, v in by_ctrl.items():
+            worst = min(v) if metric in higher_better else max(v)
+            lo, hi = _interval(v)
+            rows.append(
+                [ctrl, f"{np.median(v):.4g}", f"{worst:.4g}", f"[{lo:.4g}, {hi:.4g}]", len(v)]
+            )
+        lines.append(f"`{metric}`:\n")
+        lines.append(
+            markdown_table(["controller", "median", "worst", "95% CI of median", "n"], rows)
+        )
+        lines.append("")
+    if summary["goals"]:
+        rows = [
+            [g["text"], f"{g['median']:.3f}", "met" if g["met"] else "**not met**"]
+            for g in summary["goals"]
+        ]
+        lines.append(markdown_table(["goal (median over systems)", "measured", ""], rows))
+    return "\n".join(lines)
+
+
+def experiment_main(args: ExperimentArgs) -> None:
+    """`metasym-control experiment`: the closed-loop goals over held-out systems."""
+    from metasym_control.bench import machine_description, write_section
+    from metasym_control.checkpoint import load_checkpoint
+    from metasym_control.pretrained import load_pretrained
+
+    if args.checkpoint is not None and len(args.envs) != 1:
+        raise SystemExit("experiment: --checkpoint needs exactly one --envs system")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cfg = TrialConfig(steps=args.steps, samples=args.samples)
+    sections = []
+    all_summaries = {}
+    t0 = time.perf_counter()
+    for system in args.envs:
+
+        def loader(system: str = system) -> DynamicsModel:
+            if args.checkpoint is not None:
+                return load_checkpoint(args.checkpoint, dtype=torch.float64)[0]
+            return load_pretrained(system, dtype=torch.float64)
+
+        summary = run_experiment(system, args.systems, args.seed, loader, cfg)
+        all_summaries[system] = summary
+        table = experiment_tables(summary)
+        print(f"\n## {system}\n\n{table}")
+        sections.append(f"### {system}\n\n{table}\n")
+    (args.out / "summary.json").write_text(json.dumps(all_summaries, indent=1))
+    body = (
+        f"`metasym-control experiment --envs {' '.join(args.envs)} --systems {args.systems} "
+        f"--seed {args.seed}` ({time.perf_counter() - t0:.0f} s on {machine_description()}). "
+        "Held-out (test-split) systems; each trial adapts the shipped MetaSym on "
+        f"{cfg.support_episodes} exploration episodes of that system, then runs every "
+        "controller from the same start. Medians over systems, worst system, 95% bootstrap "
+        "interval of the median.\n\n" + "\n".join(sections)
+    )
+    (args.out / "experiment.md").write_text(body + "\n")
+    if args.benchmarks is not None:
+        write_section("experiment", "## Closed-loop experiment\n\n" + body, args.benchmarks)
+        print(f"\nupdated {args.benchmarks}")
