@@ -1,0 +1,1 @@
+"""User-side examples: a user's own system joining the registry with one entry."""
