@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
+# MuJoCo picks its OpenGL platform when first imported (below, through the configs): the
+# commands render videos headless, so EGL unless the user chose another
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import tyro
 
 from metasym_control.demo import DemoConfig
+from metasym_control.experiment import ExperimentArgs
 from metasym_control.few_shot import FewShotArgs
 from metasym_control.generate import GenerateArgs
 from metasym_control.pretrained import TrainDefaultArgs
@@ -19,10 +26,12 @@ _ADAPT = AdaptArgs()
 _TRAIN_DEFAULT = TrainDefaultArgs()
 _FEW_SHOT = FewShotArgs()
 _GENERATE = GenerateArgs()
+_EXPERIMENT = ExperimentArgs()
 
 
 def demo(cfg: Annotated[DemoConfig, tyro.conf.OmitArgPrefixes] = _DEMO_DEFAULTS) -> None:
-    """Fly a figure-8 on an unseen quadrotor: MPC with nominal physics, MetaSym, oracle."""
+    """Closed-loop demo on an unseen system (`--env`; the quadrotor's figure-8 by default):
+    MPC with nominal physics, adapted MetaSym and the oracle; table, plot and video."""
     from metasym_control import demo as demo_module
 
     demo_module.main(cfg)
@@ -65,6 +74,14 @@ def generate(args: Annotated[GenerateArgs, tyro.conf.arg(name="")] = _GENERATE) 
     generate_module.generate_main(args)
 
 
+def experiment(args: Annotated[ExperimentArgs, tyro.conf.arg(name="")] = _EXPERIMENT) -> None:
+    """Closed-loop experiment: zero action and MPC with nominal, adapted-MetaSym and oracle
+    models over many held-out systems (median, worst, interval; writes BENCHMARKS.md)."""
+    from metasym_control import experiment as experiment_module
+
+    experiment_module.experiment_main(args)
+
+
 def _commands() -> dict[str, Callable[..., Any]]:
     return {
         "demo": demo,
@@ -73,6 +90,7 @@ def _commands() -> dict[str, Callable[..., Any]]:
         "adapt": adapt,
         "train-default": train_default,
         "few-shot": few_shot,
+        "experiment": experiment,
     }
 
 

@@ -329,7 +329,13 @@ def system_demo(system: str, cfg: DemoConfig) -> None:
     import torch
 
     from metasym_control.checkpoint import load_checkpoint
-    from metasym_control.experiment import PARAM_OVERRIDES, TrialConfig, held_out_params, run_trial
+    from metasym_control.experiment import (
+        PARAM_OVERRIDES,
+        TrialConfig,
+        held_out_params,
+        label,
+        run_trial,
+    )
     from metasym_control.pretrained import load_pretrained
     from metasym_control.systems import get_system
 
@@ -347,6 +353,7 @@ def system_demo(system: str, cfg: DemoConfig) -> None:
         samples=cfg.samples,
         adapt=cfg.adapt_budget,
         include_oracle=cfg.include_oracle,
+        controller=cfg.controller,
         render=cfg.video,
         render_every=1,
     )
@@ -357,7 +364,8 @@ def system_demo(system: str, cfg: DemoConfig) -> None:
     )
     names = sorted({k for m in trial.metrics.values() for k in m})
     rows: list[list[object]] = [
-        [name, *(f"{m[k]:.4g}" for k in names)] for name, m in trial.metrics.items()
+        [label(role, cfg.controller), *(f"{m[k]:.4g}" for k in names)]
+        for role, m in trial.metrics.items()
     ]
     table = markdown_table(["controller + model", *names], rows)
     print()
@@ -366,12 +374,13 @@ def system_demo(system: str, cfg: DemoConfig) -> None:
     summary = {
         "system": system,
         "params": params.to_dict(),
+        "controller": cfg.controller,
         "adapt_seconds": trial.adapt_seconds,
-        "metrics": trial.metrics,
+        "metrics": {label(role, cfg.controller): m for role, m in trial.metrics.items()},
     }
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
     plot = cfg.out / f"{system}.png"
-    _plot_system(system, trial.runs, trial.env.unwrapped, plot)
+    _plot_system(system, trial.runs, trial.env.unwrapped, plot, cfg.controller)
     print(f"\nplot: {plot}")
     frames = next((r.frames for r in trial.runs.values() if r.frames), [])
     if frames:
@@ -394,15 +403,20 @@ def _short_params(d: dict[str, Any]) -> str:
     return ", ".join(parts[:6])
 
 
-def _plot_system(system: str, runs: dict[str, ClosedLoopResult], env: Any, path: Path) -> None:
-    """Per-system picture of the runs: what a person would look at first."""
+def _plot_system(
+    system: str, by_role: dict[str, ClosedLoopResult], env: Any, path: Path, controller: str
+) -> None:
+    """Per-system picture of a trial's runs (keyed by role): what a person would look at
+    first."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from metasym_control.experiment import ADAPTED, ORACLE
+    from metasym_control.experiment import ADAPTED, ORACLE, label
 
+    runs = {label(role, controller): r for role, r in by_role.items()}
+    adapted, oracle = label(ADAPTED, controller), label(ORACLE, controller)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, r in runs.items():
         err = env.task.tracking_error(r.states, r.x_ref)
@@ -431,12 +445,12 @@ def _plot_system(system: str, runs: dict[str, ClosedLoopResult], env: Any, path:
                 "y": np.array([[0, -1j], [1j, 0]]),
                 "z": np.array([[1, 0], [0, -1]]),
             }
-            for name in (ADAPTED, ORACLE):
+            for name in (adapted, oracle):
                 if name not in runs:
                     continue
                 r = runs[name]
                 rho = np.stack([state_to_density(x, 2) for x in r.states])
-                style = "-" if name == ADAPTED else ":"
+                style = "-" if name == adapted else ":"
                 for (axis, s), colour in zip(pauli.items(), ("C0", "C1", "C2"), strict=True):
                     v = np.einsum("tij,ji->t", rho, s).real
                     ax1.plot(r.times, v, style, color=colour, lw=1.2, label=f"{axis} ({name})")

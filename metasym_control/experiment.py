@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,10 +28,23 @@ from metasym_control.dynamics import AdaptBudget, DynamicsModel
 from metasym_control.params import SystemParams
 from metasym_control.systems import SystemEntry, get_system
 
-ZERO = "zero action"
-NOMINAL = "MPPI + nominal physics"
-ADAPTED = "MPPI + MetaSym (adapted)"
-ORACLE = "MPPI + oracle physics"
+ZERO = "zero"
+NOMINAL = "nominal"
+ADAPTED = "adapted"
+ORACLE = "oracle"
+ROLES = (ZERO, NOMINAL, ADAPTED, ORACLE)
+"""The controllers of a trial, by role: zero action, then MPC with the nominal, the adapted
+MetaSym and the true (oracle) model."""
+
+MPC_NAMES = {"mppi": "MPPI", "rti": "RTI"}
+
+
+def label(role: str, controller: str = "mppi") -> str:
+    """Display name of a trial's role, e.g. "MPPI + MetaSym (adapted)"."""
+    if role == ZERO:
+        return "zero action"
+    model = {NOMINAL: "nominal physics", ADAPTED: "MetaSym (adapted)", ORACLE: "oracle physics"}
+    return f"{MPC_NAMES[controller]} + {model[role]}"
 
 
 class ZeroAction:
@@ -64,17 +77,22 @@ class TrialConfig:
         steps: control steps of each closed-loop episode (None: the system's `trial_steps`).
         support_episodes: exploration episodes of the held-out system MetaSym adapts on.
         support_steps: their length, control steps (None: the system's `episode_steps`).
-        horizon, samples, noise_sigma: MPPI settings (None: the system's `mpc` defaults).
+        controller: "mppi" (sampling, torch) or "rti" (real-time-iteration SQP on CasADi,
+            learned models linearised by torch Jacobians).
+        horizon, samples, noise_sigma: MPC settings (None: the system's `mpc` defaults;
+            samples and noise_sigma are MPPI's).
         adapt: the adaptation budget (Adam on MetaSym's fast weights).
         include_oracle: also run MPPI with the true parameters.
         render: record frames of the adapted-MetaSym run (every `render_every` steps).
         render_every: frame stride.
-        env_overrides: constructor arguments on top of the system's defaults (e.g. the task).
+        env_overrides: constructor arguments of the trial's env on top of the system's
+            `env_kwargs` and `trial_kwargs` (e.g. the task); the support data uses them too.
     """
 
     steps: int | None = None
     support_episodes: int = 3
     support_steps: int | None = None
+    controller: Literal["mppi", "rti"] = "mppi"
     horizon: int | None = None
     samples: int | None = None
     noise_sigma: float | None = None
@@ -89,7 +107,8 @@ class TrialConfig:
 
 @dataclass
 class TrialResult:
-    """What one trial recorded: the system, each controller's run and its metrics."""
+    """What one trial recorded: the system, each role's run and its metrics (keyed by
+    `ROLES`), the adaptation's wall time, s, and the (open) env."""
 
     system: str
     params: SystemParams
@@ -115,9 +134,15 @@ def episode_metrics(entry: SystemEntry, result: ClosedLoopResult, env: Any) -> d
     return out
 
 
-def _mppi(model: DynamicsModel, task: Any, entry: SystemEntry, cfg: TrialConfig, seed: int) -> Any:
+def make_mpc(
+    model: DynamicsModel, task: Any, entry: SystemEntry, cfg: TrialConfig, seed: int
+) -> Any:
+    """The trial's MPC (`cfg.controller`) over `model` with the system's defaults."""
     from metasym_control.controllers.mppi import MPPI, MPPIConfig
+    from metasym_control.controllers.nmpc import NMPC, NMPCConfig
 
+    if cfg.controller == "rti":
+        return NMPC(model, task, NMPCConfig(horizon=cfg.horizon or entry.mpc.horizon, mode="rti"))
     mcfg = MPPIConfig(
         horizon=cfg.horizon or entry.mpc.horizon,
         num_samples=cfg.samples or entry.mpc.samples,
@@ -148,7 +173,8 @@ def run_trial(
         progress: tqdm bars per controller.
 
     Returns:
-        The runs (zero action, nominal, adapted, oracle) from the same reset and their metrics.
+        The runs of every role (zero action, nominal, adapted, oracle) from the same reset
+        and their metrics.
     """
     from metasym_control.generate import generate_data
 
@@ -177,7 +203,7 @@ def run_trial(
         split="test",
         max_episode_steps=steps,
         render_mode="rgb_array" if cfg.render else None,
-        **cfg.env_overrides,
+        **{**entry.trial_kwargs, **cfg.env_overrides},
     )
     base = env.unwrapped
     dt = float(base.dt)
@@ -191,9 +217,10 @@ def run_trial(
         ZERO: run_closed_loop(env, ZeroAction(base.task.action_dim), steps, seed=seed)
     }
     for name, m in models.items():
-        ctrl = _mppi(m, base.task, entry, cfg, seed)
+        ctrl = make_mpc(m, base.task, entry, cfg, seed)
         is_learned = name == ADAPTED
-        with tqdm(total=steps, desc=name, leave=False, disable=not progress) as bar:
+        desc = label(name, cfg.controller)
+        with tqdm(total=steps, desc=desc, leave=False, disable=not progress) as bar:
             runs[name] = run_closed_loop(
                 env,
                 ctrl,
@@ -212,23 +239,30 @@ def run_trial(
 
 @dataclass(frozen=True)
 class Goal:
-    """A claim about the adapted MetaSym's metric relative to another controller's.
+    """A claim about the adapted MetaSym's metric, alone or relative to another role's.
 
     `ratio`: median over systems of metric(adapted) / metric(other) <= bound (costs);
-    `gap`: median of metric(adapted) - metric(other) >= bound, or <= bound with `at_most`.
+    `gap`: median of metric(adapted) - metric(other) >= bound, or <= bound with `at_most`;
+    `count`: the number of systems whose metric(adapted) is 1 (a 0/1 success) >= bound
+    (`other` unused).
     """
 
     system: str
     metric: str
     other: str
-    kind: str  # "ratio" or "gap"
+    kind: str  # "ratio", "gap" or "count"
     bound: float
     at_most: bool = True
     text: str = ""
+    controllers: tuple[str, ...] = ("mppi", "rti")
 
     def check(self, values: dict[str, list[float]]) -> tuple[float, bool]:
-        """(median statistic, met) from per-system values of every controller."""
+        """(statistic, met) from per-system values of every role: the median of the
+        ratio or gap, or the count of successes."""
         a = np.asarray(values[ADAPTED])
+        if self.kind == "count":
+            n = float(np.sum(a >= 0.5))
+            return n, bool(n <= self.bound if self.at_most else n >= self.bound)
         b = np.asarray(values[self.other])
         stat = a / np.maximum(b, 1e-12) if self.kind == "ratio" else a - b
         med = float(np.median(stat))
@@ -258,8 +292,19 @@ GOALS: tuple[Goal, ...] = (
         at_most=False,
         text="fidelity ≥ zero drive's + 0.1",
     ),
+    Goal(
+        "pendulum",
+        "swing_up",
+        ADAPTED,
+        "count",
+        4,
+        at_most=False,
+        text="swung up and held (MPPI + adapted MetaSym) on ≥ 4 of 5 pendulums",
+        controllers=("mppi",),
+    ),
 )
-"""The all-systems issue's closed-loop goals (medians over the held-out systems)."""
+"""The all-systems issue's closed-loop goals (medians or counts over the held-out systems),
+each posed for the MPC flavours in its `controllers`."""
 
 
 def held_out_params(
@@ -292,6 +337,7 @@ class ExperimentArgs:
     Attributes:
         envs: systems to run (each needs a shipped checkpoint or `checkpoint`).
         systems: held-out systems per env.
+        controller: "mppi" or "rti" (see `TrialConfig`).
         seed: seed of the held-out draw and of every trial.
         steps: closed-loop steps per episode (None: each system's default).
         samples: MPPI samples (None: each system's default).
@@ -302,6 +348,7 @@ class ExperimentArgs:
 
     envs: tuple[str, ...] = ("spring_mesh", "quantum")
     systems: int = 5
+    controller: Literal["mppi", "rti"] = "mppi"
     seed: int = 100
     steps: int | None = None
     samples: int | None = None
@@ -322,11 +369,11 @@ def run_experiment(
     cfg: TrialConfig,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Trials on `n_systems` held-out systems; per-controller metric lists and summaries.
+    """Trials on `n_systems` held-out systems; per-role metric lists and the goals.
 
     Returns:
-        {"system", "params": [...], "values": {metric: {controller: [per system]}},
-         "goals": [{"text", "median", "met"}], "adapt_seconds": [...]}.
+        {"system", "controller", "params": [...], "values": {metric: {role: [per system]}},
+         "goals": [{"text", "value", "met"}], "adapt_seconds": [...]}.
     """
     entry = get_system(system)
     params = held_out_params(entry, n_systems, seed, PARAM_OVERRIDES.get(system))
@@ -341,11 +388,12 @@ def run_experiment(
                 values.setdefault(k, {}).setdefault(ctrl, []).append(v)
     goals = []
     for g in GOALS:
-        if g.system == system and g.metric in values:
-            med, met = g.check(values[g.metric])
-            goals.append({"text": g.text, "median": med, "met": met})
+        if g.system == system and g.metric in values and cfg.controller in g.controllers:
+            stat, met = g.check(values[g.metric])
+            goals.append({"text": g.text, "value": stat, "met": met})
     return {
         "system": system,
+        "controller": cfg.controller,
         "params": [p.to_dict() for p in params],
         "values": values,
         "goals": goals,
@@ -354,7 +402,7 @@ def run_experiment(
 
 
 def experiment_tables(summary: dict[str, Any]) -> str:
-    """Markdown: per controller the median, worst and 95% interval of each metric; goals."""
+    """Markdown: per role the median, worst and 95% interval of each metric; the goals."""
     from metasym_control.bench import markdown_table
 
     lines = []
@@ -363,11 +411,12 @@ def experiment_tables(summary: dict[str, Any]) -> str:
         if metric == "terminated":
             continue
         rows = []
-        for ctrl, v in by_ctrl.items():
+        for role, v in by_ctrl.items():
             worst = min(v) if metric in higher_better else max(v)
             lo, hi = _interval(v)
+            name = label(role, summary["controller"])
             rows.append(
-                [ctrl, f"{np.median(v):.4g}", f"{worst:.4g}", f"[{lo:.4g}, {hi:.4g}]", len(v)]
+                [name, f"{np.median(v):.4g}", f"{worst:.4g}", f"[{lo:.4g}, {hi:.4g}]", len(v)]
             )
         lines.append(f"`{metric}`:\n")
         lines.append(
@@ -376,15 +425,20 @@ def experiment_tables(summary: dict[str, Any]) -> str:
         lines.append("")
     if summary["goals"]:
         rows = [
-            [g["text"], f"{g['median']:.3f}", "met" if g["met"] else "**not met**"]
+            [g["text"], f"{g['value']:.3f}", "met" if g["met"] else "**not met**"]
             for g in summary["goals"]
         ]
-        lines.append(markdown_table(["goal (median over systems)", "measured", ""], rows))
+        lines.append(markdown_table(["goal (over systems)", "measured", ""], rows))
     return "\n".join(lines)
 
 
 def experiment_main(args: ExperimentArgs) -> None:
-    """`metasym-control experiment`: the closed-loop goals over held-out systems."""
+    """`metasym-control experiment`: the closed-loop goals over held-out systems.
+
+    Each system's table goes to `args.out/<system>_<controller>.md`, its values to
+    `args.out/<system>_<controller>.json`, and its own section of BENCHMARKS.md (so systems
+    run one at a time keep each other's results).
+    """
     from metasym_control.bench import machine_description, write_section
     from metasym_control.checkpoint import load_checkpoint
     from metasym_control.pretrained import load_pretrained
@@ -392,10 +446,8 @@ def experiment_main(args: ExperimentArgs) -> None:
     if args.checkpoint is not None and len(args.envs) != 1:
         raise SystemExit("experiment: --checkpoint needs exactly one --envs system")
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = TrialConfig(steps=args.steps, samples=args.samples)
-    sections = []
-    all_summaries = {}
-    t0 = time.perf_counter()
+    cfg = TrialConfig(steps=args.steps, samples=args.samples, controller=args.controller)
+    mpc = MPC_NAMES[args.controller]
     for system in args.envs:
 
         def loader(system: str = system) -> DynamicsModel:
@@ -403,21 +455,31 @@ def experiment_main(args: ExperimentArgs) -> None:
                 return load_checkpoint(args.checkpoint, dtype=torch.float64)[0]
             return load_pretrained(system, dtype=torch.float64)
 
+        t0 = time.perf_counter()
         summary = run_experiment(system, args.systems, args.seed, loader, cfg)
-        all_summaries[system] = summary
+        seconds = time.perf_counter() - t0
         table = experiment_tables(summary)
-        print(f"\n## {system}\n\n{table}")
-        sections.append(f"### {system}\n\n{table}\n")
-    (args.out / "summary.json").write_text(json.dumps(all_summaries, indent=1))
-    body = (
-        f"`metasym-control experiment --envs {' '.join(args.envs)} --systems {args.systems} "
-        f"--seed {args.seed}` ({time.perf_counter() - t0:.0f} s on {machine_description()}). "
-        "Held-out (test-split) systems; each trial adapts the shipped MetaSym on "
-        f"{cfg.support_episodes} exploration episodes of that system, then runs every "
-        "controller from the same start. Medians over systems, worst system, 95% bootstrap "
-        "interval of the median.\n\n" + "\n".join(sections)
-    )
-    (args.out / "experiment.md").write_text(body + "\n")
-    if args.benchmarks is not None:
-        write_section("experiment", "## Closed-loop experiment\n\n" + body, args.benchmarks)
-        print(f"\nupdated {args.benchmarks}")
+        print(f"\n## {system} ({mpc})\n\n{table}")
+        stem = args.out / f"{system}_{args.controller}"
+        stem.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+        extra = "" if args.steps is None else f" --steps {args.steps}"
+        extra += "" if args.samples is None else f" --samples {args.samples}"
+        extra += "" if args.checkpoint is None else f" --checkpoint {args.checkpoint}"
+        body = (
+            f"`metasym-control experiment --envs {system} --systems {args.systems} "
+            f"--controller {args.controller} --seed {args.seed}{extra}` ({seconds:.0f} s on "
+            f"{machine_description()}). Held-out (test-split) systems"
+            + (f" at {PARAM_OVERRIDES[system]}" if system in PARAM_OVERRIDES else "")
+            + f"; each trial adapts the MetaSym checkpoint on {cfg.support_episodes} "
+            "exploration episodes of that system, then runs every controller from the same "
+            "start. Median over systems, worst system, 95% bootstrap interval of the median."
+            f"\n\n{table}\n"
+        )
+        stem.with_suffix(".md").write_text(body)
+        if args.benchmarks is not None:
+            write_section(
+                f"experiment-{system}-{args.controller}",
+                f"### Closed loop: {system}, {mpc}\n\n" + body,
+                args.benchmarks,
+            )
+            print(f"updated {args.benchmarks}")

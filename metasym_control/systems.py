@@ -10,6 +10,8 @@ Environment ids live here, in the wiring, so that models stay free of them.
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +41,12 @@ if TYPE_CHECKING:
     from metasym_control.closed_loop import ClosedLoopResult
     from metasym_control.data import BatchPolicy
     from metasym_control.dynamics import DynamicsModel
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_GROUP = "metasym_control.systems"
+"""Entry-point group of users' systems: each entry names a callable that registers one
+(`register_system`); they load the first time a name is not found (docs/systems.md)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,8 @@ class SystemEntry:
             steps, split, seed) -> Trajectory` drawing its own systems (the toy oscillators'
             exact linear solution).
         trial_steps: control steps of a closed-loop trial (`metasym_control.experiment`).
+        trial_kwargs: constructor arguments of the closed-loop trial's env on top of
+            `env_kwargs` (e.g. the pendulum's hanging start; data keeps `env_kwargs`).
         metrics: optional `(ClosedLoopResult, env) -> {name: value}` scores of a closed-loop
             run beyond the task cost (e.g. the qubit's mean fidelity), `env` unwrapped.
     """
@@ -107,6 +117,7 @@ class SystemEntry:
     state_dims: tuple[int, ...] | None = None
     generate: Callable[[int, int, int, Split, int], Trajectory] | None = None
     trial_steps: int = 200
+    trial_kwargs: Mapping[str, Any] = field(default_factory=dict)
     metrics: Callable[[ClosedLoopResult, Any], dict[str, float]] | None = None
 
     def make_env(self, **overrides: Any) -> Any:
@@ -335,8 +346,34 @@ for _entry in (
     register_system(_entry)
 
 
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Register the systems of installed packages' `metasym_control.systems` entry points
+    (once; a plugin that fails to load is logged and skipped)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()()
+        except Exception as exc:  # a broken plugin must not break the project's own systems
+            logger.warning("system plugin %s (%s) failed to load: %s", ep.name, ep.value, exc)
+
+
+def known_systems() -> list[str]:
+    """Every system name, plugins included, sorted."""
+    load_plugins()
+    return sorted(SYSTEMS)
+
+
 def get_system(name: str) -> SystemEntry:
-    """The entry called `name`; `ValueError` listing the known names otherwise."""
+    """The entry called `name` (plugins loaded on a miss); `ValueError` listing the known
+    names otherwise."""
+    if name not in SYSTEMS:
+        load_plugins()
     if name not in SYSTEMS:
         raise ValueError(f"unknown system {name!r}; known: {', '.join(sorted(SYSTEMS))}")
     return SYSTEMS[name]
@@ -345,11 +382,14 @@ def get_system(name: str) -> SystemEntry:
 def system_of(env_id: str, state_dim: int) -> SystemEntry | None:
     """The registered entry for data of `env_id` with `state_dim` states (None if none)."""
     base = env_id.split("-v")[0]
-    for entry in SYSTEMS.values():
-        if entry.env_id.split("-v")[0] != base:
-            continue
-        if entry.state_dims is None or state_dim in entry.state_dims:
-            return entry
+    for attempt in range(2):
+        for entry in SYSTEMS.values():
+            if entry.env_id.split("-v")[0] != base:
+                continue
+            if entry.state_dims is None or state_dim in entry.state_dims:
+                return entry
+        if attempt == 0:
+            load_plugins()
     return None
 
 

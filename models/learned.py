@@ -172,17 +172,31 @@ class LearnedModel(nn.Module):
             x.index_select(-1, self.canonical_index) * self.canonical_gain - self.canonical_offset
         )
 
+    def _trusted_box(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(lower, upper) of the trusted region, (nx,) each, or None if unfitted.
+
+        A component that was constant in the training data (a box side under 1e-9, e.g.
+        Im ρ_ii of a Hermitian density matrix) is unbounded: the data says nothing of where
+        it may go, and a model's round-off there must not read as leaving the data.
+        """
+        lo = self.trusted_lo.detach().cpu().numpy().astype(np.float64)
+        hi = self.trusted_hi.detach().cpu().numpy().astype(np.float64)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            return None
+        flat = hi - lo < 1e-9
+        return np.where(flat, -np.inf, lo), np.where(flat, np.inf, hi)
+
     @property
     def trusted_lower(self) -> np.ndarray | None:
         """(nx,) lower corner of the training data's state box (widened), or None if unfitted."""
-        lo = self.trusted_lo.detach().cpu().numpy().astype(np.float64)
-        return None if not np.all(np.isfinite(lo)) else lo
+        box = self._trusted_box()
+        return None if box is None else box[0]
 
     @property
     def trusted_upper(self) -> np.ndarray | None:
         """(nx,) upper corner of the training data's state box (widened), or None if unfitted."""
-        hi = self.trusted_hi.detach().cpu().numpy().astype(np.float64)
-        return None if not np.all(np.isfinite(hi)) else hi
+        box = self._trusted_box()
+        return None if box is None else box[1]
 
     def norm_state(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised state: (x - mean) / std, shape kept."""
@@ -215,9 +229,32 @@ class LearnedModel(nn.Module):
         """A copy whose fast weights are fitted to `support`; `self` is left untouched.
 
         Runs the shared inner loop of `metasym_control.models.inner_loop.adapt_model` (the
-        same for every learned model) within `budget`.
+        same for every learned model) within `budget`. The copy's trusted region also covers
+        the support states (`extend_trusted_region`): the adapted model has been fitted
+        there, so a held-out system that moves beyond the meta-training data (a heavier mesh
+        carries more momentum) is not refused the states its own data showed.
         """
-        return adapt_model(self, support, budget)
+        adapted = adapt_model(self, support, budget)
+        adapted.extend_trusted_region(support)
+        return adapted
+
+    def extend_trusted_region(self, data: Trajectory, margin: float = 0.1) -> None:
+        """Grow the trusted box (in place) to hold `data`'s valid states, each component's
+        range widened by `margin` of its span, as `set_normalization` does. No-op on an
+        unfitted model."""
+        if not bool(torch.isfinite(self.trusted_lo).all()):
+            return
+        mask = data.valid_mask()
+        xs = np.concatenate([data.states[:, :-1][mask], data.states[:, 1:][mask]])
+        if xs.size == 0:
+            return
+        lo, hi = xs.min(axis=0), xs.max(axis=0)
+        pad = margin * (hi - lo)
+        with torch.no_grad():
+            new_lo = torch.as_tensor(lo - pad, dtype=self.trusted_lo.dtype)
+            new_hi = torch.as_tensor(hi + pad, dtype=self.trusted_hi.dtype)
+            self.trusted_lo.copy_(torch.minimum(self.trusted_lo, new_lo.to(self.trusted_lo)))
+            self.trusted_hi.copy_(torch.maximum(self.trusted_hi, new_hi.to(self.trusted_hi)))
 
     # ---------------------------------------------------------------- training
     def predict_windows(self, batch: Batch) -> torch.Tensor:

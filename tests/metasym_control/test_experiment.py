@@ -1,0 +1,184 @@
+"""Closed-loop trials on every system: the experiment command, the per-system demos, the
+Pendulum-v1 user-system path and MPC with the shipped float32 checkpoints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metasym_control import cli
+from metasym_control.controller import History
+from metasym_control.dynamics import AdaptBudget
+from metasym_control.experiment import (
+    ADAPTED,
+    NOMINAL,
+    ORACLE,
+    ROLES,
+    ZERO,
+    Goal,
+    TrialConfig,
+    held_out_params,
+    run_trial,
+)
+from metasym_control.few_shot import constant_error, rollout_error
+from metasym_control.generate import generate_data
+from metasym_control.pretrained import RECIPES, load_pretrained
+from metasym_control.systems import get_system
+
+TINY_ADAPT = AdaptBudget(inner_steps=2, lr=3e-3, optimizer="adam", horizon=2)
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["metasym-control", *args])
+    cli.main()
+
+
+def test_goals_read_ratios_gaps_and_counts() -> None:
+    values = {ADAPTED: [1.0, 2.0, 3.0], ORACLE: [1.0, 1.0, 2.0], ZERO: [0.0, 1.0, 0.0]}
+    assert Goal("s", "cost", ORACLE, "ratio", 1.3).check(values) == (1.5, False)
+    assert Goal("s", "f", ZERO, "gap", 1.0, at_most=False).check(values) == (1.0, True)
+    assert Goal("s", "ok", ADAPTED, "count", 3, at_most=False).check(values) == (3.0, True)
+    assert Goal("s", "ok", ADAPTED, "count", 4, at_most=False).check(values)[1] is False
+
+
+def test_experiment_runs_end_to_end_and_writes_its_section(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = tmp_path / "BENCHMARKS.md"
+    run_cli(
+        monkeypatch,
+        "experiment",
+        "--envs", "quantum",
+        "--systems", "2",
+        "--steps", "6",
+        "--samples", "16",
+        "--out", str(tmp_path / "exp"),
+        "--benchmarks", str(bench),
+    )  # fmt: skip
+    summary = json.loads((tmp_path / "exp" / "quantum_mppi.json").read_text())
+    assert set(summary["values"]["fidelity_2nd_half"]) == set(ROLES)
+    for role, v in summary["values"]["cost"].items():
+        assert len(v) == 2 and np.all(np.isfinite(v)), role
+    assert [g["text"] for g in summary["goals"]] == [
+        "fidelity ≥ oracle MPC's − 0.05",
+        "fidelity ≥ zero drive's + 0.1",
+    ]
+    text = bench.read_text()
+    assert "<!-- section:experiment-quantum-mppi -->" in text
+    assert "metasym-control experiment --envs quantum --systems 2" in text
+    assert "MPPI + MetaSym (adapted)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("system", ["spring_mesh", "quantum"])
+def test_system_demo_writes_table_plot_and_video(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, system: str
+) -> None:
+    out = tmp_path / system
+    run_cli(
+        monkeypatch,
+        "demo", "--env", system, "--steps", "4", "--samples", "16", "--adapt-steps", "2",
+        "--out", str(out),
+    )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["system"] == system
+    assert list(summary["metrics"]) == [
+        "zero action",
+        "MPPI + nominal physics",
+        "MPPI + MetaSym (adapted)",
+        "MPPI + oracle physics",
+    ]
+    for name, m in summary["metrics"].items():
+        assert np.isfinite(m["cost"]) and m["terminated"] == 0, name
+    for f in ("table.md", f"{system}.png", f"metasym_{system}.mp4", f"metasym_{system}.gif"):
+        assert (out / f).stat().st_size > 0, f
+
+
+def test_a_trial_with_rti_flies_the_adapted_float32_checkpoint() -> None:
+    # the shipped checkpoint as loaded (float32), no dtype given to the controller; the mesh's
+    # RTI with MetaSym is covered below (its analytic rows build a large CasADi problem)
+    system = "quantum"
+    entry = get_system(system)
+    (params,) = held_out_params(entry, 1, seed=3)
+    model = load_pretrained(system)
+    assert next(model.parameters()).dtype == torch.float32
+    cfg = TrialConfig(steps=4, controller="rti", horizon=5, adapt=TINY_ADAPT, support_steps=20)
+    trial = run_trial(entry, params, model, cfg, seed=3)
+    for role in (NOMINAL, ADAPTED, ORACLE):
+        run = trial.runs[role]
+        assert len(run.actions) == 4 and np.all(np.isfinite(run.actions)), role
+        assert all("fallback" in info for info in run.infos), role
+    trial.env.close()
+
+
+@pytest.mark.parametrize("system", ["spring_mesh", "quantum", "quadrotor"])
+def test_mppi_and_rti_take_a_float32_metasym_with_a_history(system: str) -> None:
+    from metasym_control.controllers.mppi import MPPI, MPPIConfig
+    from metasym_control.controllers.nmpc import NMPC, NMPCConfig
+
+    entry = get_system(system)
+    model = load_pretrained(system)
+    env = entry.make_env()
+    env.reset(seed=0)
+    base = env.unwrapped
+    history = History(model.history_len, base.task.state_dim, base.task.action_dim)
+    x = base.get_state()
+    for _ in range(3):
+        history.push(x, np.zeros(base.task.action_dim))
+    for ctrl in (
+        MPPI(model, base.task, MPPIConfig(horizon=4, num_samples=8)),
+        NMPC(model, base.task, NMPCConfig(horizon=4, mode="rti")),
+    ):
+        assert ctrl.dtype == torch.float32
+        u = ctrl.act(x, 0.0, history)
+        assert u.shape == (base.task.action_dim,) and np.all(np.isfinite(u))
+        assert ctrl.last_info.get("fault", "none") != "exception", ctrl.last_info
+    env.close()
+
+
+# Adapted on 3 episodes of each held-out system, the 10-step open-loop error over fresh query
+# episodes must stay under this fraction of the hold-the-state predictor's. The mesh's and the
+# qubit's checkpoints beat it only narrowly (measured about 0.7-0.9 and 0.6-0.95 per system);
+# making them accurate is the model-accuracy issue's work, and these bounds then tighten.
+HOLD_MARGIN = {"quadrotor": 0.5, "spring_mesh": 0.95, "quantum": 0.95}
+
+
+@pytest.mark.parametrize("key", sorted(RECIPES))
+def test_shipped_checkpoints_beat_holding_the_state_on_fresh_held_out_data(
+    key: tuple[str, str],
+) -> None:
+    system, kind = key
+    entry = get_system(system)
+    model = load_pretrained(system, kind, dtype=torch.float64)
+    budget = AdaptBudget(inner_steps=30, lr=3e-3, optimizer="adam", horizon=4)
+    errs, holds = [], []
+    # fresh held-out systems (test split), seeds no training run used
+    for i, params in enumerate(held_out_params(entry, 3, seed=9173)):
+        support = generate_data(system, 1, 3, None, "test", 9200 + i, params=[params])
+        query = generate_data(system, 1, 2, 40, "test", 9300 + i, params=[params])
+        adapted = model.adapt(support, budget)
+        errs.append(rollout_error(adapted, query, 10))  # type: ignore[arg-type]
+        holds.append(constant_error(model, query, 10))
+    err, hold = float(np.mean(errs)), float(np.mean(holds))
+    assert err < HOLD_MARGIN[system] * hold, (system, kind, errs, holds)
+
+
+@pytest.mark.slow
+def test_pendulum_user_system_path_runs_end_to_end(tmp_path: Path) -> None:
+    # generate -> train -> adapt -> MPPI on a held-out pendulum, at a tiny training size;
+    # the protocol itself is checked: MPPI on the true model swings up, zero torque does not
+    from metasym_control.examples.pendulum import PendulumPathArgs, pendulum_swing_up
+
+    args = PendulumPathArgs(
+        out=tmp_path, n_tasks=2, episodes=2, meta_steps=2, systems=1, samples=64, progress=False
+    )
+    summary = pendulum_swing_up(args)
+    assert (tmp_path / "checkpoint.safetensors").exists()
+    ok = summary["values"]["swing_up"]
+    assert ok[ORACLE] == [1.0] and ok[ZERO] == [0.0]
+    assert len(ok[ADAPTED]) == 1 and len(ok[NOMINAL]) == 1
+    assert summary["goals"][0]["text"].startswith("swung up")
