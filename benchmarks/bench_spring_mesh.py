@@ -175,7 +175,7 @@ def main() -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     md = "\n".join(
         [
-            "## Spring mesh (`MetaSymSpringMesh-v0`)",
+            "## Spring mesh (`MetaSymSpringMesh-v1`)",
             "",
             f"Command: `.venv/bin/python benchmarks/bench_spring_mesh.py` — {stamp}.",
             f"Machine: {machine_description()} (model timings with 1 torch thread); load "

@@ -53,7 +53,8 @@ class MetaSymConfig:
         encoder_kind: "G" or "LA" symplectic shears.
         encoder_layers: (up, low) pairs of nonlinear shears.
         encoder_width: width of the gradient shears.
-        encoder_linear: a linear shear pair first.
+        encoder_linear: linear shear pairs first.
+        encoder_linear_pairs: how many (see `SymplecticConfig.linear_pairs`).
         encoder_init_scale: scale of the encoder's initial fields (small: near identity).
         fast_set: which parameters adapt per system (the ablation knob).
         reversal_weight: weight of ||Φ_-dt(x_{k+1}) - x_k||^2 in the training loss.
@@ -71,6 +72,7 @@ class MetaSymConfig:
     encoder_layers: int = 1  # one nonlinear (up, low) pair: tanh is costly in the hot loop
     encoder_width: int = 16  # the conservative flows here are smooth
     encoder_linear: bool = True  # the harmonic part in one linear pair
+    encoder_linear_pairs: int = 1  # more where modes turn far in a control step (the mesh)
     encoder_init_scale: float = 0.01  # start near Φ = id, like the decoder's zero head
     fast_set: str = "meta_attention"  # the paper's choice: adapt the meta-attention only
     reversal_weight: float = 0.1  # time reversal keeps energy drift down without dominating
@@ -137,6 +139,7 @@ class MetaSym(LearnedModel):
                 layers=cfg.encoder_layers,
                 width=cfg.encoder_width,
                 linear=cfg.encoder_linear,
+                linear_pairs=cfg.encoder_linear_pairs,
                 dt_ref=dt,
                 init_scale=cfg.encoder_init_scale,
             ),

@@ -149,7 +149,10 @@ class SymplecticConfig:
         kind: "G" (gradient shears) or "LA" (linear + activation shears).
         layers: number of (up, low) pairs of nonlinear shears.
         width: hidden width of each gradient shear (G only).
-        linear: put a (up, low) pair of linear shears first: the harmonic part of the flow.
+        linear: put linear (up, low) shear pairs first: the harmonic part of the flow.
+        linear_pairs: how many such pairs, each a leapfrog-like substep of h / linear_pairs
+            worth of flow once trained (one pair cannot turn a mode by much more than a
+            radian a step; a mesh at its control period needs several).
         dt_ref: the step (s) at which a shear's increment is its field (h = dt / dt_ref).
         init_scale: scale of the initial fields (small: the map starts near a gentle flow).
     """
@@ -158,6 +161,7 @@ class SymplecticConfig:
     layers: int = 2  # two (up, low) pairs: enough for the oscillator and translational flows
     width: int = 16  # sized for the control loop, not the accuracy table
     linear: bool = True  # a leapfrog-like linear pair captures harmonic flows at once
+    linear_pairs: int = 1  # more pairs for flows that turn far in one step
     dt_ref: float = 1.0  # set to the data's dt so learned fields are O(1)
     init_scale: float = 0.1  # near-identity start keeps early training stable
 
@@ -188,11 +192,14 @@ class SymplecticEncoder(nn.Module):
         if not cfg.dt_ref > 0:
             raise ValueError(f"SymplecticConfig.dt_ref must be > 0, got {cfg.dt_ref}")
         mods: list[Shear] = []
+        if cfg.linear_pairs < 1:
+            raise ValueError(f"SymplecticConfig.linear_pairs must be >= 1, got {cfg.linear_pairs}")
         if cfg.linear:
-            mods += [
-                LinearShear(dim_q, True, cfg.init_scale),
-                LinearShear(dim_q, False, cfg.init_scale),
-            ]
+            for _ in range(cfg.linear_pairs):
+                mods += [
+                    LinearShear(dim_q, True, cfg.init_scale),
+                    LinearShear(dim_q, False, cfg.init_scale),
+                ]
         for _ in range(cfg.layers):
             for up in (True, False):
                 if cfg.kind == "G":

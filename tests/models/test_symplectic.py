@@ -28,10 +28,12 @@ def _symplectic_error(enc: SymplecticEncoder, x: torch.Tensor, dt: float) -> tor
 
 
 @pytest.mark.parametrize("dim_q", [1, 2, 7, 100])
-@pytest.mark.parametrize("kind", ["G", "LA"])
-def test_symplectic_at_init(dim_q: int, kind: str) -> None:
+@pytest.mark.parametrize(("kind", "linear_pairs"), [("G", 1), ("LA", 1), ("G", 3)])
+def test_symplectic_at_init(dim_q: int, kind: str, linear_pairs: int) -> None:
     torch.manual_seed(dim_q)
-    enc = SymplecticEncoder(dim_q, SymplecticConfig(kind=kind, dt_ref=DT, init_scale=0.5))
+    cfg = SymplecticConfig(kind=kind, dt_ref=DT, init_scale=0.5, linear_pairs=linear_pairs)
+    enc = SymplecticEncoder(dim_q, cfg)
+    assert len(enc.shears) == 2 * linear_pairs + (4 if kind == "LA" else 2) * cfg.layers
     x = torch.randn(4, 2 * dim_q, dtype=torch.float64) * 3
     jac = jacrev(lambda y: enc(y, DT))(x[0])
     # a real, non-trivial map (not the identity)
