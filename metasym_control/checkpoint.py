@@ -83,8 +83,11 @@ def save_checkpoint(
         The `.safetensors` path.
     """
     wpath, jpath = checkpoint_paths(path)
-    wpath.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = _non_finite(tensors)
+    if bad:
+        raise CheckpointError(f"refusing to save non-finite weights ({', '.join(bad[:5])})")
+    wpath.parent.mkdir(parents=True, exist_ok=True)
     optim_meta: dict[str, Any] | None = None
     if optimizer is not None:
         sd = optimizer.state_dict()
@@ -176,13 +179,58 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+"""The parameter dtypes a checkpoint's `"dtype"` field may name."""
+
+
+_MAY_BE_INFINITE = ("trusted_lo", "trusted_hi")
+"""Buffers where ±inf is meaningful (an unfitted model's trusted box is unbounded)."""
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN, or an infinity outside the buffers
+    where it is meaningful (`_MAY_BE_INFINITE`)."""
+    bad = []
+    for k, v in tensors.items():
+        if not v.is_floating_point():
+            continue
+        if k.rpartition(".")[2] in _MAY_BE_INFINITE:
+            ok = not bool(v.isnan().any())
+        else:
+            ok = bool(v.isfinite().all())
+        if not ok:
+            bad.append(k)
+    return bad
+
+
+def saved_dtype(meta: dict[str, Any], jpath: Path) -> torch.dtype:
+    """The dtype a checkpoint's JSON names.
+
+    Raises:
+        CheckpointError: the `"dtype"` field names no parameter dtype (e.g. "load").
+    """
+    name = meta.get("dtype", "float64")
+    if not isinstance(name, str) or name not in _DTYPES:
+        raise CheckpointError(
+            f"{jpath}: field 'dtype' is {name!r}; expected one of {', '.join(_DTYPES)}"
+        )
+    return _DTYPES[name]
+
+
 def _load_tensors(path: str | Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights file's tensors, checked against the JSON's checksum, under this format's
-    names."""
+    """The weights file's tensors, checked against the JSON's (required) checksum and for
+    non-finite values, under this format's names."""
     wpath, jpath = checkpoint_paths(path)
     if not wpath.exists():
         raise CheckpointError(f"checkpoint weights {wpath} not found")
-    if meta.get("sha256") and _sha256(wpath) != meta["sha256"]:
+    expected = meta.get("sha256")
+    if not (isinstance(expected, str) and len(expected) == 64):
+        # required: without it, replaced (valid) weights would load silently
+        raise CheckpointError(
+            f"{jpath}: field 'sha256' is missing or not a SHA-256 digest; the weights' checksum "
+            "is required"
+        )
+    if _sha256(wpath) != expected:
         raise CheckpointError(
             f"checkpoint weights {wpath} are corrupt or truncated (checksum differs from {jpath})"
         )
@@ -192,6 +240,9 @@ def _load_tensors(path: str | Path, meta: dict[str, Any]) -> dict[str, torch.Ten
         raise CheckpointError(f"checkpoint weights {wpath} are corrupt or truncated: {e}") from e
     if meta.get("format_version", CHECKPOINT_FORMAT_VERSION) < 3:
         tensors = {_renamed(k): v for k, v in tensors.items()}
+    bad = _non_finite(tensors)
+    if bad:
+        raise CheckpointError(f"checkpoint weights {wpath} hold non-finite values ({bad[:5]})")
     return tensors
 
 
@@ -283,8 +334,7 @@ def load_checkpoint(
         model = build_model(meta.get("model") or {})
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{jpath}: cannot rebuild the model from its config: {e}") from e
-    saved_dtype = getattr(torch, str(meta.get("dtype", "float64")), torch.float64)
-    model.to(dtype=dtype or saved_dtype)
+    model.to(dtype=dtype or saved_dtype(meta, jpath))
     _load_weights(model, tensors, wpath, None, meta)
     model.to(device=device)
     return model, meta

@@ -121,13 +121,17 @@ class TrialResult:
 def episode_metrics(entry: SystemEntry, result: ClosedLoopResult, env: Any) -> dict[str, float]:
     """Scores of one closed-loop run: "cost" (the task's accumulated running cost, i.e.
     minus the summed reward), "final_error" (the task's tracking error at the end, task
-    units), "terminated" (0/1) and the entry's own `metrics` (e.g. the qubit's fidelity)."""
+    units), "terminated" (0/1), "fallbacks" (fraction of steps on which the controller fell
+    back from its plan; a run that flies its fallback does not fly its model) and the
+    entry's own `metrics` (e.g. the qubit's fidelity)."""
     base = env.unwrapped
     err = base.task.tracking_error(result.states[-1:], result.x_ref[-1:])
+    fell = [info.get("fallback", "none") not in ("none", None) for info in result.infos]
     out = {
         "cost": float(-np.sum(result.rewards)),
         "final_error": float(err[0]),
         "terminated": float(result.terminated),
+        "fallbacks": float(np.mean(fell)) if fell else 0.0,
     }
     if entry.metrics is not None:
         out.update(entry.metrics(result, base))
@@ -432,22 +436,65 @@ def experiment_tables(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def experiment_main(args: ExperimentArgs) -> None:
-    """`metasym-control experiment`: the closed-loop goals over held-out systems.
+def report_experiment(
+    summary: dict[str, Any],
+    command: str,
+    seconds: float,
+    out: Path,
+    benchmarks: Path | None,
+    how: str = "",
+) -> str:
+    """Print and write one system's experiment: `out/<system>_<controller>.{md,json}` and
+    its own section of `benchmarks` (so systems run one at a time keep each other's).
 
-    Each system's table goes to `args.out/<system>_<controller>.md`, its values to
-    `args.out/<system>_<controller>.json`, and its own section of BENCHMARKS.md (so systems
-    run one at a time keep each other's results).
+    Args:
+        summary: `run_experiment`'s result.
+        command: the exact command that produced it (printed with the table).
+        seconds: its wall time.
+        out: output folder.
+        benchmarks: BENCHMARKS.md to update, or None.
+        how: how the model was obtained (default: the MetaSym checkpoint).
+
+    Returns:
+        The markdown body.
     """
     from metasym_control.bench import machine_description, write_section
+
+    system, controller = summary["system"], summary["controller"]
+    mpc = MPC_NAMES[controller]
+    table = experiment_tables(summary)
+    print(f"\n## {system} ({mpc})\n\n{table}")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{system}_{controller}"
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+    where = f" at {PARAM_OVERRIDES[system]}" if system in PARAM_OVERRIDES else ""
+    body = (
+        f"`{command}` ({seconds:.0f} s on {machine_description()}). Held-out (test-split) "
+        f"systems{where}; each trial adapts {how or 'the MetaSym checkpoint'} on "
+        f"{TrialConfig().support_episodes} exploration episodes of that system, then runs "
+        "every controller from the same start. Median over systems, worst system, 95% "
+        f"bootstrap interval of the median.\n\n{table}\n"
+    )
+    stem.with_suffix(".md").write_text(body)
+    if benchmarks is not None:
+        write_section(
+            f"experiment-{system}-{controller}",
+            f"### Closed loop: {system}, {mpc}\n\n" + body,
+            benchmarks,
+        )
+        print(f"updated {benchmarks}")
+    return body
+
+
+def experiment_main(args: ExperimentArgs) -> None:
+    """`metasym-control experiment`: the closed-loop goals over held-out systems, one
+    `report_experiment` per system."""
     from metasym_control.checkpoint import load_checkpoint
     from metasym_control.pretrained import load_pretrained
 
     if args.checkpoint is not None and len(args.envs) != 1:
         raise SystemExit("experiment: --checkpoint needs exactly one --envs system")
-    args.out.mkdir(parents=True, exist_ok=True)
     cfg = TrialConfig(steps=args.steps, samples=args.samples, controller=args.controller)
-    mpc = MPC_NAMES[args.controller]
     for system in args.envs:
 
         def loader(system: str = system) -> DynamicsModel:
@@ -457,29 +504,11 @@ def experiment_main(args: ExperimentArgs) -> None:
 
         t0 = time.perf_counter()
         summary = run_experiment(system, args.systems, args.seed, loader, cfg)
-        seconds = time.perf_counter() - t0
-        table = experiment_tables(summary)
-        print(f"\n## {system} ({mpc})\n\n{table}")
-        stem = args.out / f"{system}_{args.controller}"
-        stem.with_suffix(".json").write_text(json.dumps(summary, indent=1))
         extra = "" if args.steps is None else f" --steps {args.steps}"
         extra += "" if args.samples is None else f" --samples {args.samples}"
         extra += "" if args.checkpoint is None else f" --checkpoint {args.checkpoint}"
-        body = (
-            f"`metasym-control experiment --envs {system} --systems {args.systems} "
-            f"--controller {args.controller} --seed {args.seed}{extra}` ({seconds:.0f} s on "
-            f"{machine_description()}). Held-out (test-split) systems"
-            + (f" at {PARAM_OVERRIDES[system]}" if system in PARAM_OVERRIDES else "")
-            + f"; each trial adapts the MetaSym checkpoint on {cfg.support_episodes} "
-            "exploration episodes of that system, then runs every controller from the same "
-            "start. Median over systems, worst system, 95% bootstrap interval of the median."
-            f"\n\n{table}\n"
+        command = (
+            f"metasym-control experiment --envs {system} --systems {args.systems} "
+            f"--controller {args.controller} --seed {args.seed}{extra}"
         )
-        stem.with_suffix(".md").write_text(body)
-        if args.benchmarks is not None:
-            write_section(
-                f"experiment-{system}-{args.controller}",
-                f"### Closed loop: {system}, {mpc}\n\n" + body,
-                args.benchmarks,
-            )
-            print(f"updated {args.benchmarks}")
+        report_experiment(summary, command, time.perf_counter() - t0, args.out, args.benchmarks)

@@ -74,6 +74,20 @@ class Trajectory:
             raise ValueError(f"Trajectory: {len(self.state_names)} state names for nx={nx}")
         if not np.isfinite(self.dt) or self.dt <= 0:
             raise ValueError(f"Trajectory: dt must be > 0, got {self.dt}")
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Refuse a NaN or infinity in the valid part (a model adapted on it would be NaN)."""
+        steps = np.arange(self.states.shape[1])[None, :]
+        bad_x = ~np.isfinite(self.states).all(axis=-1) & (steps <= self.lengths[:, None])
+        bad_u = ~np.isfinite(self.actions).all(axis=-1) & self.valid_mask()
+        for what, bad in (("state", bad_x), ("action", bad_u)):
+            if bad.any():
+                i, k = (int(v) for v in np.argwhere(bad)[0])
+                raise ValueError(
+                    f"Trajectory: non-finite {what} in trajectory {i} at step {k} "
+                    f"({int(bad.sum())} such rows in all)"
+                )
 
     @property
     def num(self) -> int:

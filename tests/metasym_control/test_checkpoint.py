@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -99,9 +100,9 @@ def test_corrupt_truncated_missing(tmp_path: Path) -> None:
     wpath.write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(tmp_path / "ck")
-    # truncated weights and no checksum to catch it: the safetensors parser still says so
+    # truncated weights whose checksum was rewritten to match: the parser still says so
     meta = json.loads(jpath.read_text())
-    meta["sha256"] = None
+    meta["sha256"] = hashlib.sha256(wpath.read_bytes()).hexdigest()
     jpath.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(tmp_path / "ck")
@@ -147,7 +148,7 @@ def test_mismatched(tmp_path: Path) -> None:
     wk, jk = checkpoint_paths(tmp_path / "ck")
     wk.write_bytes(wm.read_bytes())
     meta = json.loads(jk.read_text())
-    meta["sha256"] = None
+    meta["sha256"] = hashlib.sha256(wk.read_bytes()).hexdigest()
     jk.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="does not match"):
         load_checkpoint(tmp_path / "ck")
@@ -190,8 +191,6 @@ def test_format_1_loads_with_its_self_attending_decoder(tmp_path: Path) -> None:
 
 def test_format_2_buffer_names_load_under_their_new_names(tmp_path: Path) -> None:
     """Format 1 and 2 checkpoints name the canonical buffers `can_*`; they load the same."""
-    import hashlib
-
     m = _metasym()
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     m.decoder.head.weight.sum().backward()
@@ -233,3 +232,35 @@ def test_shipped_weights_load_with_consistent_canonical_buffers() -> None:
     for k, v in saved.items():
         torch.testing.assert_close(m.state_dict()[k], v, rtol=1e-6, atol=1e-9, msg=k)
     assert float(saved["canonical_to_state"].abs().sum()) > 0  # not the fresh zeros
+
+
+def test_checksum_dtype_and_finiteness_cannot_be_half_trusted(tmp_path: Path) -> None:
+    m = _metasym()
+    wpath = save_checkpoint(tmp_path / "ck", m)
+    _, jpath = checkpoint_paths(wpath)
+    good = json.loads(jpath.read_text())
+    # a checksum deleted from the JSON: valid but replaced weights must not load silently
+    meta = dict(good)
+    del meta["sha256"]
+    jpath.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="'sha256' is missing"):
+        load_checkpoint(wpath)
+    # a dtype that names no parameter dtype (once resolved to torch.load) or none at all
+    for bad in ("load", "float128", 3):
+        jpath.write_text(json.dumps({**good, "dtype": bad}))
+        with pytest.raises(CheckpointError, match="field 'dtype'"):
+            load_checkpoint(wpath)
+    jpath.write_text(json.dumps(good))
+    assert load_checkpoint(wpath)[0].state_dict().keys() == m.state_dict().keys()
+    # NaN weights: refused on save, and on load when a file holds them anyway
+    with torch.no_grad():
+        m.decoder.head.bias.fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        save_checkpoint(tmp_path / "nan", m)
+    assert not checkpoint_paths(tmp_path / "nan")[0].exists()
+    tensors = load_file(str(wpath))
+    tensors["decoder.head.bias"] = torch.full_like(tensors["decoder.head.bias"], float("nan"))
+    save_file(tensors, str(wpath))
+    jpath.write_text(json.dumps({**good, "sha256": hashlib.sha256(wpath.read_bytes()).hexdigest()}))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_checkpoint(wpath)

@@ -78,3 +78,19 @@ def test_container_checks_and_views(traj: Trajectory) -> None:
     both = Trajectory.concatenate([traj, traj.window(0, 7)])
     assert both.num == 2 * traj.num and both.horizon == traj.horizon
     assert both.valid_mask().sum() == traj.lengths.sum() + np.minimum(traj.lengths, 7).sum()
+
+
+def test_non_finite_data_is_refused_naming_trajectory_and_step() -> None:
+    states = np.zeros((2, 5, 2))
+    actions = np.zeros((2, 4, 1))
+    kwargs = {"lengths": np.array([4, 2]), "terminated": np.zeros(2, bool), "dt": 0.1}
+    kwargs |= {"params": [{}, {}], "env_id": "ToyOscillator-v0"}
+    states[1, 4] = np.nan  # padding past trajectory 1's length: allowed
+    Trajectory(states=states, actions=actions, **kwargs)
+    states[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite state in trajectory 1 at step 2"):
+        Trajectory(states=states, actions=actions, **kwargs)
+    states[1, 2, 0] = 0.0
+    actions[0, 3, 0] = np.inf
+    with pytest.raises(ValueError, match="non-finite action in trajectory 0 at step 3"):
+        Trajectory(states=states, actions=actions, **kwargs)
