@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # MuJoCo picks its OpenGL platform when first imported (below, through the configs): the
 # commands render videos headless, so EGL unless the user chose another
@@ -34,6 +35,7 @@ def demo(cfg: Annotated[DemoConfig, tyro.conf.OmitArgPrefixes] = _DEMO_DEFAULTS)
     MPC with nominal physics, adapted MetaSym and the oracle; table, plot and video."""
     from metasym_control import demo as demo_module
 
+    cfg.validate()
     demo_module.main(cfg)
 
 
@@ -41,6 +43,7 @@ def train(args: Annotated[TrainArgs, tyro.conf.arg(name="")] = _TRAIN) -> None:
     """Meta-train MetaSym (or a baseline) on an environment's data; runs under torchrun too."""
     from metasym_control import training
 
+    args.validate()
     training.train_main(args)
 
 
@@ -48,6 +51,7 @@ def adapt(args: Annotated[AdaptArgs, tyro.conf.arg(name="")] = _ADAPT) -> None:
     """Adapt a checkpoint to a trajectory file and save the adapted checkpoint."""
     from metasym_control import training
 
+    args.validate()
     training.adapt_main(args)
 
 
@@ -57,6 +61,7 @@ def train_default(
     """Regenerate shipped checkpoints (`--env NAME --model KIND`, or `--all`; fixed seeds)."""
     from metasym_control import pretrained
 
+    args.validate()
     pretrained.train_default_main(args)
 
 
@@ -64,6 +69,7 @@ def few_shot(args: Annotated[FewShotArgs, tyro.conf.arg(name="")] = _FEW_SHOT) -
     """Few-shot experiment: MetaSym vs baselines on held-out systems, printed as a table."""
     from metasym_control import few_shot
 
+    args.validate()
     few_shot.few_shot_main(args)
 
 
@@ -71,6 +77,7 @@ def generate(args: Annotated[GenerateArgs, tyro.conf.arg(name="")] = _GENERATE) 
     """Generate exploration data of a registered system (`--env NAME`) into a trajectory file."""
     from metasym_control import generate as generate_module
 
+    args.validate()
     generate_module.generate_main(args)
 
 
@@ -79,6 +86,7 @@ def experiment(args: Annotated[ExperimentArgs, tyro.conf.arg(name="")] = _EXPERI
     models over many held-out systems (median, worst, interval; writes BENCHMARKS.md)."""
     from metasym_control import experiment as experiment_module
 
+    args.validate()
     experiment_module.experiment_main(args)
 
 
@@ -95,8 +103,23 @@ def _commands() -> dict[str, Callable[..., Any]]:
 
 
 def main() -> None:
-    """Entry point of `metasym-control` and `python -m metasym_control.cli`."""
-    tyro.extras.subcommand_cli_from_dict(_commands())
+    """Entry point of `metasym-control` and `python -m metasym_control.cli`.
+
+    A bad option or input (a `UsageError`, or the `ValueError` of a checkpoint, trajectory
+    file, configuration or environment that refuses it) is one line on stderr and exit code
+    2; `--debug` (anywhere on the line) shows the traceback instead.
+    """
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv = [a for a in sys.argv if a != "--debug"]
+    try:
+        tyro.extras.subcommand_cli_from_dict(_commands())
+    except ValueError as e:  # UsageError, CheckpointError, FormatError and the configs' checks
+        if debug:
+            raise
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        print(f"metasym-control {command}: error: {e} (--debug shows where)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

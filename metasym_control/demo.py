@@ -17,6 +17,7 @@ from metasym_control.bench import markdown_table
 from metasym_control.closed_loop import ClosedLoopResult, OnlineAdaptConfig, run_closed_loop
 from metasym_control.controller import Controller
 from metasym_control.dynamics import AdaptBudget, DynamicsModel
+from metasym_control.usage import at_least, positive, require
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,33 @@ class DemoConfig:
     adapt_steps: int = 30
     adapt_lr: float = 3e-3
     adapt_horizon: int = 4
+
+    def validate(self) -> None:
+        """Check every option up front (`UsageError` naming the flag and its range)."""
+        from metasym_control.systems import known_systems
+
+        if self.env is not None:
+            require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)
+        at_least("--steps", self.steps, 1, optional=True)
+        require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
+        positive("--seconds", self.seconds)
+        positive("--support-seconds", self.support_seconds)
+        positive("--omega", self.omega)
+        at_least("--horizon", self.horizon, 1)
+        at_least("--samples", self.samples, 1)
+        at_least("--video-every", self.video_every, 1)
+        at_least("--adapt-steps", self.adapt_steps, 0)
+        positive("--adapt-lr", self.adapt_lr)
+        at_least("--adapt-horizon", self.adapt_horizon, 1)
+        if self.checkpoint is not None:
+            from metasym_control.checkpoint import checkpoint_paths
+
+            require(
+                checkpoint_paths(self.checkpoint)[1].exists(),
+                "--checkpoint",
+                "an existing checkpoint (stem.json and stem.safetensors)",
+                str(self.checkpoint),
+            )
 
     @property
     def adapt_budget(self) -> AdaptBudget:

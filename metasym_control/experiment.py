@@ -360,6 +360,26 @@ class ExperimentArgs:
     out: Path = Path("outputs/experiment")
     benchmarks: Path | None = Path("BENCHMARKS.md")
 
+    def validate(self) -> None:
+        """Check every option up front (`UsageError` naming the flag and its range)."""
+        from metasym_control.checkpoint import checkpoint_paths
+        from metasym_control.systems import known_systems
+        from metasym_control.usage import at_least, require
+
+        require(len(self.envs) >= 1, "--envs", "at least one system", self.envs)
+        for env in self.envs:
+            require(env in known_systems(), "--envs", f"systems of {known_systems()}", env)
+        at_least("--systems", self.systems, 1)
+        require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
+        at_least("--steps", self.steps, 1, optional=True)
+        at_least("--samples", self.samples, 1, optional=True)
+        if self.checkpoint is not None:
+            require(len(self.envs) == 1, "--checkpoint", "used with exactly one --envs", self.envs)
+            require(
+                checkpoint_paths(self.checkpoint)[1].exists(), "--checkpoint",
+                "an existing checkpoint", str(self.checkpoint),
+            )  # fmt: skip
+
 
 # systems whose goals are posed at a stated parameter point of the test range
 PARAM_OVERRIDES: dict[str, dict[str, Any]] = {"spring_mesh": {"damping": 0.005}}

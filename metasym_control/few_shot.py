@@ -108,6 +108,29 @@ class FewShotArgs:
     write_benchmarks: bool = False
     seed: int = 0
 
+    def validate(self) -> None:
+        """Check every option up front (`UsageError` naming the flag and its range)."""
+        from metasym_control.systems import known_systems
+        from metasym_control.training import validate_train_config
+        from metasym_control.usage import at_least, require
+
+        require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)
+        require(len(self.models) >= 1, "--models", "at least one model", self.models)
+        at_least("--shots", self.shots, 1)
+        at_least("--test-tasks", self.test_tasks, 1)
+        require(
+            self.test_episodes > self.shots, "--test-episodes",
+            f"> --shots ({self.shots}), leaving query episodes", self.test_episodes,
+        )  # fmt: skip
+        at_least("--horizon", self.horizon, 1)
+        at_least("--n-tasks", self.n_tasks, 1)
+        at_least("--episodes", self.episodes, 1)
+        require(
+            self.steps_per_episode > self.horizon, "--steps-per-episode",
+            f"> --horizon ({self.horizon})", self.steps_per_episode,
+        )  # fmt: skip
+        validate_train_config(self.train)
+
 
 def few_shot_experiment(args: FewShotArgs) -> list[dict[str, Any]]:
     """Run the few-shot comparison; returns one row per model (errors before/after adapting).

@@ -139,6 +139,18 @@ class GenerateArgs:
     num_envs: int = 8
     progress: bool = True
 
+    def validate(self) -> None:
+        """Check every option up front (`UsageError` naming the flag and its range)."""
+        from metasym_control.systems import known_systems
+        from metasym_control.usage import at_least, require
+
+        require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)
+        at_least("--n-tasks", self.n_tasks, 1)
+        at_least("--episodes", self.episodes, 1)
+        at_least("--steps", self.steps, 1, optional=True)
+        require(self.split in ("train", "test"), "--split", "train or test", self.split)
+        at_least("--num-envs", self.num_envs, 1)
+
 
 def generate_main(args: GenerateArgs) -> None:
     """`metasym-control generate`: write a trajectory file of a registered system."""

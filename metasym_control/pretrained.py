@@ -121,6 +121,21 @@ class TrainDefaultArgs:
     episodes: int | None = None
     steps_per_episode: int | None = None
 
+    def validate(self) -> None:
+        """Check every option up front (`UsageError` naming the flag and its range)."""
+        from metasym_control.usage import at_least, require
+
+        if not self.all:
+            known = ", ".join(f"--env {s} --model {m}" for s, m in RECIPES)
+            require(
+                (self.env, self.model) in RECIPES, "--env/--model", f"a recipe ({known}) or --all",
+                f"--env {self.env} --model {self.model}",
+            )  # fmt: skip
+        at_least("--meta-steps", self.meta_steps, 1, optional=True)
+        at_least("--n-tasks", self.n_tasks, 1, optional=True)
+        at_least("--episodes", self.episodes, 1, optional=True)
+        at_least("--steps-per-episode", self.steps_per_episode, 1, optional=True)
+
 
 def train_recipe(
     recipe: Recipe, out: Path, device: str = "cpu", meta_steps: int | None = None

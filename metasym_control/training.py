@@ -67,6 +67,39 @@ class TrainArgs:
     metasym: MetaSymConfig = field(default_factory=MetaSymConfig)
     train: MetaTrainConfig = field(default_factory=MetaTrainConfig)
 
+    def validate(self) -> None:
+        """Check every option up front (`UsageError` naming the flag and its range)."""
+        from metasym_control.systems import known_systems
+        from metasym_control.usage import at_least, require
+
+        require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)
+        if self.data is not None:
+            from metasym_control.trajectory import trajectory_paths
+
+            require(
+                trajectory_paths(self.data)[1].exists(), "--data", "an existing trajectory file",
+                str(self.data),
+            )  # fmt: skip
+        at_least("--n-tasks", self.n_tasks, 1)
+        at_least("--episodes", self.episodes, 1)
+        at_least("--steps-per-episode", self.steps_per_episode, 1, optional=True)
+        validate_train_config(self.train)
+
+
+def validate_train_config(cfg: MetaTrainConfig, prefix: str = "--train.") -> None:
+    """Check the meta-training options (`UsageError` naming the flag and its range)."""
+    from metasym_control.usage import at_least, positive
+
+    at_least(prefix + "steps", cfg.steps, 1)
+    at_least(prefix + "meta-batch", cfg.meta_batch, 0)
+    at_least(prefix + "support-episodes", cfg.support_episodes, 1)
+    at_least(prefix + "inner-steps", cfg.inner_steps, 0)
+    positive(prefix + "inner-lr", cfg.inner_lr)
+    at_least(prefix + "horizon", cfg.horizon, 1)
+    at_least(prefix + "inner-horizon", cfg.inner_horizon, 1)
+    at_least(prefix + "batch-windows", cfg.batch_windows, 0)
+    positive(prefix + "outer-lr", cfg.outer_lr)
+
 
 def run_training(args: TrainArgs) -> LearnedModel:
     """Meta-train as `args` says; writes `args.out/checkpoint.*` and `args.out/log.json`.
@@ -161,6 +194,21 @@ class AdaptArgs:
     out: Path = Path("outputs/adapted")
     budget: AdaptBudget = field(default_factory=AdaptBudget)
     device: str = "cpu"
+
+    def validate(self) -> None:
+        """Check every option up front (`UsageError` naming the flag and its range)."""
+        from metasym_control.checkpoint import checkpoint_paths
+        from metasym_control.trajectory import trajectory_paths
+        from metasym_control.usage import require
+
+        require(
+            checkpoint_paths(self.checkpoint)[1].exists(), "--checkpoint",
+            "an existing checkpoint", str(self.checkpoint),
+        )  # fmt: skip
+        require(
+            trajectory_paths(self.data)[1].exists(), "--data", "an existing trajectory file",
+            str(self.data),
+        )  # fmt: skip
 
 
 def adapt_main(args: AdaptArgs) -> None:

@@ -18,6 +18,14 @@ class FormatError(ValueError):
     """A file on disk is corrupt, truncated, of another kind or of another version."""
 
 
+def trajectory_paths(path: str | Path) -> tuple[Path, Path]:
+    """(`<stem>.npz`, `<stem>.json`) of a trajectory file given as either file or the stem."""
+    base = Path(path)
+    if base.suffix in (".npz", ".json"):
+        base = base.with_suffix("")
+    return base.with_suffix(".npz"), base.with_suffix(".json")
+
+
 @dataclass
 class Trajectory:
     """N trajectories of up to T transitions each, padded to a common length.
@@ -179,12 +187,10 @@ class Trajectory:
 
     def save(self, path: str | Path) -> Path:
         """Write `<path>.npz` (arrays) and `<path>.json` (metadata); returns the .npz path."""
-        base = Path(path)
-        if base.suffix in (".npz", ".json"):
-            base = base.with_suffix("")
-        base.parent.mkdir(parents=True, exist_ok=True)
+        npath, jpath = trajectory_paths(path)
+        npath.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
-            base.with_suffix(".npz"),
+            npath,
             states=self.states,
             actions=self.actions,
             lengths=self.lengths,
@@ -201,8 +207,8 @@ class Trajectory:
             "action_names": self.action_names,
             "meta": self.meta,
         }
-        base.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-        return base.with_suffix(".npz")
+        jpath.write_text(json.dumps(meta, indent=1))
+        return npath
 
     @classmethod
     def load(cls, path: str | Path, env_id: str | None = None) -> Trajectory:
@@ -216,10 +222,7 @@ class Trajectory:
             FormatError: missing, corrupt or truncated files, another kind of file, another
                 format version, or another environment id or version than `env_id`.
         """
-        base = Path(path)
-        if base.suffix in (".npz", ".json"):
-            base = base.with_suffix("")
-        jpath, npath = base.with_suffix(".json"), base.with_suffix(".npz")
+        npath, jpath = trajectory_paths(path)
         try:
             meta = json.loads(jpath.read_text())
         except FileNotFoundError as e:
