@@ -10,14 +10,17 @@ from gymnasium.envs.registration import register, registry
 _SPECS: dict[str, dict[str, Any]] = {
     "MetaSymQuadrotor-v0": {
         "entry_point": "metasym_control.envs.quadrotor:QuadrotorEnv",
+        "vector_entry_point": "metasym_control.envs.checked_vector:quadrotor_vector_env",
         "max_episode_steps": 500,
     },
     "MetaSymSpringMesh-v1": {
         "entry_point": "metasym_control.envs.spring_mesh:SpringMeshEnv",
+        "vector_entry_point": "metasym_control.envs.checked_vector:spring_mesh_vector_env",
         "max_episode_steps": 400,
     },
     "MetaSymSpringMesh-v0": {  # radius drawn uniformly (smaller starts); kept for old data
         "entry_point": "metasym_control.envs.spring_mesh:SpringMeshEnv",
+        "vector_entry_point": "metasym_control.envs.checked_vector:spring_mesh_vector_env",
         "max_episode_steps": 400,
         "kwargs": {"radius_draw": "radius"},
     },
