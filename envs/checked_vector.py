@@ -59,7 +59,7 @@ def _factory(name: str, entry_point: str) -> Callable[..., CheckedSyncVectorEnv]
         cls = load_env_creator(entry_point)
 
         def one() -> gym.Env:
-            env = cls(**kwargs)
+            env: gym.Env = cls(**kwargs)  # type: ignore[assignment]  # a single env class
             return TimeLimit(env, max_episode_steps) if max_episode_steps else env
 
         vec = CheckedSyncVectorEnv([one for _ in range(num_envs)], name)
