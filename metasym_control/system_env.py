@@ -29,6 +29,19 @@ class SystemEnv(gym.Env[np.ndarray, np.ndarray]):
     state_units: list[str]
     action_names: list[str]
 
+    def common_info(self, t: float, clipped: bool) -> dict[str, Any]:
+        """The `info` keys every environment shares: `action_clipped` (bool: the action was
+        clipped to [-1, 1]), `t` (s since the reset) and `params` (the frozen parameters in
+        force); plus `clipped` and `time`, the old names of the first two in some envs, kept
+        as aliases for one version (to be removed in 0.3)."""
+        return {
+            "action_clipped": bool(clipped),
+            "t": float(t),
+            "params": self.params,
+            "clipped": bool(clipped),
+            "time": float(t),
+        }
+
     def get_state(self) -> np.ndarray:
         """(nx,) float64 Markov physical state, as documented by the environment."""
         raise NotImplementedError

@@ -130,7 +130,9 @@ class OpenQuantumEnv(SystemEnv):
     registered `TimeLimit` truncates after 400 steps.
 
     ## Info
-    `measurement` (dY of the last period, √μs), `fidelity`, `purity`, `action_clipped`.
+    The shared keys (`SystemEnv.common_info`: `action_clipped`, `t` in μs, `params`; `clipped`
+    and `time` are aliases kept for one version), `measurement` (dY of the last period, √μs),
+    `fidelity`, `purity`.
     `measurement_record()` returns the whole record of the episode.
 
     ## Arguments
@@ -219,6 +221,7 @@ class OpenQuantumEnv(SystemEnv):
         self._rho = ground_density(system, self.n)[None]
         self._record: list[np.ndarray] = []
         self._last_dy = 0.0
+        self._steps = 0
 
     # ----- state access
     def get_state(self) -> np.ndarray:
@@ -292,7 +295,9 @@ class OpenQuantumEnv(SystemEnv):
         obs = self._obs()
         self._trail.clear()
         self._remember(obs)
-        return obs, {"fidelity": self._fidelity(), "purity": self._purity()}
+        self._steps = 0
+        info = {**self.common_info(0.0, False), "fidelity": self._fidelity()}
+        return obs, {**info, "purity": self._purity()}
 
     def _remember(self, obs: np.ndarray) -> None:
         if self.render_mode is not None and self.system == "qubit":
@@ -314,11 +319,12 @@ class OpenQuantumEnv(SystemEnv):
         self._last_dy = float(dys[0].sum())
         f = self._fidelity()
         reward = f - self.task.effort_weight * float(np.dot(a, a))
+        self._steps += 1
         info = {
+            **self.common_info(self._steps * self.dt, clipped),
             "measurement": self._last_dy,
             "fidelity": f,
             "purity": self._purity(),
-            "action_clipped": clipped,
         }
         obs = self._obs()
         self._remember(obs)

@@ -457,9 +457,7 @@ class QuadrotorEnv(SystemEnv):
     def _info(self, x: np.ndarray, p_ref: np.ndarray, clipped: bool) -> dict[str, Any]:
         e = x[0:3] - p_ref
         return {
-            "params": self.params,
-            "t": self._k * self.dt,
-            "action_clipped": clipped,
+            **self.common_info(self._k * self.dt, clipped),
             "position_error": math.sqrt(float(e @ e)),
         }
 

@@ -62,7 +62,7 @@ class SpringMeshEnv(SystemEnv):
     | --- | --- | --- |
     | `2a`, `2a+1` | force (x, y) on actuated particle a | `F = a · max_force` N (1 N default) |
 
-    Out-of-range actions are clipped to [-1, 1] and `info["clipped"]` is True; a non-finite
+    Out-of-range actions are clipped to [-1, 1] and `info["action_clipped"]` is True; a non-finite
     action or one of the wrong shape raises `ValueError`.
 
     **Dynamics.** `m_n dv_n/dt = Σ_s k_s (L_s - L0_s) e_s - m_n γ v_n + F_n (- m_n g ŷ)`,
@@ -129,8 +129,9 @@ class SpringMeshEnv(SystemEnv):
     Rendering: blue compressed, grey at rest length, red stretched (saturating at ±15%
     strain); pinned particles are dark boxes; the top camera frames the whole mesh.
 
-    **info**: "clipped" (bool), "tracking_error" (RMS position error to the target, m),
-    "energy" (Hamiltonian, J), "time" (s).
+    **info**: the shared keys (`SystemEnv.common_info`: "action_clipped", "t" in s,
+    "params"; "clipped" and "time" are their old names, kept for one version),
+    "tracking_error" (RMS position error to the target, m), "energy" (Hamiltonian, J).
 
     **Version history**: v1 — start displacements uniform over the ring's area, as the
     benchmark (`radius_draw="area"`); v0 — first version, radius uniform (`radius_draw="radius"`).
@@ -329,10 +330,9 @@ class SpringMeshEnv(SystemEnv):
     def _info(self, x: np.ndarray, clipped: bool) -> dict[str, Any]:
         err = self.task.tracking_error(x[None], self.task.x_target[None])[0]
         return {
-            "clipped": clipped,
+            **self.common_info(float(self.data.time), clipped),
             "tracking_error": float(err),
             "energy": float(total_energy(self.params, x)),
-            "time": float(self.data.time),
         }
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

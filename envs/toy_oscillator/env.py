@@ -27,7 +27,7 @@ class ToyOscillatorEnv(SystemEnv):
     ODE (`OscillatorParams.discrete`), so a learned model's error is its own.
 
     State (`get_state`, also the observation): `[q m, p = m q' kg m/s]`.
-    Action: `u` in [-1, 1], a force of `gain · u` N (clipped; `info["clipped"]` says so).
+    Action: `u` in [-1, 1], a force of `gain · u` N (clipped; `info["action_clipped"]` says so).
     Reward: minus the task's stage cost (`OscillatorTask`), regulation to `q = target`.
     Termination: `|q| > max_position` m or a non-finite state.
 
@@ -116,7 +116,7 @@ class ToyOscillatorEnv(SystemEnv):
 
     def _info(self, clipped: bool) -> dict[str, Any]:
         err = self.task.tracking_error(self._x[None], self.task.x_target[None])[0]
-        return {"clipped": clipped, "tracking_error": float(err), "time": self._t}
+        return {**self.common_info(self._t, clipped), "tracking_error": float(err)}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Advance one control period under `action` (1,)."""

@@ -363,7 +363,8 @@ def test_seeded_determinism_and_observation_layout() -> None:
             obs, r, _term, _trunc, info = env.step(rng.uniform(-1, 1, 2).astype(np.float32))
             out.append(np.append(obs, r))
             states.append(env.unwrapped.get_state())
-            assert set(info) == {"measurement", "fidelity", "purity", "action_clipped"}
+            shared = {"action_clipped", "t", "params", "clipped", "time"}
+            assert set(info) == {"measurement", "fidelity", "purity", *shared}
             assert info["measurement"] == obs[-1]
         rec = env.unwrapped.measurement_record()
         assert rec.shape == (20,) and rec[-1] == obs[-1]

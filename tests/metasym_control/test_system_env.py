@@ -71,3 +71,18 @@ def test_every_id_is_registered_and_speaks_the_base_class(env_id: str) -> None:
     _, reward, *_ = env.step(np.zeros(base.action_space.shape, dtype=np.float32))
     assert np.isfinite(reward) and base.dt > 0
     env.close()
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    ["MetaSymQuadrotor-v0", "MetaSymSpringMesh-v1", "MetaSymOpenQuantum-v0", "ToyOscillator-v0"],
+)
+def test_every_env_shares_the_info_keys(env_id: str) -> None:
+    env = gym.make(env_id, disable_env_checker=True)
+    _, info0 = env.reset(seed=0)
+    _, _, _, _, info = env.step(2.0 * np.ones(env.action_space.shape, dtype=np.float32))
+    base = env.unwrapped
+    for i, t, clipped in ((info0, 0.0, False), (info, base.dt, True)):
+        assert i["action_clipped"] is clipped and i["clipped"] is clipped  # old name: alias
+        assert i["t"] == pytest.approx(t) and i["time"] == pytest.approx(t)
+        assert i["params"] == base.params
