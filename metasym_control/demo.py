@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ class DemoConfig:
         adapt_steps: Adam steps on MetaSym's fast weights per adaptation.
         adapt_lr: their learning rate.
         adapt_horizon: rollout length of the adaptation loss, control steps.
+        export_csv: also write every flown run as a CSV log (docs/user_data.md), the format
+            `adapt --data` reads.
     """
 
     env: str | None = None
@@ -73,6 +76,7 @@ class DemoConfig:
     adapt_steps: int = 30
     adapt_lr: float = 3e-3
     adapt_horizon: int = 4
+    export_csv: bool = False
 
     def validate(self) -> None:
         """Check every option up front (`UsageError` naming the flag and its range)."""
@@ -315,6 +319,8 @@ def quadrotor_demo(cfg: DemoConfig) -> None:
     print(table)
     (cfg.out / "table.md").write_text(table + "\n")
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if cfg.export_csv:
+        _export_csv(cfg, "quadrotor", results, base)
     _plot(results, base, cfg.out / "figure8.png")
     print(f"\nplot: {cfg.out / 'figure8.png'}")
     frames = next((r.frames for r in results.values() if r.frames), [])
@@ -407,6 +413,9 @@ def system_demo(system: str, cfg: DemoConfig) -> None:
         "metrics": {label(role, cfg.controller): m for role, m in trial.metrics.items()},
     }
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if cfg.export_csv:
+        runs = {label(role, cfg.controller): r for role, r in trial.runs.items()}
+        _export_csv(cfg, system, runs, trial.env.unwrapped)
     plot = cfg.out / f"{system}.png"
     _plot_system(system, trial.runs, trial.env.unwrapped, plot, cfg.controller)
     print(f"\nplot: {plot}")
@@ -423,6 +432,16 @@ def system_demo(system: str, cfg: DemoConfig) -> None:
         )
         print(f"video: {video}")
     trial.env.close()
+
+
+def _export_csv(cfg: DemoConfig, system: str, runs: dict[str, ClosedLoopResult], env: Any) -> None:
+    """Write each flown run as a log in the system's CSV schema (docs/user_data.md)."""
+    from metasym_control.user_data import write_log
+
+    for name, r in runs.items():
+        slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")  # "mppi_metasym_adapted"
+        path = write_log(cfg.out / f"{slug}.csv", r.to_trajectory(env.env_id, env.dt), system)
+        print(f"log: {path}")
 
 
 def _short_params(d: dict[str, Any]) -> str:

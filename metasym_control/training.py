@@ -182,7 +182,10 @@ class AdaptArgs:
         checkpoint: the meta-trained checkpoint (stem or file); it names its system.
         env: the system, or None to take it from the checkpoint (one that disagrees with the
             checkpoint's is refused).
-        data: trajectory file of the new system (`Trajectory.save`).
+        data: the new system's data: a trajectory file (`Trajectory.save`) or a user's log
+            (a .csv, or an .npz of named columns; docs/user_data.md).
+        params: a JSON file of the system's known parameters (a log's thrust range), or None.
+        tail: fraction of every episode held out to report the fit before and after.
         out: stem of the adapted checkpoint to write.
         budget: the adaptation budget.
         device: "cpu" or "cuda".
@@ -191,6 +194,8 @@ class AdaptArgs:
     checkpoint: Path = DEFAULT_WEIGHTS
     env: str | None = None
     data: Path = Path("support.npz")
+    params: Path | None = None
+    tail: float = 0.2
     out: Path = Path("outputs/adapted")
     budget: AdaptBudget = field(default_factory=AdaptBudget)
     device: str = "cpu"
@@ -205,23 +210,54 @@ class AdaptArgs:
             checkpoint_paths(self.checkpoint)[1].exists(), "--checkpoint",
             "an existing checkpoint", str(self.checkpoint),
         )  # fmt: skip
-        require(
-            trajectory_paths(self.data)[1].exists(), "--data", "an existing trajectory file",
-            str(self.data),
-        )  # fmt: skip
+        from metasym_control.user_data import is_log
+
+        exists = (
+            self.data.exists() if is_log(self.data) else trajectory_paths(self.data)[1].exists()
+        )
+        require(exists, "--data", "an existing trajectory file or log", str(self.data))
+        if self.params is not None:
+            require(self.params.exists(), "--params", "an existing JSON file", str(self.params))
+        require(0.0 < self.tail < 1.0, "--tail", "in (0, 1)", self.tail)
 
 
 def adapt_main(args: AdaptArgs) -> None:
-    """`metasym-control adapt`: adapt a checkpoint to a trajectory file and save the result."""
+    """`metasym-control adapt`: adapt a checkpoint to a trajectory file or a user's log, report
+    the fit on a held-out tail of it before and after, and save the result (nothing is
+    written when the data are refused)."""
+    from metasym_control.user_data import (
+        fit_report,
+        is_log,
+        params_from_file,
+        read_log,
+        split_tail,
+    )
+
     model, meta = load_checkpoint(args.checkpoint, device=args.device)
     name = checkpoint_system(meta, args.env)
-    support = Trajectory.load(args.data, env_id=meta.get("env_id") or None)
-    check_system(name, support, f"--data {args.data}")
+    if is_log(args.data):
+        params = params_from_file(args.params, name) if args.params is not None else None
+        data = read_log(args.data, name, params, model.dt, model.history_len + 2)
+    else:
+        data = Trajectory.load(args.data, env_id=meta.get("env_id") or None)
+    check_system(name, data, f"--data {args.data}")
+    # the tail long enough for the 50-step error where the episodes allow it
+    support, tail = split_tail(data, args.tail, model.history_len + 51, model.history_len + 4)
     t0 = time.perf_counter()
     adapted = model.adapt(support, args.budget)
     dt = time.perf_counter() - t0
     assert isinstance(adapted, LearnedModel)
+    fit = fit_report(model, adapted, tail)
+    for h, b, a, c in zip(fit["horizons"], fit["before"], fit["after"], fit["hold"], strict=True):
+        if b is None:
+            print(f"{h:>3}-step error: the held-out tail is too short")
+        else:
+            print(f"{h:>3}-step error on the held-out tail: {b:.4f} before, {a:.4f} after "
+                  f"(hold the state: {c:.4f}; state-std units)")  # fmt: skip
     path = save_checkpoint(
-        args.out, adapted, training={"adapted_from": str(args.checkpoint)}, system=name
+        args.out,
+        adapted,
+        training={"adapted_from": str(args.checkpoint), "data": str(args.data), "fit": fit},
+        system=name,
     )
     print(f"adapted in {dt:.2f} s on {support.num} trajectories; wrote {path}")

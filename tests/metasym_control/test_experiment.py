@@ -82,7 +82,7 @@ def test_system_demo_writes_table_plot_and_video(
     run_cli(
         monkeypatch,
         "demo", "--env", system, "--steps", "4", "--samples", "16", "--adapt-steps", "2",
-        "--out", str(out),
+        "--out", str(out), "--export-csv",
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["system"] == system
@@ -96,6 +96,11 @@ def test_system_demo_writes_table_plot_and_video(
         assert np.isfinite(m["cost"]) and m["terminated"] == 0, name
     for f in ("table.md", f"{system}.png", f"metasym_{system}.mp4", f"metasym_{system}.gif"):
         assert (out / f).stat().st_size > 0, f
+    # the flown runs as logs in the system's CSV schema, which `adapt --data` reads back
+    from metasym_control.user_data import read_log
+
+    log = read_log(out / "mppi_metasym_adapted.csv", system)
+    assert log.num == 1 and log.lengths[0] == 4
 
 
 def test_a_trial_with_rti_flies_the_adapted_float32_checkpoint() -> None:
