@@ -332,8 +332,10 @@ def _interval(values: Sequence[float], seed: int = 0, n_boot: int = 2000) -> tup
     rng = np.random.default_rng(seed)
     meds = np.median(rng.choice(v, size=(n_boot, v.size), replace=True), axis=1)
     # with infinite values (a settle time never reached) interpolation would give nan
-    method = "linear" if np.all(np.isfinite(meds)) else "nearest"
-    lo, hi = np.quantile(meds, [0.025, 0.975], method=method)
+    if np.all(np.isfinite(meds)):
+        lo, hi = np.quantile(meds, [0.025, 0.975])
+    else:
+        lo, hi = np.quantile(meds, [0.025, 0.975], method="nearest")
     return float(lo), float(hi)
 
 

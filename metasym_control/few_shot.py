@@ -110,8 +110,8 @@ class FewShotArgs:
 
     def validate(self) -> None:
         """Check every option up front (`UsageError` naming the flag and its range)."""
+        from metasym_control.meta_training import validate_train_config
         from metasym_control.systems import known_systems
-        from metasym_control.training import validate_train_config
         from metasym_control.usage import at_least, require
 
         require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)

@@ -128,6 +128,21 @@ class MetaTrainConfig:
         )
 
 
+def validate_train_config(cfg: MetaTrainConfig, prefix: str = "--train.") -> None:
+    """Check the meta-training options (`UsageError` naming the flag and its range)."""
+    from metasym_control.usage import at_least, positive
+
+    at_least(prefix + "steps", cfg.steps, 1)
+    at_least(prefix + "meta-batch", cfg.meta_batch, 0)
+    at_least(prefix + "support-episodes", cfg.support_episodes, 1)
+    at_least(prefix + "inner-steps", cfg.inner_steps, 0)
+    positive(prefix + "inner-lr", cfg.inner_lr)
+    at_least(prefix + "horizon", cfg.horizon, 1)
+    at_least(prefix + "inner-horizon", cfg.inner_horizon, 1)
+    at_least(prefix + "batch-windows", cfg.batch_windows, 0)
+    positive(prefix + "outer-lr", cfg.outer_lr)
+
+
 @dataclass
 class _TaskData:
     """Windows of one task, per episode, for the support and the query horizons."""

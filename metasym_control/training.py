@@ -19,6 +19,7 @@ from metasym_control.meta_training import (
     init_distributed,
     meta_train,
     shutdown_distributed,
+    validate_train_config,
 )
 from metasym_control.models.learned import LearnedModel
 from metasym_control.models.metasym import MetaSymConfig
@@ -84,21 +85,6 @@ class TrainArgs:
         at_least("--episodes", self.episodes, 1)
         at_least("--steps-per-episode", self.steps_per_episode, 1, optional=True)
         validate_train_config(self.train)
-
-
-def validate_train_config(cfg: MetaTrainConfig, prefix: str = "--train.") -> None:
-    """Check the meta-training options (`UsageError` naming the flag and its range)."""
-    from metasym_control.usage import at_least, positive
-
-    at_least(prefix + "steps", cfg.steps, 1)
-    at_least(prefix + "meta-batch", cfg.meta_batch, 0)
-    at_least(prefix + "support-episodes", cfg.support_episodes, 1)
-    at_least(prefix + "inner-steps", cfg.inner_steps, 0)
-    positive(prefix + "inner-lr", cfg.inner_lr)
-    at_least(prefix + "horizon", cfg.horizon, 1)
-    at_least(prefix + "inner-horizon", cfg.inner_horizon, 1)
-    at_least(prefix + "batch-windows", cfg.batch_windows, 0)
-    positive(prefix + "outer-lr", cfg.outer_lr)
 
 
 def run_training(args: TrainArgs) -> LearnedModel:
