@@ -63,7 +63,7 @@ bench-control: $(STAMP)
 	$(PY) benchmarks/bench_control.py
 
 weights: $(STAMP)
-	$(PY) -m metasym_control.cli train-default --all
+	$(PY) -m metasym_control.cli train-default --all --out metasym_control/weights
 
 clean:
 	rm -rf build .mypy_cache .ruff_cache .pytest_cache outputs

@@ -56,6 +56,8 @@ class DemoConfig:
         adapt_horizon: rollout length of the adaptation loss, control steps.
         export_csv: also write every flown run as a CSV log (docs/user_data.md), the format
             `adapt --data` reads.
+        task: the task of the non-quadrotor demos (None: the system's default; e.g. the
+            mesh's "hold_edge").
     """
 
     env: str | None = None
@@ -77,6 +79,7 @@ class DemoConfig:
     adapt_lr: float = 3e-3
     adapt_horizon: int = 4
     export_csv: bool = False
+    task: str | None = None
 
     def validate(self) -> None:
         """Check every option up front (`UsageError` naming the flag and its range)."""
@@ -84,6 +87,12 @@ class DemoConfig:
 
         if self.env is not None:
             require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)
+        if self.task is not None:
+            from metasym_control.systems import get_system
+
+            tasks = get_system(self.env or "quadrotor").tasks
+            ok = self.env not in (None, "quadrotor") and self.task in tasks
+            require(ok, "--task", f"one of {list(tasks)} with a non-quadrotor --env", self.task)
         at_least("--steps", self.steps, 1, optional=True)
         require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
         positive("--seconds", self.seconds)
@@ -390,6 +399,7 @@ def system_demo(system: str, cfg: DemoConfig) -> None:
         controller=cfg.controller,
         render=cfg.video,
         render_every=1,
+        env_overrides={} if cfg.task is None else {entry.task_kwarg: cfg.task},
     )
     trial = run_trial(entry, params, model, tcfg, seed=cfg.seed, progress=True)
     print(

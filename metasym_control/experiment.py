@@ -351,6 +351,8 @@ class ExperimentArgs:
         steps: closed-loop steps per episode (None: each system's default).
         samples: MPPI samples (None: each system's default).
         checkpoint: a MetaSym checkpoint stem instead of the shipped one (one env only).
+        task: the task (None: each system's default, e.g. the mesh's "settle"; one env only).
+        export_csv: also write every flown run as a CSV log into `out/logs/`.
         out: folder for the JSON summary and the markdown table.
         benchmarks: BENCHMARKS.md to update (its experiment section), or None.
     """
@@ -362,6 +364,8 @@ class ExperimentArgs:
     steps: int | None = None
     samples: int | None = None
     checkpoint: Path | None = None
+    task: str | None = None
+    export_csv: bool = False
     out: Path = Path("outputs/experiment")
     benchmarks: Path | None = Path("BENCHMARKS.md")
 
@@ -378,6 +382,10 @@ class ExperimentArgs:
         require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
         at_least("--steps", self.steps, 1, optional=True)
         at_least("--samples", self.samples, 1, optional=True)
+        if self.task is not None:
+            require(len(self.envs) == 1, "--task", "used with exactly one --envs", self.envs)
+            tasks = get_system(self.envs[0]).tasks
+            require(self.task in tasks, "--task", f"one of {list(tasks)}", self.task)
         if self.checkpoint is not None:
             require(len(self.envs) == 1, "--checkpoint", "used with exactly one --envs", self.envs)
             require(
@@ -397,8 +405,12 @@ def run_experiment(
     model_loader: Callable[[], DynamicsModel],
     cfg: TrialConfig,
     progress: bool = True,
+    export_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Trials on `n_systems` held-out systems; per-role metric lists and the goals.
+
+    With `export_dir`, every run is also written as a CSV log `<system>_<i>_<role>.csv`
+    (docs/user_data.md).
 
     Returns:
         {"system", "controller", "params": [...], "values": {metric: {role: [per system]}},
@@ -410,6 +422,13 @@ def run_experiment(
     adapt_s = []
     for i, p in enumerate(tqdm(params, desc=f"{system} held-out systems", disable=not progress)):
         trial = run_trial(entry, p, model_loader(), cfg, seed=seed + 17 * i)
+        if export_dir is not None:
+            from metasym_control.user_data import write_log
+
+            base = trial.env.unwrapped
+            for role, run in trial.runs.items():
+                log = run.to_trajectory(base.env_id, base.dt)
+                write_log(export_dir / f"{system}_{i}_{role}.csv", log, system)
         trial.env.close()
         adapt_s.append(trial.adapt_seconds)
         for ctrl, m in trial.metrics.items():
@@ -519,8 +538,15 @@ def experiment_main(args: ExperimentArgs) -> None:
 
     if args.checkpoint is not None and len(args.envs) != 1:
         raise SystemExit("experiment: --checkpoint needs exactly one --envs system")
-    cfg = TrialConfig(steps=args.steps, samples=args.samples, controller=args.controller)
     for system in args.envs:
+        entry = get_system(system)
+        overrides = {} if args.task is None else {entry.task_kwarg: args.task}
+        cfg = TrialConfig(
+            steps=args.steps,
+            samples=args.samples,
+            controller=args.controller,
+            env_overrides=overrides,
+        )
 
         def loader(system: str = system) -> DynamicsModel:
             if args.checkpoint is not None:
@@ -528,10 +554,12 @@ def experiment_main(args: ExperimentArgs) -> None:
             return load_pretrained(system, dtype=torch.float64)
 
         t0 = time.perf_counter()
-        summary = run_experiment(system, args.systems, args.seed, loader, cfg)
+        logs = args.out / "logs" if args.export_csv else None
+        summary = run_experiment(system, args.systems, args.seed, loader, cfg, export_dir=logs)
         extra = "" if args.steps is None else f" --steps {args.steps}"
         extra += "" if args.samples is None else f" --samples {args.samples}"
         extra += "" if args.checkpoint is None else f" --checkpoint {args.checkpoint}"
+        extra += "" if args.task is None else f" --task {args.task}"
         command = (
             f"metasym-control experiment --envs {system} --systems {args.systems} "
             f"--controller {args.controller} --seed {args.seed}{extra}"

@@ -20,7 +20,7 @@ from metasym_control.models.metasym import MetaSymConfig
 from metasym_control.models.registry import ModelKind
 from metasym_control.params import jsonable
 from metasym_control.training import TrainArgs, run_training
-from metasym_control.weights import WEIGHTS_DIR, weights_stem
+from metasym_control.weights import weights_stem
 
 DEFAULT_TRAIN = MetaTrainConfig(
     steps=1200,
@@ -106,7 +106,8 @@ class TrainDefaultArgs:
         model: the model kind.
         all: regenerate every shipped checkpoint (`make weights`).
         device: "cpu" (minutes on 2 cores; see docs/metasym.md) or "cuda".
-        out: folder of the checkpoints (default: the package's weights folder).
+        out: folder of the checkpoints (`make weights` passes the package's weights folder;
+            the default keeps a trial run from overwriting the shipped ones).
         meta_steps: outer meta-training steps (None: the recipe's; fewer for a trial).
         n_tasks, episodes, steps_per_episode: data size (None: the recipe's; for a trial).
     """
@@ -115,7 +116,7 @@ class TrainDefaultArgs:
     model: str = "metasym"
     all: bool = False
     device: str = "cpu"
-    out: Path = WEIGHTS_DIR
+    out: Path = Path("outputs/weights")
     meta_steps: int | None = None
     n_tasks: int | None = None
     episodes: int | None = None

@@ -18,6 +18,10 @@ class FormatError(ValueError):
     """A file on disk is corrupt, truncated, of another kind or of another version."""
 
 
+_META_KEYS = ("dt", "env_id", "params", "state_names", "state_units", "action_names", "meta")
+"""The keys a trajectory file's JSON must hold."""
+
+
 def trajectory_paths(path: str | Path) -> tuple[Path, Path]:
     """(`<stem>.npz`, `<stem>.json`) of a trajectory file given as either file or the stem."""
     base = Path(path)
@@ -236,6 +240,9 @@ class Trajectory:
                 f"{jpath}: trajectory format version {meta.get('format_version')}, this "
                 f"library reads version {TRAJECTORY_FORMAT_VERSION}"
             )
+        missing = [k for k in _META_KEYS if k not in meta]
+        if missing:
+            raise FormatError(f"{jpath}: trajectory metadata lacks the key(s) {', '.join(missing)}")
         if env_id is not None and meta["env_id"] != env_id:
             raise FormatError(f"{jpath}: data from {meta['env_id']}, expected {env_id}")
         try:

@@ -99,6 +99,13 @@ class SpringMeshParams(SystemParams):
             raise ValueError(f"{name}.actuated: particles {bad} are pinned, not free")
         if not self.actuated_indices:
             raise ValueError(f"{name}.actuated must name at least one free particle")
+        for field in ("spring_scales", "mass_scales"):
+            value = getattr(self, field)
+            if not isinstance(value, (tuple, list)):
+                raise ValueError(
+                    f"{name}.{field} must be a sequence of per-element multipliers (or empty), "
+                    f"got {value!r}"
+                )
         if self.spring_scales:
             s = np.asarray(self.spring_scales, dtype=float)
             n_springs = len(_spring_pairs(self.rows, self.cols, pinned))

@@ -521,6 +521,7 @@ def test_bad_actions_raise_and_out_of_range_is_clipped() -> None:
         ({"spring_scales": (1.0, 2.0)}, "spring_scales"),
         ({"spring_scales": (1.0,) * 67 + (0.0,)}, "non-positive stiffness"),
         ({"mass_scales": (1.0,) * 19 + (-1.0,)}, "non-positive mass"),
+        ({"mass_scales": -1.0}, "mass_scales must be a sequence"),
     ],
 )
 def test_bad_params_name_the_field(kwargs: dict, field: str) -> None:

@@ -28,6 +28,9 @@ CASES = [
     (["experiment", "--systems", "0"], "--systems must be >= 1"),
     (["experiment", "--envs", "nope"], "--envs must be systems of"),
     (["train-default", "--meta-steps", "0"], "--meta-steps must be >= 1"),
+    (["demo", "--env", "spring_mesh", "--task", "loop"], "--task must be one of"),
+    (["experiment", "--envs", "spring_mesh", "--task", "loop"], "--task must be one of"),
+    (["adapt", "--data", "log.csv", "--tail", "1.5"], "--data must be an existing"),
 ]
 
 

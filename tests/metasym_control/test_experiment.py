@@ -59,7 +59,12 @@ def test_experiment_runs_end_to_end_and_writes_its_section(
         "--samples", "16",
         "--out", str(tmp_path / "exp"),
         "--benchmarks", str(bench),
+        "--export-csv",
     )  # fmt: skip
+    from metasym_control.user_data import read_log
+
+    for i in range(2):
+        assert read_log(tmp_path / "exp" / "logs" / f"quantum_{i}_adapted.csv", "quantum").num == 1
     summary = json.loads((tmp_path / "exp" / "quantum_mppi.json").read_text())
     assert set(summary["values"]["fidelity_2nd_half"]) == set(ROLES)
     for role, v in summary["values"]["cost"].items():
@@ -101,6 +106,19 @@ def test_system_demo_writes_table_plot_and_video(
 
     log = read_log(out / "mppi_metasym_adapted.csv", system)
     assert log.num == 1 and log.lengths[0] == 4
+
+
+def test_the_mesh_hold_edge_task_flies_with_the_adapted_metasym(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out = tmp_path / "hold"
+    run_cli(
+        monkeypatch,
+        "demo", "--env", "spring_mesh", "--task", "hold_edge", "--steps", "3", "--samples", "16",
+        "--adapt-steps", "2", "--no-video", "--out", str(out),
+    )  # fmt: skip
+    metrics = json.loads((out / "summary.json").read_text())["metrics"]
+    assert np.isfinite(metrics["MPPI + MetaSym (adapted)"]["cost"])
 
 
 def test_a_trial_with_rti_flies_the_adapted_float32_checkpoint() -> None:

@@ -94,3 +94,21 @@ def test_non_finite_data_is_refused_naming_trajectory_and_step() -> None:
     actions[0, 3, 0] = np.inf
     with pytest.raises(ValueError, match="non-finite action in trajectory 0 at step 3"):
         Trajectory(states=states, actions=actions, **kwargs)
+
+
+def test_a_file_missing_a_metadata_key_is_a_format_error(tmp_path: Path) -> None:
+    tr = Trajectory(
+        states=np.zeros((1, 3, 2)),
+        actions=np.zeros((1, 2, 1)),
+        lengths=np.array([2]),
+        terminated=np.zeros(1, bool),
+        params=[{}],
+        dt=0.1,
+        env_id="ToyOscillator-v0",
+    )
+    tr.save(tmp_path / "d")
+    meta = json.loads((tmp_path / "d.json").read_text())
+    del meta["dt"]
+    (tmp_path / "d.json").write_text(json.dumps(meta))
+    with pytest.raises(FormatError, match="lacks the key"):
+        Trajectory.load(tmp_path / "d")
