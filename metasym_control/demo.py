@@ -207,6 +207,7 @@ def quadrotor_demo(cfg: DemoConfig) -> None:
     from metasym_control.models.quadrotor_analytic import QuadrotorModel
 
     logging.basicConfig(level=logging.WARNING)
+    metasym = _load_metasym(cfg)  # first: a refused checkpoint leaves nothing behind
     cfg.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     true_params = sample_quadrotor_params(rng, "test").replace(gust_std=0.0)
@@ -230,7 +231,6 @@ def quadrotor_demo(cfg: DemoConfig) -> None:
     )
 
     # 2. the models: nominal physics, MetaSym adapted on the support data, the oracle
-    metasym = _load_metasym(cfg)
     t0 = time.perf_counter()
     adapted = metasym.adapt(support, cfg.adapt_budget)
     adapt_s = time.perf_counter() - t0
@@ -384,11 +384,11 @@ def system_demo(system: str, cfg: DemoConfig) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     entry = get_system(system)
-    cfg.out.mkdir(parents=True, exist_ok=True)
     if cfg.checkpoint is not None:
         model: DynamicsModel = load_checkpoint(cfg.checkpoint, dtype=torch.float64)[0]
     else:
         model = load_pretrained(system, dtype=torch.float64)
+    cfg.out.mkdir(parents=True, exist_ok=True)  # after the checks that may refuse the run
     (params,) = held_out_params(entry, 1, cfg.seed, PARAM_OVERRIDES.get(system))
     print(f"Unseen {system} (test split, seed {cfg.seed}): {_short_params(params.to_dict())}")
     tcfg = TrialConfig(

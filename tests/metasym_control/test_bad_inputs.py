@@ -61,3 +61,23 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "UsageError" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "adapt"])
+def test_a_corrupt_checkpoint_is_one_line_and_leaves_nothing(command: str, tmp_path: Path) -> None:
+    from metasym_control.weights import weights_stem
+
+    stem = weights_stem("quantum")
+    (tmp_path / "ck.json").write_text(stem.with_suffix(".json").read_text())
+    (tmp_path / "ck.safetensors").write_bytes(stem.with_suffix(".safetensors").read_bytes()[:999])
+    out = tmp_path / "out"
+    extra = ["--data", str(tmp_path / "ck.json")] if command == "adapt" else []
+    proc = subprocess.run(
+        [sys.executable, "-m", "metasym_control.cli", command, "--checkpoint",
+         str(tmp_path / "ck"), "--out", str(out), *extra],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupt or truncated" in lines[0], proc.stderr
+    assert not out.exists() and not out.with_suffix(".json").exists()
