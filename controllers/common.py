@@ -8,12 +8,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from metasym_control.controller import Controller, History
 from metasym_control.dynamics import DynamicsModel, Memory
 from metasym_control.task import Task
 
 logger = logging.getLogger(__name__)
 
-FallbackKind = Literal["none", "shifted_plan", "safe_action"]
+FallbackKind = Literal["none", "shifted_plan", "controller", "safe_action"]
 FaultKind = Literal["none", "non_finite", "untrusted", "solver_failed", "infeasible"]
 
 
@@ -156,3 +157,33 @@ class FallbackCounter:
         info["fault"] = fault
         info["fallback_count"] = self.total
         info["fallback_counts"] = dict(self.by_fault)
+
+
+def last_resort(
+    fallback: Controller | None, task: Task, state: np.ndarray, t: float
+) -> tuple[np.ndarray, FallbackKind]:
+    """The action when no plan can be trusted: the fallback controller's, else the safe action.
+
+    A fallback controller that stabilises the real system (the quadrotor's cascaded PD) keeps
+    it flying; the safe action (the task's reference action, the nominal hover) does not
+    answer a heavier vehicle or wind. A controller that raises or returns a non-finite action
+    drops to the safe action (logged).
+
+    Args:
+        fallback: a `Controller` or None.
+        task: the task (action bounds, reference action).
+        state: (nx,) current state; t: time, s.
+
+    Returns:
+        (nu,) action within the bounds, and "controller" or "safe_action".
+    """
+    if fallback is not None:
+        try:
+            empty = History(0, task.state_dim, task.action_dim)  # a Markov fallback needs none
+            u = np.asarray(fallback.act(state, t, empty), dtype=np.float64).reshape(-1)
+            if u.shape == (task.action_dim,) and np.all(np.isfinite(u)):
+                return np.clip(u, task.action_lower, task.action_upper), "controller"
+            logger.warning("fallback controller returned %s; using the safe action", u)
+        except Exception as exc:  # the last resort must not raise
+            logger.warning("fallback controller raised %s: %s", type(exc).__name__, exc)
+    return safe_action(task, t), "safe_action"

@@ -11,14 +11,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from metasym_control.controller import Controller
 from metasym_control.controllers.common import (
     FallbackCounter,
     FallbackKind,
     FaultKind,
     check_plan,
     history_window,
+    last_resort,
     model_device_dtype,
-    safe_action,
     trusted_bounds,
 )
 from metasym_control.controllers.objective import SequenceObjective
@@ -127,9 +128,11 @@ class MPPI:
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        fallback: Controller | None = None,
     ) -> None:
         self.config = config or MPPIConfig()
         self.task = task
+        self.fallback = fallback
         self.device, self.dtype = model_device_dtype(model, device, dtype)
         dtype = self.dtype
         self.model: DynamicsModel | None = model
@@ -160,6 +163,8 @@ class MPPI:
         self._generator.manual_seed(self.config.seed)
         self._warm = None
         self._counter.reset()
+        if self.fallback is not None:
+            self.fallback.reset()
         self.last_plan = None
         self.last_actions = None
         self.last_info = {}
@@ -220,7 +225,7 @@ class MPPI:
                     x0, memory, t, warm if self._warm is not None else None
                 )
             # warm start of the next step: this plan shifted by one, tail from the reference
-            if fallback == "safe_action":
+            if fallback in ("safe_action", "controller"):
                 self._warm = None
             else:
                 nxt = torch.as_tensor(plan_u_np, device=self.device, dtype=self.dtype)
@@ -365,16 +370,18 @@ class MPPI:
     def _fallback(
         self, x0: torch.Tensor, memory: Memory, t: float, warm: torch.Tensor | None
     ) -> tuple[np.ndarray, np.ndarray, FallbackKind]:
-        """The shifted previous plan if its prediction is sound, else the safe action."""
+        """The shifted previous plan if its prediction is sound, else the fallback
+        controller's action, else the safe action (`last_resort`)."""
         assert self.model is not None
         if warm is not None:
             xs = self.model.rollout(x0[None], warm[None], expand_memory(memory, (1,)))[0]
             xs_np = xs.cpu().numpy()
             if check_plan(xs_np, self._trust) == "none":
                 return warm.cpu().numpy(), xs_np, "shifted_plan"
-        u_safe = safe_action(self.task, t)
-        plan_u = np.repeat(u_safe[None], self.config.horizon, axis=0)
-        return plan_u, np.full((self.config.horizon, self.task.state_dim), np.nan), "safe_action"
+        state = x0.detach().cpu().double().numpy()
+        u_last, kind = last_resort(self.fallback, self.task, state, t)
+        plan_u = np.repeat(u_last[None], self.config.horizon, axis=0)
+        return plan_u, np.full((self.config.horizon, self.task.state_dim), np.nan), kind
 
 
 def _noise_spectrum(

@@ -16,14 +16,15 @@ from typing import Any, Literal, cast
 import numpy as np
 import torch
 
+from metasym_control.controller import Controller
 from metasym_control.controllers.common import (
     FallbackCounter,
     FallbackKind,
     FaultKind,
     check_plan,
     history_memory,
+    last_resort,
     model_device_dtype,
-    safe_action,
     trusted_bounds,
 )
 from metasym_control.controllers.linearization import (
@@ -176,9 +177,11 @@ class NMPC:
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        fallback: Controller | None = None,
     ) -> None:
         self.config = c = config or NMPCConfig()
         self.task = task
+        self.fallback = fallback
         self.device, self.dtype = model_device_dtype(model, device, dtype)
         dtype = self.dtype
         self.nx, self.nu = task.state_dim, task.action_dim
@@ -308,7 +311,7 @@ class NMPC:
         if fault != "none" or w_sol is None:
             w_sol, fallback = self._fallback(x0, t, memory, prev_shift)
         xs, us = self._layout.split(w_sol)
-        if fallback == "safe_action":
+        if fallback in ("safe_action", "controller"):
             self._solution = None
             self._ipopt_duals = None
             self._lam_dyn = None
@@ -349,7 +352,8 @@ class NMPC:
     def _fallback(
         self, x0: np.ndarray, t: float, memory: Memory, prev_shift: np.ndarray | None
     ) -> tuple[np.ndarray, FallbackKind]:
-        """Shifted previous plan if its prediction passes the checks, else the safe action."""
+        """Shifted previous plan if its prediction passes the checks, else the fallback
+        controller's action, else the safe action (`last_resort`)."""
         n = self.config.horizon
         if prev_shift is not None:
             _, us = self._layout.split(prev_shift)
@@ -357,11 +361,11 @@ class NMPC:
             if check_plan(xs, self._trust) == "none":
                 plan = self._layout.join(np.concatenate([x0[None], xs], axis=0), us)
                 return plan, "shifted_plan"
-        u_safe = safe_action(self.task, t)
-        us = np.repeat(u_safe[None], n, axis=0)
+        u_last, kind = last_resort(self.fallback, self.task, x0, t)
+        us = np.repeat(u_last[None], n, axis=0)
         xs = np.full((n + 1, self.nx), np.nan)
         xs[0] = x0
-        return self._layout.join(xs, us), "safe_action"
+        return self._layout.join(xs, us), kind
 
     # ------------------------------------------------------------------ RTI
     def _solve_rti(

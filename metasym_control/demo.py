@@ -131,7 +131,12 @@ def _make_controller(
 ) -> Controller:
     from metasym_control.controllers.mppi import MPPI, MPPIConfig
     from metasym_control.controllers.nmpc import NMPC, NMPCConfig
+    from metasym_control.systems import get_system
 
+    # when no plan can be trusted: the registry's fallback (the cascaded PD on the nominal
+    # physics) stabilises the held-out vehicles; the nominal hover command does not
+    make_fallback = get_system("quadrotor").fallback
+    fallback = make_fallback(task, 0.02) if make_fallback is not None else None
     if kind == "mppi":
         mcfg = MPPIConfig(
             horizon=cfg.horizon,
@@ -140,8 +145,8 @@ def _make_controller(
             noise_beta=1.0,
             seed=cfg.seed,
         )
-        return MPPI(model, task, mcfg, device=device)
-    return NMPC(model, task, NMPCConfig(horizon=cfg.horizon, mode="rti"))
+        return MPPI(model, task, mcfg, device=device, fallback=fallback)
+    return NMPC(model, task, NMPCConfig(horizon=cfg.horizon, mode="rti"), fallback=fallback)
 
 
 def _plot(results: dict[str, ClosedLoopResult], env: Any, path: Path) -> None:

@@ -145,8 +145,10 @@ def make_mpc(
     from metasym_control.controllers.mppi import MPPI, MPPIConfig
     from metasym_control.controllers.nmpc import NMPC, NMPCConfig
 
+    fallback = entry.fallback(task, float(model.dt)) if entry.fallback is not None else None
     if cfg.controller == "rti":
-        return NMPC(model, task, NMPCConfig(horizon=cfg.horizon or entry.mpc.horizon, mode="rti"))
+        horizon = cfg.horizon or entry.mpc.horizon
+        return NMPC(model, task, NMPCConfig(horizon=horizon, mode="rti"), fallback=fallback)
     mcfg = MPPIConfig(
         horizon=cfg.horizon or entry.mpc.horizon,
         num_samples=cfg.samples or entry.mpc.samples,
@@ -155,7 +157,7 @@ def make_mpc(
         noise_beta=1.0,
         seed=seed,
     )
-    return MPPI(model, task, mcfg)
+    return MPPI(model, task, mcfg, fallback=fallback)
 
 
 def run_trial(

@@ -39,6 +39,7 @@ from metasym_control.trajectory import Trajectory
 
 if TYPE_CHECKING:
     from metasym_control.closed_loop import ClosedLoopResult
+    from metasym_control.controller import Controller
     from metasym_control.data import BatchPolicy
     from metasym_control.dynamics import DynamicsModel
 
@@ -98,6 +99,9 @@ class SystemEntry:
             `env_kwargs` (e.g. the pendulum's hanging start; data keeps `env_kwargs`).
         metrics: optional `(ClosedLoopResult, env) -> {name: value}` scores of a closed-loop
             run beyond the task cost (e.g. the qubit's mean fidelity), `env` unwrapped.
+        fallback: optional `(task, dt) -> Controller` that stabilises any system of the range
+            without a model, flown when no MPC plan can be trusted (the quadrotor's cascaded
+            PD); None: the task's reference action.
     """
 
     name: str
@@ -119,6 +123,7 @@ class SystemEntry:
     trial_steps: int = 200
     trial_kwargs: Mapping[str, Any] = field(default_factory=dict)
     metrics: Callable[[ClosedLoopResult, Any], dict[str, float]] | None = None
+    fallback: Callable[[Any, float], Controller] | None = None
 
     def make_env(self, **overrides: Any) -> Any:
         """`gymnasium.make(env_id, **env_kwargs, **overrides)` (the env checker off)."""
@@ -163,6 +168,12 @@ def _quadrotor_entry() -> SystemEntry:
             lo[13:17], hi[13:17] = params.min_thrust, params.max_thrust
         return lo, hi
 
+    def fallback(task: Any, dt: float) -> Controller:
+        from metasym_control.controllers.cascaded_pd import CascadedPD
+
+        # the nominal physics: the PD stabilises every held-out vehicle tried
+        return CascadedPD(QuadrotorParams(), task, dt=dt)
+
     return SystemEntry(
         name="quadrotor",
         description="MuJoCo X-quadrotor (mass, inertia, drag, wind vary)",
@@ -178,6 +189,7 @@ def _quadrotor_entry() -> SystemEntry:
         mpc=MPCDefaults(horizon=20, samples=256, noise_sigma=0.15, temperature=0.1),
         episode_steps=150,
         state_dims=(13, 17),
+        fallback=fallback,
     )
 
 
