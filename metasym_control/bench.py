@@ -6,7 +6,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +98,18 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def bootstrap_median_interval(
+    values: Sequence[float], seed: int = 0, n_boot: int = 2000
+) -> tuple[float, float]:
+    """95% bootstrap interval of the median."""
+    v = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    meds = np.median(rng.choice(v, size=(n_boot, v.size), replace=True), axis=1)
+    # with infinite values (a settle time never reached) interpolation would give nan
+    if np.all(np.isfinite(meds)):
+        lo, hi = np.quantile(meds, [0.025, 0.975])
+    else:
+        lo, hi = np.quantile(meds, [0.025, 0.975], method="nearest")
+    return float(lo), float(hi)

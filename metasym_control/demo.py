@@ -4,149 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from metasym_control.bench import markdown_table
-from metasym_control.closed_loop import ClosedLoopResult, OnlineAdaptConfig, run_closed_loop
-from metasym_control.controller import Controller
-from metasym_control.dynamics import AdaptBudget, DynamicsModel
-from metasym_control.usage import at_least, positive, require
+from metasym_control.closed_loop import ClosedLoopResult
+from metasym_control.demo_config import DemoConfig
+from metasym_control.dynamics import DynamicsModel
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Settings of `metasym-control demo` (shipped defaults reproduce the README's table).
-
-    Attributes:
-        env: the system: "quadrotor" (the figure-8 flight below) or any other registered
-            system with a shipped checkpoint ("spring_mesh", "quantum"): a held-out system
-            under zero action and MPPI with the nominal, adapted-MetaSym and oracle models
-            (`metasym_control.experiment.run_trial`). None: the checkpoint's system, else
-            the quadrotor; an `env` that disagrees with `checkpoint` is refused.
-        steps: closed-loop control steps of the non-quadrotor demos (None: the system's
-            `trial_steps`).
-        controller: MPC flavour flying the learned and analytic models: "mppi" (sampling,
-            torch) or "rti" (real-time-iteration SQP on CasADi, learned models linearised by
-            torch Jacobians).
-        seconds: length of each figure-8 flight, s (one lap at ω = 1 rad/s is 6.3 s).
-        support_seconds: flight of the exploration policy on the unseen quadrotor whose data
-            MetaSym adapts to before the MPC flight, s.
-        seed: seed of the unseen system, the support flight and the controllers.
-        omega: figure-8 rate, rad/s.
-        horizon: MPC horizon, control steps of 0.02 s.
-        samples: MPPI samples K.
-        online: re-adapt MetaSym in the loop on a sliding window of what it has just seen.
-        checkpoint: MetaSym checkpoint stem (None: the shipped default weights).
-        out: folder for the plot, the video, the table and the JSON summary.
-        video: render a video of the MetaSym flight (software EGL rendering: ~0.03 s/frame).
-        video_every: keep every n-th control step in the video.
-        include_oracle: also fly MPC with the true parameters (the best any model can do).
-        adapt_steps: Adam steps on MetaSym's fast weights per adaptation.
-        adapt_lr: their learning rate.
-        adapt_horizon: rollout length of the adaptation loss, control steps.
-        export_csv: also write every flown run as a CSV log (docs/user_data.md), the format
-            `adapt --data` reads.
-        task: the task of the non-quadrotor demos (None: the system's default; e.g. the
-            mesh's "hold_edge").
-    """
-
-    env: str | None = None
-    steps: int | None = None
-    controller: Literal["mppi", "rti"] = "mppi"
-    seconds: float = 8.0
-    support_seconds: float = 3.0
-    seed: int = 0
-    omega: float = 1.0
-    horizon: int = 20
-    samples: int = 256
-    online: bool = True
-    checkpoint: Path | None = None
-    out: Path = Path("outputs/demo")
-    video: bool = True
-    video_every: int = 2
-    include_oracle: bool = True
-    adapt_steps: int = 30
-    adapt_lr: float = 3e-3
-    adapt_horizon: int = 4
-    export_csv: bool = False
-    task: str | None = None
-
-    def validate(self) -> None:
-        """Check every option up front (`UsageError` naming the flag and its range)."""
-        from metasym_control.systems import known_systems
-
-        if self.env is not None:
-            require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)
-        if self.task is not None:
-            from metasym_control.systems import get_system
-
-            tasks = get_system(self.env or "quadrotor").tasks
-            ok = self.env not in (None, "quadrotor") and self.task in tasks
-            require(ok, "--task", f"one of {list(tasks)} with a non-quadrotor --env", self.task)
-        at_least("--steps", self.steps, 1, optional=True)
-        require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
-        positive("--seconds", self.seconds)
-        positive("--support-seconds", self.support_seconds)
-        positive("--omega", self.omega)
-        at_least("--horizon", self.horizon, 1)
-        at_least("--samples", self.samples, 1)
-        at_least("--video-every", self.video_every, 1)
-        at_least("--adapt-steps", self.adapt_steps, 0)
-        positive("--adapt-lr", self.adapt_lr)
-        at_least("--adapt-horizon", self.adapt_horizon, 1)
-        if self.checkpoint is not None:
-            from metasym_control.checkpoint import checkpoint_paths
-
-            require(
-                checkpoint_paths(self.checkpoint)[1].exists(),
-                "--checkpoint",
-                "an existing checkpoint (stem.json and stem.safetensors)",
-                str(self.checkpoint),
-            )
-
-    @property
-    def adapt_budget(self) -> AdaptBudget:
-        """The budget of the few-shot and the online adaptations (Adam on the fast weights)."""
-        return AdaptBudget(
-            inner_steps=self.adapt_steps,
-            lr=self.adapt_lr,
-            optimizer="adam",
-            horizon=self.adapt_horizon,
-            seed=self.seed,
-        )
-
-
-def _make_controller(
-    kind: str, model: DynamicsModel, task: Any, cfg: DemoConfig, device: str = "cpu"
-) -> Controller:
-    from metasym_control.controllers.mppi import MPPI, MPPIConfig
-    from metasym_control.controllers.nmpc import NMPC, NMPCConfig
-    from metasym_control.systems import get_system
-
-    # when no plan can be trusted: the registry's fallback (the cascaded PD on the nominal
-    # physics) stabilises the held-out vehicles; the nominal hover command does not
-    make_fallback = get_system("quadrotor").fallback
-    fallback = make_fallback(task, 0.02) if make_fallback is not None else None
-    if kind == "mppi":
-        mcfg = MPPIConfig(
-            horizon=cfg.horizon,
-            num_samples=cfg.samples,
-            noise_sigma=0.15,
-            noise_beta=1.0,
-            seed=cfg.seed,
-        )
-        return MPPI(model, task, mcfg, device=device, fallback=fallback)
-    return NMPC(model, task, NMPCConfig(horizon=cfg.horizon, mode="rti"), fallback=fallback)
 
 
 def _plot(results: dict[str, ClosedLoopResult], env: Any, path: Path) -> None:
@@ -203,13 +72,8 @@ def quadrotor_demo(cfg: DemoConfig) -> None:
     Writes `figure8.png`, `metasym_flight.mp4` (and a GIF), `table.md` and `summary.json` to
     `cfg.out` and prints the table.
     """
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    import gymnasium as gym
-
-    from metasym_control.controllers.cascaded_pd import CascadedPD
-    from metasym_control.data import collect_quadrotor_dataset
     from metasym_control.envs.quadrotor import QuadrotorParams, sample_quadrotor_params
-    from metasym_control.models.quadrotor_analytic import QuadrotorModel
+    from metasym_control.figure8 import fly_figure8
 
     logging.basicConfig(level=logging.WARNING)
     metasym = _load_metasym(cfg)  # first: a refused checkpoint leaves nothing behind
@@ -223,71 +87,9 @@ def quadrotor_demo(cfg: DemoConfig) -> None:
         f"wind {np.round(true_params.wind, 2).tolist()} N, "
         f"drag {np.round(true_params.drag, 3).tolist()} N·s/m"
     )
-
-    # 1. a few seconds of exploratory flight on the unseen system: the support data
-    support = collect_quadrotor_dataset(
-        n_tasks=1,
-        episodes_per_task=1,
-        steps=round(cfg.support_seconds / 0.02),
-        split="test",
-        seed=cfg.seed + 1,
-        params=[true_params],
-        num_envs=1,
-    )
-
-    # 2. the models: nominal physics, MetaSym adapted on the support data, the oracle
-    t0 = time.perf_counter()
-    adapted = metasym.adapt(support, cfg.adapt_budget)
-    adapt_s = time.perf_counter() - t0
+    results, adapt_s, env = fly_figure8(true_params, metasym, cfg, progress=True)
     print(f"MetaSym adapted on {cfg.support_seconds:.0f} s of flight in {adapt_s:.2f} s")
-    # MPPI rolls out K samples a step: one RK4 substep keeps the physics within 1e-5 of the
-    # four-substep model at a quarter of the cost (docs/quadrotor.md)
-    substeps = 1 if cfg.controller == "mppi" else 4
-    models: dict[str, DynamicsModel] = {
-        f"{cfg.controller.upper()} + nominal physics": QuadrotorModel(nominal, substeps=substeps),
-        f"{cfg.controller.upper()} + MetaSym (adapted)": adapted,
-    }
-    if cfg.include_oracle:
-        oracle = QuadrotorModel(true_params, substeps=substeps)
-        models[f"{cfg.controller.upper()} + oracle physics"] = oracle
-
-    steps = round(cfg.seconds / 0.02)
-    env = gym.make(
-        "MetaSymQuadrotor-v0",
-        task="figure8",
-        omega=cfg.omega,
-        params=true_params,
-        init_noise=0.0,
-        render_mode="rgb_array" if cfg.video else None,
-        max_episode_steps=steps,
-    )
     base: Any = env.unwrapped
-    results: dict[str, ClosedLoopResult] = {}
-
-    # 3. the reference controller a user compares MPC against
-    baseline = CascadedPD(nominal, base.task, dt=base.dt)
-    results["cascaded PD (nominal)"] = run_closed_loop(env, baseline, steps, seed=cfg.seed)
-
-    # 4. MPC with each model, MetaSym re-adapting online
-    online = (
-        OnlineAdaptConfig(window=100, every=50, latency=5, budget=cfg.adapt_budget)
-        if cfg.online
-        else None
-    )
-    for name, model in models.items():
-        ctrl = _make_controller(cfg.controller, model, base.task, cfg)
-        is_metasym = "MetaSym" in name
-        with tqdm(total=steps, desc=name, leave=False) as bar:
-            results[name] = run_closed_loop(
-                env,
-                ctrl,
-                steps,
-                seed=cfg.seed,
-                history_len=int(getattr(model, "history_len", 0)) if is_metasym else 0,
-                online=online if is_metasym else None,
-                render_every=cfg.video_every if (is_metasym and cfg.video) else 0,
-                progress=lambda _k: bar.update(1),
-            )
 
     # 5. the table, the plot, the video
     header = [
@@ -337,7 +139,7 @@ def quadrotor_demo(cfg: DemoConfig) -> None:
         _export_csv(cfg, "quadrotor", results, base)
     _plot(results, base, cfg.out / "figure8.png")
     print(f"\nplot: {cfg.out / 'figure8.png'}")
-    frames = next((r.frames for r in results.values() if r.frames), [])
+    frames: list[np.ndarray] = next((r.frames for r in results.values() if r.frames), [])
     if frames:
         import imageio.v2 as imageio
 

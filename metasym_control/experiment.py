@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -328,30 +328,21 @@ def held_out_params(
     return out
 
 
-def _interval(values: Sequence[float], seed: int = 0, n_boot: int = 2000) -> tuple[float, float]:
-    """95% bootstrap interval of the median."""
-    v = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    meds = np.median(rng.choice(v, size=(n_boot, v.size), replace=True), axis=1)
-    # with infinite values (a settle time never reached) interpolation would give nan
-    if np.all(np.isfinite(meds)):
-        lo, hi = np.quantile(meds, [0.025, 0.975])
-    else:
-        lo, hi = np.quantile(meds, [0.025, 0.975], method="nearest")
-    return float(lo), float(hi)
-
-
 @dataclass(frozen=True)
 class ExperimentArgs:
     """Closed-loop experiment over held-out systems (writes a BENCHMARKS.md section).
 
     Attributes:
-        envs: systems to run (each needs a shipped checkpoint or `checkpoint`).
+        envs: systems to run (each needs a shipped checkpoint or `checkpoint`); the quadrotor
+            flies the demo's figure-8 with online adaptation and the cascaded PD beside the
+            MPCs, on the held-out systems and a stress set (`metasym_control.figure8`).
         systems: held-out systems per env.
         controller: "mppi" or "rti" (see `TrialConfig`).
         seed: seed of the held-out draw and of every trial.
         steps: closed-loop steps per episode (None: each system's default).
         samples: MPPI samples (None: each system's default).
+        seconds: length of the quadrotor's figure-8 flights, s.
+        stress: also fly the quadrotor's stress set (as many vehicles as `systems`).
         checkpoint: a MetaSym checkpoint stem instead of the shipped one (one env only).
         task: the task (None: each system's default, e.g. the mesh's "settle"; one env only).
         export_csv: also write every flown run as a CSV log into `out/logs/`.
@@ -368,6 +359,8 @@ class ExperimentArgs:
     checkpoint: Path | None = None
     task: str | None = None
     export_csv: bool = False
+    seconds: float = 8.0
+    stress: bool = True
     out: Path = Path("outputs/experiment")
     benchmarks: Path | None = Path("BENCHMARKS.md")
 
@@ -453,7 +446,7 @@ def run_experiment(
 
 def experiment_tables(summary: dict[str, Any]) -> str:
     """Markdown: per role the median, worst and 95% interval of each metric; the goals."""
-    from metasym_control.bench import markdown_table
+    from metasym_control.bench import bootstrap_median_interval, markdown_table
 
     lines = []
     higher_better = {"fidelity_2nd_half", "swing_up"}
@@ -463,7 +456,7 @@ def experiment_tables(summary: dict[str, Any]) -> str:
         rows = []
         for role, v in by_ctrl.items():
             worst = min(v) if metric in higher_better else max(v)
-            lo, hi = _interval(v)
+            lo, hi = bootstrap_median_interval(v)
             name = label(role, summary["controller"])
             rows.append(
                 [name, f"{np.median(v):.4g}", f"{worst:.4g}", f"[{lo:.4g}, {hi:.4g}]", len(v)]
@@ -541,6 +534,9 @@ def experiment_main(args: ExperimentArgs) -> None:
     if args.checkpoint is not None and len(args.envs) != 1:
         raise SystemExit("experiment: --checkpoint needs exactly one --envs system")
     for system in args.envs:
+        if system == "quadrotor" and args.task in (None, "figure8"):
+            quadrotor_main(args)
+            continue
         entry = get_system(system)
         overrides = {} if args.task is None else {entry.task_kwarg: args.task}
         cfg = TrialConfig(
@@ -567,3 +563,52 @@ def experiment_main(args: ExperimentArgs) -> None:
             f"--controller {args.controller} --seed {args.seed}{extra}"
         )
         report_experiment(summary, command, time.perf_counter() - t0, args.out, args.benchmarks)
+
+
+def quadrotor_main(args: ExperimentArgs) -> None:
+    """The quadrotor part of `experiment`: the figure-8 over held-out vehicles (and the
+    stress set), per-system ratios to the oracle and the nominal model, the goals."""
+    import dataclasses
+
+    from metasym_control.bench import machine_description, write_section
+    from metasym_control.checkpoint import load_checkpoint
+    from metasym_control.demo_config import DemoConfig
+    from metasym_control.figure8 import quadrotor_experiment, quadrotor_tables
+    from metasym_control.weights import DEFAULT_WEIGHTS
+
+    def loader() -> DynamicsModel:
+        return load_checkpoint(args.checkpoint or DEFAULT_WEIGHTS, dtype=torch.float64)[0]
+
+    cfg = dataclasses.replace(
+        DemoConfig(), controller=args.controller, seconds=args.seconds, video=False
+    )
+    if args.samples is not None:
+        cfg = dataclasses.replace(cfg, samples=args.samples)
+    mpc = MPC_NAMES[args.controller]
+    sets = [("held-out (test range)", False)] + ([("stress set", True)] if args.stress else [])
+    for title, stress in sets:
+        t0 = time.perf_counter()
+        summary = quadrotor_experiment(
+            args.systems, args.seed, cfg, loader, stress=stress, out=args.out
+        )
+        table = quadrotor_tables(summary)
+        print(f"\n## quadrotor figure-8, {title} ({mpc})\n\n{table}")
+        extra = "" if args.samples is None else f" --samples {args.samples}"
+        extra += "" if args.checkpoint is None else f" --checkpoint {args.checkpoint}"
+        body = (
+            f"`metasym-control experiment --envs quadrotor --systems {args.systems} "
+            f"--controller {args.controller} --seed {args.seed} --seconds {args.seconds:g}"
+            f"{extra}` ({time.perf_counter() - t0:.0f} s on {machine_description()}). "
+            f"{args.systems} quadrotors of the {title}, each flying the demo's figure-8 "
+            f"({args.seconds:g} s) after the same 3 s support flight; MetaSym adapted on it "
+            "and re-adapted online every second; every MPC falls back to the shipped "
+            "cascaded PD when no plan can be trusted. RMSE median, worst, 95% bootstrap "
+            "interval; goals on per-system ratios.\n\n" + table + "\n"
+        )
+        if args.benchmarks is not None:
+            key = f"experiment-quadrotor-{args.controller}{'-stress' if stress else ''}"
+            write_section(
+                key, f"### Closed loop: quadrotor figure-8, {title}, {mpc}\n\n" + body,
+                args.benchmarks,
+            )  # fmt: skip
+            print(f"updated {args.benchmarks}")

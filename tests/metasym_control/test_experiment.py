@@ -205,3 +205,34 @@ def test_pendulum_user_system_path_runs_end_to_end(tmp_path: Path) -> None:
     assert ok[ORACLE] == [1.0] and ok[ZERO] == [0.0]
     assert len(ok[ADAPTED]) == 1 and len(ok[NOMINAL]) == 1
     assert summary["goals"][0]["text"].startswith("swung up")
+
+
+def test_quadrotor_figure8_experiment_runs_end_to_end(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bench = tmp_path / "BENCHMARKS.md"
+    run_cli(
+        monkeypatch,
+        "experiment", "--envs", "quadrotor", "--systems", "2", "--seconds", "0.3",
+        "--samples", "16", "--controller", "rti", "--out", str(tmp_path),
+        "--benchmarks", str(bench),
+    )  # fmt: skip
+    for name in ("quadrotor_rti.json", "quadrotor_rti_stress.json"):
+        summary = json.loads((tmp_path / name).read_text())
+        assert len(summary["systems"]) == 2
+        assert set(summary["methods"]) == {
+            "cascaded PD (nominal)",
+            "RTI + nominal physics",
+            "RTI + MetaSym (adapted)",
+            "RTI + oracle physics",
+        }
+        assert [g["text"].split()[0] for g in summary["goals"]] == [
+            "no", "MetaSym's", "median", "worst", "median",
+        ]  # fmt: skip
+    # the stress set is beyond the test range yet flyable: thrust-to-weight >= 1.5
+    stress = json.loads((tmp_path / "quadrotor_rti_stress.json").read_text())["params"]
+    for p in stress:
+        assert p["mass"] >= 2.0 and 4 * p["max_thrust"] >= 1.5 * 9.81 * p["mass"]
+        assert np.hypot(*p["wind"][:2]) <= 0.25 * 9.81 * p["mass"] + 1e-9
+    text = bench.read_text()
+    assert "section:experiment-quadrotor-rti-stress" in text

@@ -1,0 +1,114 @@
+"""Settings of `metasym-control demo` (a room of their own: the demo, the figure-8 flights and
+the experiment all read them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from metasym_control.dynamics import AdaptBudget
+from metasym_control.usage import at_least, positive, require
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of `metasym-control demo` (shipped defaults reproduce the README's table).
+
+    Attributes:
+        env: the system: "quadrotor" (the figure-8 flight below) or any other registered
+            system with a shipped checkpoint ("spring_mesh", "quantum"): a held-out system
+            under zero action and MPPI with the nominal, adapted-MetaSym and oracle models
+            (`metasym_control.experiment.run_trial`). None: the checkpoint's system, else
+            the quadrotor; an `env` that disagrees with `checkpoint` is refused.
+        steps: closed-loop control steps of the non-quadrotor demos (None: the system's
+            `trial_steps`).
+        controller: MPC flavour flying the learned and analytic models: "mppi" (sampling,
+            torch) or "rti" (real-time-iteration SQP on CasADi, learned models linearised by
+            torch Jacobians).
+        seconds: length of each figure-8 flight, s (one lap at ω = 1 rad/s is 6.3 s).
+        support_seconds: flight of the exploration policy on the unseen quadrotor whose data
+            MetaSym adapts to before the MPC flight, s.
+        seed: seed of the unseen system, the support flight and the controllers.
+        omega: figure-8 rate, rad/s.
+        horizon: MPC horizon, control steps of 0.02 s.
+        samples: MPPI samples K.
+        online: re-adapt MetaSym in the loop on a sliding window of what it has just seen.
+        checkpoint: MetaSym checkpoint stem (None: the shipped default weights).
+        out: folder for the plot, the video, the table and the JSON summary.
+        video: render a video of the MetaSym flight (software EGL rendering: ~0.03 s/frame).
+        video_every: keep every n-th control step in the video.
+        include_oracle: also fly MPC with the true parameters (the best any model can do).
+        adapt_steps: Adam steps on MetaSym's fast weights per adaptation.
+        adapt_lr: their learning rate.
+        adapt_horizon: rollout length of the adaptation loss, control steps.
+        export_csv: also write every flown run as a CSV log (docs/user_data.md), the format
+            `adapt --data` reads.
+        task: the task of the non-quadrotor demos (None: the system's default; e.g. the
+            mesh's "hold_edge").
+    """
+
+    env: str | None = None
+    steps: int | None = None
+    controller: Literal["mppi", "rti"] = "mppi"
+    seconds: float = 8.0
+    support_seconds: float = 3.0
+    seed: int = 0
+    omega: float = 1.0
+    horizon: int = 20
+    samples: int = 256
+    online: bool = True
+    checkpoint: Path | None = None
+    out: Path = Path("outputs/demo")
+    video: bool = True
+    video_every: int = 2
+    include_oracle: bool = True
+    adapt_steps: int = 30
+    adapt_lr: float = 3e-3
+    adapt_horizon: int = 4
+    export_csv: bool = False
+    task: str | None = None
+
+    def validate(self) -> None:
+        """Check every option up front (`UsageError` naming the flag and its range)."""
+        from metasym_control.systems import known_systems
+
+        if self.env is not None:
+            require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)
+        if self.task is not None:
+            from metasym_control.systems import get_system
+
+            tasks = get_system(self.env or "quadrotor").tasks
+            ok = self.env not in (None, "quadrotor") and self.task in tasks
+            require(ok, "--task", f"one of {list(tasks)} with a non-quadrotor --env", self.task)
+        at_least("--steps", self.steps, 1, optional=True)
+        require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
+        positive("--seconds", self.seconds)
+        positive("--support-seconds", self.support_seconds)
+        positive("--omega", self.omega)
+        at_least("--horizon", self.horizon, 1)
+        at_least("--samples", self.samples, 1)
+        at_least("--video-every", self.video_every, 1)
+        at_least("--adapt-steps", self.adapt_steps, 0)
+        positive("--adapt-lr", self.adapt_lr)
+        at_least("--adapt-horizon", self.adapt_horizon, 1)
+        if self.checkpoint is not None:
+            from metasym_control.checkpoint import checkpoint_paths
+
+            require(
+                checkpoint_paths(self.checkpoint)[1].exists(),
+                "--checkpoint",
+                "an existing checkpoint (stem.json and stem.safetensors)",
+                str(self.checkpoint),
+            )
+
+    @property
+    def adapt_budget(self) -> AdaptBudget:
+        """The budget of the few-shot and the online adaptations (Adam on the fast weights)."""
+        return AdaptBudget(
+            inner_steps=self.adapt_steps,
+            lr=self.adapt_lr,
+            optimizer="adam",
+            horizon=self.adapt_horizon,
+            seed=self.seed,
+        )
