@@ -9,19 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 
-from metasym_control import cli
 from metasym_control.checkpoint import load_checkpoint
 from metasym_control.envs.toy_oscillator import oscillator_family
 
 # a meta-training run of a few steps: enough to exercise every stage, not to learn
 TINY_TRAIN = ["--train.steps", "3", "--train.meta-batch", "2", "--train.support-episodes", "1"]
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
-    """Run `metasym-control ARGS` in this process (tyro reads sys.argv)."""
-    monkeypatch.setattr(sys, "argv", ["metasym-control", *args])
-    cli.main()
 
 
 def test_console_script_lists_every_subcommand() -> None:
@@ -31,7 +25,7 @@ def test_console_script_lists_every_subcommand() -> None:
         text=True,
         check=True,
     ).stdout
-    for name in ("demo", "train", "adapt", "train-default", "few-shot"):
+    for name in ("demo", "generate", "train", "adapt", "train-default", "few-shot", "experiment"):
         assert name in out
 
 

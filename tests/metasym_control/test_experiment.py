@@ -4,14 +4,13 @@ Pendulum-v1 user-system path and MPC with the shipped float32 checkpoints."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 
-from metasym_control import cli
 from metasym_control.controller import History
 from metasym_control.dynamics import AdaptBudget
 from metasym_control.experiment import (
@@ -31,11 +30,6 @@ from metasym_control.pretrained import RECIPES, load_pretrained
 from metasym_control.systems import get_system
 
 TINY_ADAPT = AdaptBudget(inner_steps=2, lr=3e-3, optimizer="adam", horizon=2)
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
-    monkeypatch.setattr(sys, "argv", ["metasym-control", *args])
-    cli.main()
 
 
 def test_goals_read_ratios_gaps_and_counts() -> None:
