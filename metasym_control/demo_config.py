@@ -39,6 +39,8 @@ class DemoConfig:
         video: render a video of the MetaSym flight (software EGL rendering: ~0.03 s/frame).
         video_every: keep every n-th control step in the video.
         include_oracle: also fly MPC with the true parameters (the best any model can do).
+        include_mlp: quadrotor: also fly MPC with the shipped MLP baseline, adapted and
+            re-adapted online exactly like MetaSym (the learned model MetaSym must beat).
         adapt_steps: Adam steps on MetaSym's fast weights per adaptation.
         adapt_lr: their learning rate.
         adapt_horizon: rollout length of the adaptation loss, control steps.
@@ -63,6 +65,7 @@ class DemoConfig:
     video: bool = True
     video_every: int = 2
     include_oracle: bool = True
+    include_mlp: bool = True
     adapt_steps: int = 30
     adapt_lr: float = 3e-3
     adapt_horizon: int = 4

@@ -62,6 +62,11 @@ def method_names(controller: str) -> tuple[str, str, str]:
     return f"{mpc} + nominal physics", f"{mpc} + MetaSym (adapted)", f"{mpc} + oracle physics"
 
 
+def mlp_name(controller: str) -> str:
+    """Name of the adapted-MLP run for `controller`."""
+    return f"{controller.upper()} + MLP (adapted)"
+
+
 def fly_figure8(
     true_params: QuadrotorParams,
     metasym: DynamicsModel,
@@ -111,6 +116,11 @@ def fly_figure8(
         nominal_name: QuadrotorModel(nominal, substeps=substeps),
         adapted_name: adapted,
     }
+    if cfg.include_mlp:
+        from metasym_control.pretrained import load_pretrained
+
+        mlp = load_pretrained("quadrotor", "mlp", dtype=next(metasym.parameters()).dtype)  # type: ignore[attr-defined]
+        models[mlp_name(cfg.controller)] = mlp.adapt(support, cfg.adapt_budget)
     if cfg.include_oracle:
         models[oracle_name] = QuadrotorModel(true_params, substeps=substeps)
 
@@ -138,14 +148,15 @@ def fly_figure8(
     for name, model in models.items():
         ctrl = make_quadrotor_mpc(cfg.controller, model, base.task, cfg)
         is_metasym = name == adapted_name
+        learned = name in (adapted_name, mlp_name(cfg.controller))
         with tqdm(total=steps, desc=name, leave=False, disable=not progress) as bar:
             results[name] = run_closed_loop(
                 env,
                 ctrl,
                 steps,
                 seed=cfg.seed,
-                history_len=int(getattr(model, "history_len", 0)) if is_metasym else 0,
-                online=online if is_metasym else None,
+                history_len=int(getattr(model, "history_len", 0)) if learned else 0,
+                online=online if learned else None,
                 render_every=cfg.video_every if (is_metasym and cfg.video) else 0,
                 progress=lambda _k: bar.update(1),
             )
@@ -234,6 +245,20 @@ def summarise(runs: list[dict[str, dict[str, float]]], controller: str) -> dict[
             "met": out["ratios"]["to_nominal"]["median"] <= g.nominal_median,
         },
     ]
+    mlp = mlp_name(controller)
+    if mlp in methods:
+        to_mlp = [r[adapted_name]["rmse_m"] / r[mlp]["rmse_m"] for r in runs]
+        out["ratios"]["to_mlp"] = {
+            "median": float(np.median(to_mlp)),
+            "worst": float(np.max(to_mlp)),
+        }
+        out["goals"].append(
+            {
+                "text": "better than the adapted MLP (median ratio < 1)",
+                "value": out["ratios"]["to_mlp"]["median"],
+                "met": out["ratios"]["to_mlp"]["median"] < 1.0,
+            }
+        )
     return out
 
 

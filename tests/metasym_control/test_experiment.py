@@ -218,10 +218,11 @@ def test_quadrotor_figure8_experiment_runs_end_to_end(
             "cascaded PD (nominal)",
             "RTI + nominal physics",
             "RTI + MetaSym (adapted)",
+            "RTI + MLP (adapted)",
             "RTI + oracle physics",
         }
         assert [g["text"].split()[0] for g in summary["goals"]] == [
-            "no", "MetaSym's", "median", "worst", "median",
+            "no", "MetaSym's", "median", "worst", "median", "better",
         ]  # fmt: skip
     # the stress set is beyond the test range yet flyable: thrust-to-weight >= 1.5
     stress = json.loads((tmp_path / "quadrotor_rti_stress.json").read_text())["params"]
