@@ -40,7 +40,7 @@ Design choices:
   `info["speed_clipped"]` reports a step the clip acted on, and the analytic model's
   least-squares `adapt` skips those transitions (they carry no information about m, l).
 - **Action scale.** Actions are normalised: u ∈ [-1, 1] is a torque of 2 u N·m (clipped to
-  [-1, 1] first; `info["clipped"]` says so), as every system of the project is driven.
+  [-1, 1] first; `info["action_clipped"]` says so), as every system of the project is driven.
 - **Task cost.** Per stage `w_θ (1 - cos(θ - θ_ref)) + w_ω (θ̇ - θ̇_ref)² + w_u (u - u_ref)²`
   with θ_ref = θ̇_ref = u_ref = 0, and `terminal · (state terms)` at the horizon's end:
   periodic in θ, so either upright (0 or 2π) is the target, and with a small velocity weight
@@ -262,7 +262,7 @@ class PendulumAdapterEnv(SystemEnv):
 
     State (`get_state`): `[θ rad (continuous, 0 upright), θ̇ rad/s]`, Pendulum-v1's internal
     state. Observation: Pendulum-v1's own `[cos θ, sin θ, θ̇]` (float32).
-    Action: u in [-1, 1], a torque of 2 u N·m (clipped; `info["clipped"]`).
+    Action: u in [-1, 1], a torque of 2 u N·m (clipped; `info["action_clipped"]`).
     Reward: minus the task's stage cost. Termination: a non-finite state only.
     `info["speed_clipped"]`: the step ended on Pendulum-v1's ±8 rad/s clip.
 
@@ -364,10 +364,9 @@ class PendulumAdapterEnv(SystemEnv):
         x = self.get_state()
         err = self.task.tracking_error(x[None], self.task.x_target[None])[0]
         return {
-            "clipped": clipped,
+            **self.common_info(self._t, clipped),
             "speed_clipped": speed_clipped,
             "tracking_error": float(err),
-            "time": self._t,
         }
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
