@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -28,6 +29,38 @@ class SystemEnv(gym.Env[np.ndarray, np.ndarray]):
     state_names: list[str]
     state_units: list[str]
     action_names: list[str]
+
+    def reset_options(
+        self,
+        options: dict[str, Any] | None,
+        allowed: tuple[str, ...],
+        params_type: type[SystemParams],
+        draw: Callable[[], SystemParams],
+    ) -> tuple[dict[str, Any], SystemParams]:
+        """Check a reset's `options` and pick the episode's parameters.
+
+        Args:
+            options: the reset's options (None: none).
+            allowed: the option keys this environment reads (e.g. "params", "state").
+            params_type: the parameter class `options["params"]` must be.
+            draw: the parameters when none are given (fixed, or drawn from the split).
+
+        Returns:
+            (a copy of the options, the parameters).
+
+        Raises:
+            ValueError: an unknown key, or `params` of another type (naming the env).
+        """
+        opts = dict(options or {})
+        unknown = set(opts) - set(allowed)
+        if unknown:
+            raise ValueError(f"{self.env_id}: unknown reset options {sorted(unknown)}")
+        p = opts.get("params")
+        if p is None:
+            return opts, draw()
+        if not isinstance(p, params_type):
+            raise ValueError(f"{self.env_id}: options['params'] must be a {params_type.__name__}")
+        return opts, p
 
     def common_info(self, t: float, clipped: bool) -> dict[str, Any]:
         """The `info` keys every environment shares: `action_clipped` (bool: the action was

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import gymnasium as gym
 import mujoco
@@ -292,15 +292,10 @@ class SpringMeshEnv(SystemEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode (see the class doc for `options`)."""
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"params", "state", "init_radius"}
-        if unknown:
-            raise ValueError(f"{self.env_id}: unknown reset options {sorted(unknown)}")
-        p = options.get("params")
-        if p is None:
-            p = self._draw_params()
-        elif not isinstance(p, SpringMeshParams):
-            raise ValueError(f"{self.env_id}: options['params'] must be a SpringMeshParams")
+        options, params = self.reset_options(
+            options, ("params", "state", "init_radius"), SpringMeshParams, self._draw_params
+        )
+        p = cast(SpringMeshParams, params)
         self._apply_params(p)
         self.task = make_task(self.task_name, p, self.edge_displacement)
         mujoco.mj_resetData(self.model, self.data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -96,15 +96,12 @@ class ToyOscillatorEnv(SystemEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode (see the class doc for `options`)."""
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"params", "state"}
-        if unknown:
-            raise ValueError(f"{TOY_ENV_ID}: unknown reset options {sorted(unknown)}")
-        p = options.get("params")
-        if p is None:
-            p = self.fixed_params or sample_oscillator_params(self.np_random, self.split)
-        elif not isinstance(p, OscillatorParams):
-            raise ValueError(f"{TOY_ENV_ID}: options['params'] must be an OscillatorParams")
+
+        def draw() -> OscillatorParams:
+            return self.fixed_params or sample_oscillator_params(self.np_random, self.split)
+
+        options, params = self.reset_options(options, ("params", "state"), OscillatorParams, draw)
+        p = cast(OscillatorParams, params)
         self._apply_params(p)
         self._t = 0.0
         if options.get("state") is not None:

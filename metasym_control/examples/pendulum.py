@@ -337,15 +337,12 @@ class PendulumAdapterEnv(SystemEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode (see the class doc for `options`)."""
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"params", "state"}
-        if unknown:
-            raise ValueError(f"{ENV_ID}: unknown reset options {sorted(unknown)}")
-        p = options.get("params")
-        if p is None:
-            p = self.fixed_params or sample_pendulum_params(self.np_random, self.split)
-        elif not isinstance(p, PendulumParams):
-            raise ValueError(f"{ENV_ID}: options['params'] must be a PendulumParams")
+
+        def draw() -> PendulumParams:
+            return self.fixed_params or sample_pendulum_params(self.np_random, self.split)
+
+        options, params = self.reset_options(options, ("params", "state"), PendulumParams, draw)
+        p = cast(PendulumParams, params)
         # Pendulum-v1's reset clears its render state; its random start is replaced below
         self.pendulum.reset(seed=int(self.np_random.integers(0, 2**31 - 1)))
         self._apply_params(p)
