@@ -61,6 +61,7 @@ bench-models: $(STAMP)
 
 bench-control: $(STAMP)
 	$(PY) benchmarks/bench_control.py
+	$(PY) benchmarks/bench_mppi_cpu.py
 
 weights: $(STAMP)
 	$(PY) -m metasym_control.cli train-default --all --out metasym_control/weights

@@ -153,13 +153,31 @@ def fit_mlp_standin(
 
 
 # ------------------------------------------------------------------------------ pytorch-mppi
+def _model_step(model: Any, x: torch.Tensor, u: torch.Tensor, memory: Any) -> torch.Tensor:
+    """`model.step`'s next state (K, nx) of x (K, nx), u (K, nu): pytorch-mppi's dynamics."""
+    return model.step(x, u, memory)[0]
+
+
 class PyTorchMPPIController:
-    """`pytorch_mppi.MPPI` behind the `Controller` protocol, called under torch.no_grad()."""
+    """`pytorch_mppi.MPPI` behind the `Controller` protocol, called under torch.no_grad().
+
+    `compiled_step` gives it the model's step through `torch.compile` (the same compiler
+    this project's MPPI may use), so a comparison can be made at equal footing.
+    """
 
     def __init__(
-        self, model: Any, task: Any, k: int, horizon: int, device: str, dtype: torch.dtype
+        self,
+        model: Any,
+        task: Any,
+        k: int,
+        horizon: int,
+        device: str,
+        dtype: torch.dtype,
+        compiled_step: bool = False,
     ) -> None:
         from pytorch_mppi import MPPI as PMPPI
+
+        step = torch.compile(_model_step, dynamic=False) if compiled_step else _model_step
 
         self.model, self.task, self.k, self.horizon = model, task, k, horizon
         self.device, self.dtype = torch.device(device), dtype
@@ -173,7 +191,7 @@ class PyTorchMPPIController:
         def dynamics(x: torch.Tensor, u: torch.Tensor, t: int) -> torch.Tensor:
             # the history window, encoded once per control step, shared by the K samples
             memory = expand_memory(self._memory, tuple(x.shape[:-1]))
-            return self.model.step(x, u, memory)[0]
+            return step(self.model, x, u, memory)
 
         def running(x: torch.Tensor, u: torch.Tensor, t: int) -> torch.Tensor:
             assert self._ref is not None

@@ -60,6 +60,26 @@ class SequenceObjective:
         """
         k = actions.shape[0]
         xs = self.model.rollout(x0.expand(k, -1), actions, expand_memory(memory, (k,)))
+        return self.score(x0, actions, xs, x_ref, u_ref), xs
+
+    def score(
+        self,
+        x0: torch.Tensor,
+        actions: torch.Tensor,
+        xs: torch.Tensor,
+        x_ref: torch.Tensor,
+        u_ref: torch.Tensor,
+    ) -> torch.Tensor:
+        """Costs of predicted trajectories (the part of `__call__` after the rollout).
+
+        Args:
+            x0: (nx,) current state; actions: (K, T, nu); xs: (K, T, nx) predicted states,
+            x0 excluded; x_ref: (T+1, nx); u_ref: (T+1, nu).
+
+        Returns:
+            (K,) costs, +inf for non-finite or untrusted predictions.
+        """
+        k = actions.shape[0]
         x_all = torch.cat([x0.expand(k, 1, -1), xs], dim=1)  # (K, T+1, nx)
         stage = self.task.running_cost(x_all[:, :-1], actions, x_ref[:-1], u_ref[:-1])  # (K, T)
         costs = stage.sum(-1) + self.task.terminal_cost(x_all[:, -1], x_ref[-1])  # (K,)
@@ -69,4 +89,4 @@ class SequenceObjective:
             out = ((xs < lo) | (xs > hi)).flatten(1).any(dim=1)  # (K,)
             drop = out & ~out.all()  # none trusted: weigh all, the plan check falls back
             costs = torch.where(drop, torch.full_like(costs, math.inf), costs)
-        return costs, xs
+        return costs

@@ -58,6 +58,57 @@ def test_mppi_is_seeded_and_reset_restarts() -> None:
     assert not np.array_equal(u1, u4)
 
 
+@pytest.mark.parametrize("plan_rollout", ["exact", "weighted"])
+def test_profile_times_every_phase_and_keeps_the_actions(plan_rollout: str) -> None:
+    task = QuadraticTask()
+    cfg = MPPIConfig(**{**CFG.__dict__, "plan_rollout": plan_rollout})
+    plain = MPPI(DoubleIntegrator(history_len=2), task, cfg)
+    timed = MPPI(
+        DoubleIntegrator(history_len=2), task, MPPIConfig(**{**cfg.__dict__, "profile": True})
+    )
+    _, u_plain, _ = simulate(plain, X0, 4)
+    _, u_timed, infos = simulate(timed, X0, 4)
+    np.testing.assert_array_equal(u_timed, u_plain)  # the same arithmetic, only timed
+    phases = infos[-1]["phase_ms"]
+    assert list(phases) == [
+        "inputs",
+        "noise",
+        "history encoding",
+        "rollout",
+        "costs",
+        "update",
+        "plan prediction",
+        "host",
+    ]
+    assert all(v >= 0.0 for v in phases.values())
+    assert "phase_ms" not in plain.last_info
+
+
+def test_coloured_noise_map_is_the_fft_of_a_random_spectrum() -> None:
+    """The noise's linear map gives, draw for draw, the inverse FFT of a complex spectrum with
+    the power-law amplitudes (the construction it replaced, one product instead of an FFT)."""
+    from metasym_control.controllers.mppi import _noise_map
+
+    for horizon in (7, 20):
+        beta = 1.5
+        m = _noise_map(horizon, beta, torch.device("cpu"), torch.float64)
+        assert (
+            m is not None and _noise_map(horizon, 0.0, torch.device("cpu"), torch.float64) is None
+        )
+        nf = horizon // 2 + 1
+        z = torch.randn(
+            3, 2, nf, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
+        freqs = np.fft.rfftfreq(horizon)
+        freqs[0] = 1.0 / horizon
+        amp = torch.as_tensor(freqs ** (-beta / 2.0))
+        spec = torch.complex(z[..., 0], z[..., 1]) * amp
+        ref = torch.fft.irfft(spec, n=horizon, dim=-1, norm="ortho")
+        got = z.reshape(3, 2, 2 * nf) @ m
+        scale = ref.std() / got.std()  # the map is also normalised to unit variance
+        np.testing.assert_allclose(got * scale, ref, atol=1e-12)
+
+
 def test_mppi_respects_action_bounds_and_saturates() -> None:
     task = QuadraticTask()
     ctrl = MPPI(DoubleIntegrator(), task, MPPIConfig(horizon=15, num_samples=128, noise_sigma=3.0))

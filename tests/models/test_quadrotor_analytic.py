@@ -227,3 +227,22 @@ def test_identification_on_exploration_data_of_a_held_out_system() -> None:
     np.testing.assert_allclose(got.inertia, true.inertia, rtol=0.02)
     # the nominal X2 is far from this system: the test is not passed by the prior
     assert abs(QuadrotorParams().mass / true.mass - 1) > 0.1
+
+
+def test_quadratic_form_step_equals_the_general_step() -> None:
+    """Without the motor lag the eager step writes ṡ as one quadratic form; it must be the
+    same map as the general per-term step (which the lag, a per-parameter-set inertia and a
+    compiled graph use)."""
+    p = QuadrotorParams(
+        mass=1.3, inertia=(0.02, 0.025, 0.04), drag=(0.1, 0.12, 0.2), wind=(0.5, -0.2, 0.1)
+    )
+    rng = np.random.default_rng(3)
+    x = torch.tensor(_random_states(rng, 64, False, p))
+    u = torch.tensor(rng.uniform(-1, 1, (64, 4)))
+    model = QuadrotorModel(p)
+    fast = model.step(x, u, {})[0]
+    general = QuadrotorModel(p)
+    general._inertia = general._inertia[None]  # (1, 3): the general path
+    slow = general.step(x, u, {})[0]
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=0, atol=1e-12)
+    assert (fast - x).abs().max() > 0.1  # and the state really moved
