@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import tyro
 
 from metasym_control.demo import DemoConfig
+from metasym_control.evaluation import EvalArgs
 from metasym_control.experiment import ExperimentArgs
-from metasym_control.few_shot import FewShotArgs
 from metasym_control.generate import GenerateArgs
 from metasym_control.pretrained import TrainDefaultArgs
 from metasym_control.training import AdaptArgs, TrainArgs
@@ -25,7 +25,7 @@ _DEMO_DEFAULTS = DemoConfig()
 _TRAIN = TrainArgs()
 _ADAPT = AdaptArgs()
 _TRAIN_DEFAULT = TrainDefaultArgs()
-_FEW_SHOT = FewShotArgs()
+_EVAL = EvalArgs()
 _GENERATE = GenerateArgs()
 _EXPERIMENT = ExperimentArgs()
 
@@ -65,12 +65,13 @@ def train_default(
     pretrained.train_default_main(args)
 
 
-def few_shot(args: Annotated[FewShotArgs, tyro.conf.arg(name="")] = _FEW_SHOT) -> None:
-    """Few-shot experiment: MetaSym vs baselines on held-out systems, printed as a table."""
-    from metasym_control import few_shot
+def eval_models(args: Annotated[EvalArgs, tyro.conf.arg(name="")] = _EVAL) -> None:
+    """Evaluate models on held-out systems: K-shot adaptation, open-loop errors at long
+    horizons in one fixed unit, beside trivial predictors (`few-shot` is the same command)."""
+    from metasym_control import evaluation
 
     args.validate()
-    few_shot.few_shot_main(args)
+    evaluation.eval_main(args)
 
 
 def generate(args: Annotated[GenerateArgs, tyro.conf.arg(name="")] = _GENERATE) -> None:
@@ -97,7 +98,8 @@ def _commands() -> dict[str, Callable[..., Any]]:
         "train": train,
         "adapt": adapt,
         "train-default": train_default,
-        "few-shot": few_shot,
+        "eval": eval_models,
+        "few-shot": eval_models,
         "experiment": experiment,
     }
 

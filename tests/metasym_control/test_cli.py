@@ -25,7 +25,17 @@ def test_console_script_lists_every_subcommand() -> None:
         text=True,
         check=True,
     ).stdout
-    for name in ("demo", "generate", "train", "adapt", "train-default", "few-shot", "experiment"):
+    names = (
+        "demo",
+        "generate",
+        "train",
+        "adapt",
+        "train-default",
+        "eval",
+        "few-shot",
+        "experiment",
+    )
+    for name in names:
         assert name in out
 
 
@@ -91,30 +101,24 @@ def test_train_default_writes_a_loadable_metasym(
     assert meta["training"]["args"]["train"]["steps"] == 2
 
 
-def test_few_shot_prints_a_table_with_both_trivial_rows(
+def test_eval_prints_its_command_and_tables_and_writes_results_and_plots(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "few"
-    run_cli(
-        monkeypatch,
-        "few-shot",
-        "--env", "toy",
-        "--models", "mlp", "metasym",
-        "--n-tasks", "3",
-        "--episodes", "3",
-        "--steps-per-episode", "20",
-        "--test-tasks", "2",
-        "--test-episodes", "4",
-        "--horizon", "5",
-        "--out", str(out),
-        *TINY_TRAIN,
-    )  # fmt: skip
+    out = tmp_path / "ev"
+    args = [
+        "eval", "--env", "toy", "--quick", "--models", "mlp", "metasym",
+        "--test-systems", "2", "--shots", "1", "--horizons", "1", "5",
+        "--meta-steps", "2", "--n-tasks", "3", "--out", str(out),
+    ]  # fmt: skip
+    run_cli(monkeypatch, *args)
     printed = capsys.readouterr().out
-    assert "| mlp |" in printed and "| metasym |" in printed
-    rows = json.loads((out / "results.json").read_text())
-    assert [r["model"] for r in rows] == ["mlp", "metasym"]
-    for r in rows:
-        assert np.isfinite(r["error_adapted"]) and r["error_constant"] > 0
+    assert "Command: `metasym-control " + " ".join(args) + "`" in printed
+    assert "| next state = state |" in printed and "| training mean state |" in printed
+    assert "| mlp, 1-shot |" in printed and "| metasym, 1-shot |" in printed
+    result = json.loads((out / "toy" / "results.json").read_text())
+    assert {r["model"] for r in result["rows"]} >= {"mlp", "metasym"}
+    for name in ("errors_vs_horizon.png", "errors_vs_shots.png", "tables.md"):
+        assert (out / "toy" / name).stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 
 from metasym_control.dynamics import AdaptBudget
 from metasym_control.envs.toy_oscillator import TOY_DT, TOY_ENV_ID, oscillator_family
-from metasym_control.few_shot import constant_error, rollout_error
+from metasym_control.evaluation import constant_error, rollout_error
 from metasym_control.generate import split_by_task
 from metasym_control.meta_training import MetaTrainConfig, meta_train
 from metasym_control.models.metasym import MetaSym, MetaSymConfig

@@ -1,0 +1,147 @@
+"""The model evaluation: the protocol end to end on every system at a tiny size, its fixed
+unit, the long-rollout energy measure and the density-matrix checks, reproducibility."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metasym_control.evaluation import (
+    HOLD,
+    MEAN,
+    EvalArgs,
+    anchors,
+    evaluate,
+    mesh_long_rollout,
+    mesh_truths,
+    quantum_physicality,
+    report,
+    state_scale,
+    step_errors,
+)
+from metasym_control.generate import generate_tasks
+
+TINY = {
+    "shots": (1,),
+    "horizons": (1, 5),
+    "test_systems": 2,
+    "query_episodes": 1,
+    "seeds": 1,
+    "n_tasks": 2,
+    "episodes": 2,
+    "steps_per_episode": 20,
+    "meta_steps": 2,
+    "windows_per_episode": 2,
+    "energy_steps": 30,
+    "energy_systems": 1,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ["quadrotor", "spring_mesh", "quantum"])
+def test_evaluation_runs_end_to_end_on_every_system(env: str, tmp_path: Path) -> None:
+    args = EvalArgs(env=env, models=("mlp", "analytic"), out=tmp_path, **TINY)  # type: ignore[arg-type]
+    args.validate()
+    result = evaluate(args, progress=False)
+    names = {r["model"] for r in result["rows"]}
+    assert names == {HOLD, MEAN, "mlp", "analytic"}
+    for r in result["rows"]:
+        assert len(r["at"]) == 2 and r["at"][0] >= 0.0
+    # the identified physics (1-shot) predicts 5 steps far better than holding the state
+    five = {
+        n: np.mean([r["at"][1] for r in result["rows"] if r["model"] == n and r["shots"] == k])
+        for n, k in (("analytic", 1), (HOLD, 0))
+    }
+    # (the qubit's path is stochastic, driven by its measurement record: the physics predicts
+    # its mean only; measured 0.50x holding's error)
+    assert five["analytic"] < (0.7 if env == "quantum" else 0.1) * five[HOLD], five
+    text = report(result)
+    assert "Goals" in text and "| analytic, 1-shot |" in text
+    if env == "spring_mesh":
+        assert {e["model"] for e in result["energy"]} == {HOLD, MEAN, "mlp", "analytic"}
+        assert "energy drift" in text
+    if env == "quantum":
+        phys = [r["physics"] for r in result["rows"] if r["model"] == "analytic"]
+        assert max(p["trace"] for p in phys) < 1e-6  # the physics keeps tr ρ = 1
+        assert "min eigenvalue" in text
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_tables(tmp_path: Path) -> None:
+    base = EvalArgs(env="toy", models=("mlp",), **TINY)  # type: ignore[arg-type]
+    a = evaluate(dataclasses.replace(base, out=tmp_path / "a"), progress=False)
+    b = evaluate(dataclasses.replace(base, out=tmp_path / "b"), progress=False)
+    assert [r["at"] for r in a["rows"]] == [r["at"] for r in b["rows"]]
+
+
+def test_cached_checkpoints_are_reused_only_for_the_same_configuration(tmp_path: Path) -> None:
+    from metasym_control.evaluation import learned_model
+
+    train = generate_tasks("toy", 2, 2, 20, "train", 0)
+    args = EvalArgs(env="toy", out=tmp_path, **{**TINY, "meta_steps": 1})  # type: ignore[arg-type]
+    learned_model("mlp", train, args, 0, tmp_path)
+    learned_model("mlp", train, args, 0, tmp_path)  # the same configuration: reused
+    assert len(list((tmp_path / "mlp").iterdir())) == 1
+    learned_model("mlp", train, dataclasses.replace(args, meta_steps=2), 0, tmp_path)
+    learned_model("mlp", train, args, 1, tmp_path)  # another seed
+    assert len(list((tmp_path / "mlp").iterdir())) == 3
+
+
+def test_errors_are_in_one_fixed_unit_and_constant_components_are_not_scored() -> None:
+    train = generate_tasks("toy", 3, 2, 20, "train", 0)
+    _, std, scored = state_scale(train)
+    assert scored.all() and np.all(std > 0)
+    truth = np.zeros((4, 3, 2))
+    pred = truth.copy()
+    pred[..., 0] = std[0]  # one σ off in the first component, exact in the second
+    np.testing.assert_allclose(step_errors(pred, truth, std, scored), np.sqrt(0.5))
+    # a component that never varies is left out of the score (not divided by ~0)
+    flat = generate_tasks("toy", 2, 2, 20, "train", 1)
+    for tr in flat:
+        tr.states[..., 1] = 0.25
+    _, std2, scored2 = state_scale(flat)
+    assert scored2.tolist() == [True, False] and std2[1] == 1.0
+    assert anchors(flat[0], 5, 3).size == 2 * 3
+
+
+def test_density_matrix_checks_tell_physical_from_unphysical_states() -> None:
+    from metasym_control.envs.open_quantum.physics import density_to_state
+
+    rho = np.array([[0.7, 0.2 - 0.1j], [0.2 + 0.1j, 0.3]])
+    good = density_to_state(rho)[None, None]
+    ok = quantum_physicality(good)
+    assert ok["trace"] < 1e-12 and ok["hermiticity"] < 1e-12 and ok["min_eigenvalue"] > 0
+    bad_rho = np.array([[1.2, 0.5], [0.1, -0.1]])
+    bad = quantum_physicality(density_to_state(bad_rho)[None, None])
+    assert bad["trace"] > 0.05 and bad["hermiticity"] > 0.1 and bad["min_eigenvalue"] < 0
+
+
+@pytest.mark.slow
+def test_energy_drift_separates_conservative_from_drifting_predictors(tmp_path: Path) -> None:
+    """The exact physics keeps the undamped mesh's energy; a briefly trained MLP (a size at
+    which it is known to drift, docs/metasym.md) does not; holding the state conserves it
+    trivially, and the position and phase errors tell it apart."""
+    from metasym_control.evaluation import learned_model
+    from metasym_control.systems import get_system
+
+    truth = mesh_truths(7, 1, 300)[0]
+    entry = get_system("spring_mesh")
+    assert entry.analytic_model is not None
+    dt = get_system("spring_mesh").make_env().unwrapped.dt
+    physics = entry.analytic_model(truth.params, dt)
+    train = generate_tasks("spring_mesh", 2, 2, 30, "train", 0)
+    mean, std, _ = state_scale(train)
+    args = EvalArgs(env="spring_mesh", out=tmp_path, **{**TINY, "meta_steps": 3})  # type: ignore[arg-type]
+    mlp, _ = learned_model("mlp", train, args, 0, tmp_path)
+    exact = mesh_long_rollout(physics, truth, std, mean)
+    drifting = mesh_long_rollout(mlp, truth, std, mean)
+    hold = mesh_long_rollout("hold", truth, std, mean)
+    # measured: exact drift 7.7e-5, phase 0.04 rad; MLP drift 23; hold position error 2.6x
+    assert exact["energy_drift"] < 1e-3 and exact["phase_error"] < 0.1
+    assert drifting["energy_drift"] > 0.01
+    assert hold["energy_drift"] < 1e-12 and hold["position_error"] > 2 * exact["position_error"]
+    assert torch.get_default_dtype() == torch.float32  # nothing above changed global state
