@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup demo test lint typecheck pytest bench bench-env bench-models bench-control clean weights
+.PHONY: setup demo test lint typecheck pytest bench bench-env bench-models bench-eval bench-control clean weights
 
 setup: $(STAMP)
 
@@ -55,9 +55,16 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_spring_mesh.py
 	$(PY) benchmarks/bench_open_quantum.py
 
-bench-models: $(STAMP)
+bench-models: $(STAMP) bench-eval
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_kernel_count.py
+
+# the model evaluation of every system at its full size (2-3 hours each on 2 CPU cores,
+# estimated from the reduced runs in docs/metasym.md)
+bench-eval: $(STAMP)
+	for env in quadrotor spring_mesh quantum; do \
+		$(PY) -m metasym_control.cli eval --env $$env --out runs/eval --write-benchmarks || exit 1; \
+	done
 
 bench-control: $(STAMP)
 	$(PY) benchmarks/bench_control.py

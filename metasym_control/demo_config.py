@@ -41,6 +41,11 @@ class DemoConfig:
         include_oracle: also fly MPC with the true parameters (the best any model can do).
         include_mlp: quadrotor: also fly MPC with the shipped MLP baseline, adapted and
             re-adapted online exactly like MetaSym (the learned model MetaSym must beat).
+        include_identified: quadrotor: also fly MPC with the nominal physics whose mass,
+            inertia, drag and wind are identified by least squares on the support flight and
+            re-identified online (the near-oracle reference).
+        include_unadapted: quadrotor: also fly MPC with the meta-trained MetaSym as shipped
+            (no adaptation, offline or online).
         adapt_steps: Adam steps on MetaSym's fast weights per adaptation.
         adapt_lr: their learning rate.
         adapt_horizon: rollout length of the adaptation loss, control steps.
@@ -66,6 +71,8 @@ class DemoConfig:
     video_every: int = 2
     include_oracle: bool = True
     include_mlp: bool = True
+    include_identified: bool = False
+    include_unadapted: bool = False
     adapt_steps: int = 30
     adapt_lr: float = 3e-3
     adapt_horizon: int = 4

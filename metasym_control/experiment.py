@@ -580,7 +580,12 @@ def quadrotor_main(args: ExperimentArgs) -> None:
         return load_checkpoint(args.checkpoint or DEFAULT_WEIGHTS, dtype=torch.float64)[0]
 
     cfg = dataclasses.replace(
-        DemoConfig(), controller=args.controller, seconds=args.seconds, video=False
+        DemoConfig(),
+        controller=args.controller,
+        seconds=args.seconds,
+        video=False,
+        include_identified=True,
+        include_unadapted=True,
     )
     if args.samples is not None:
         cfg = dataclasses.replace(cfg, samples=args.samples)

@@ -67,6 +67,16 @@ def mlp_name(controller: str) -> str:
     return f"{controller.upper()} + MLP (adapted)"
 
 
+def identified_name(controller: str) -> str:
+    """Name of the run with the least-squares identified physics for `controller`."""
+    return f"{controller.upper()} + physics, least-squares identified"
+
+
+def unadapted_name(controller: str) -> str:
+    """Name of the run with the unadapted MetaSym for `controller`."""
+    return f"{controller.upper()} + MetaSym (unadapted)"
+
+
 def fly_figure8(
     true_params: QuadrotorParams,
     metasym: DynamicsModel,
@@ -121,6 +131,12 @@ def fly_figure8(
 
         mlp = load_pretrained("quadrotor", "mlp", dtype=next(metasym.parameters()).dtype)  # type: ignore[attr-defined]
         models[mlp_name(cfg.controller)] = mlp.adapt(support, cfg.adapt_budget)
+    if cfg.include_identified:
+        models[identified_name(cfg.controller)] = QuadrotorModel(nominal, substeps=substeps).adapt(
+            support, cfg.adapt_budget
+        )
+    if cfg.include_unadapted:
+        models[unadapted_name(cfg.controller)] = metasym
     if cfg.include_oracle:
         models[oracle_name] = QuadrotorModel(true_params, substeps=substeps)
 
@@ -148,15 +164,16 @@ def fly_figure8(
     for name, model in models.items():
         ctrl = make_quadrotor_mpc(cfg.controller, model, base.task, cfg)
         is_metasym = name == adapted_name
-        learned = name in (adapted_name, mlp_name(cfg.controller))
+        # re-adapted (re-identified) online: every adapted model
+        adapting = name in (adapted_name, mlp_name(cfg.controller), identified_name(cfg.controller))
         with tqdm(total=steps, desc=name, leave=False, disable=not progress) as bar:
             results[name] = run_closed_loop(
                 env,
                 ctrl,
                 steps,
                 seed=cfg.seed,
-                history_len=int(getattr(model, "history_len", 0)) if learned else 0,
-                online=online if learned else None,
+                history_len=int(getattr(model, "history_len", 0)),
+                online=online if adapting else None,
                 render_every=cfg.video_every if (is_metasym and cfg.video) else 0,
                 progress=lambda _k: bar.update(1),
             )

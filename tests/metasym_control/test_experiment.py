@@ -218,7 +218,9 @@ def test_quadrotor_figure8_experiment_runs_end_to_end(
             "cascaded PD (nominal)",
             "RTI + nominal physics",
             "RTI + MetaSym (adapted)",
+            "RTI + MetaSym (unadapted)",
             "RTI + MLP (adapted)",
+            "RTI + physics, least-squares identified",
             "RTI + oracle physics",
         }
         assert [g["text"].split()[0] for g in summary["goals"]] == [
