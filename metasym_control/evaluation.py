@@ -853,23 +853,3 @@ def eval_main(args: EvalArgs) -> dict[str, Any]:
 
         write_section(f"eval-{args.env}", text)
     return result
-
-
-# ------------------------------------------------------------------------------ helpers
-def rollout_error(model: Any, data: Trajectory, horizon: int) -> float:
-    """RMS over every window of `data` of the `horizon`-step open-loop error, in units of the
-    state std of the model's own normalisation (the fit report of a user's log)."""
-    ref = next(iter(model.parameters()))
-    w = to_batch(make_windows(data, model.history_len, horizon), None, ref.device, ref.dtype)
-    with torch.no_grad():
-        pred = model.predict_windows(w)
-    err = (pred - w["y"]) / model.state_std
-    return float(err.pow(2).mean().sqrt())
-
-
-def constant_error(model: Any, data: Trajectory, horizon: int) -> float:
-    """The same score for the "next state = state" predictor."""
-    ref = next(iter(model.parameters()))
-    w = to_batch(make_windows(data, model.history_len, horizon), None, ref.device, ref.dtype)
-    err = (w["x0"].unsqueeze(-2) - w["y"]) / model.state_std
-    return float(err.pow(2).mean().sqrt())

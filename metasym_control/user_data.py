@@ -412,7 +412,7 @@ def fit_report(
         {"horizons": [...], "before": [...], "after": [...], "hold": [...]} (None where the
         tail is too short for a horizon).
     """
-    from metasym_control.evaluation import constant_error, rollout_error
+    from metasym_control.model_error import constant_error, rollout_error
 
     out: dict[str, Any] = {"horizons": list(horizons), "before": [], "after": [], "hold": []}
     longest = int(tail.lengths.max()) - int(getattr(model, "history_len", 0))

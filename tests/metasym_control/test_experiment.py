@@ -13,7 +13,6 @@ from cli_runner import run_cli
 
 from metasym_control.controller import History
 from metasym_control.dynamics import AdaptBudget
-from metasym_control.evaluation import constant_error, rollout_error
 from metasym_control.experiment import (
     ADAPTED,
     NOMINAL,
@@ -26,6 +25,7 @@ from metasym_control.experiment import (
     run_trial,
 )
 from metasym_control.generate import generate_data
+from metasym_control.model_error import constant_error, rollout_error
 from metasym_control.pretrained import RECIPES, load_pretrained
 from metasym_control.systems import get_system
 

@@ -12,9 +12,9 @@ import torch
 
 from metasym_control.dynamics import AdaptBudget
 from metasym_control.envs.toy_oscillator import TOY_DT, TOY_ENV_ID, oscillator_family
-from metasym_control.evaluation import constant_error, rollout_error
 from metasym_control.generate import split_by_task
 from metasym_control.meta_training import MetaTrainConfig, meta_train
+from metasym_control.model_error import constant_error, rollout_error
 from metasym_control.models.metasym import MetaSym, MetaSymConfig
 from metasym_control.systems import coordinates_for_env
 from metasym_control.trajectory import Trajectory
