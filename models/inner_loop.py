@@ -81,7 +81,7 @@ def inner_loop(
         The adapted fast weights by name.
     """
     fast = {n: params[n] for n in fast_names}
-    if steps == 0:
+    if steps == 0 or not fast:  # no fast weights (MetaSym's fast_set "none"): nothing adapts
         return fast
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"inner optimizer must be 'sgd' or 'adam', got {optimizer!r}")

@@ -289,3 +289,34 @@ def test_cuda_matches_cpu(tasks: list) -> None:
     out1 = g.rollout(x.cuda(), us.cuda(), expand_memory(mem1, (3,)))
     ref1 = m.rollout(x, us, expand_memory(m.init_memory(hs[0], ha[0]), (3,)))
     torch.testing.assert_close(out1.cpu(), ref1)
+
+
+def test_the_empty_fast_set_adapts_nothing_and_meta_trains() -> None:
+    """fast_set "none" (the ablation's no-adaptation arm): adapt returns the same predictions
+    and meta-training runs (it used to fail on an empty gradient)."""
+    import dataclasses as dc
+
+    from metasym_control.generate import generate_tasks
+    from metasym_control.meta_training import MetaTrainConfig, meta_train
+    from metasym_control.models.metasym import MetaSymConfig
+    from metasym_control.systems import model_for_data
+
+    tasks = generate_tasks("toy", 3, 3, 20, "train", 0)
+    model = model_for_data("metasym", tasks[0], dc.replace(MetaSymConfig(), fast_set="none"))
+    assert model.fast_weight_names() == []
+    model.fit_normalization(tasks)
+    meta_train(
+        model, tasks, MetaTrainConfig(steps=2, meta_batch=2, support_episodes=1), progress=False
+    )
+    from metasym_control.dynamics import AdaptBudget
+
+    adapted = model.adapt(tasks[0], AdaptBudget(inner_steps=3))
+    x = torch.as_tensor(tasks[0].states[:, 0], dtype=torch.float32)
+    u = torch.as_tensor(tasks[0].actions[:, :5], dtype=torch.float32)
+    hs = torch.zeros(x.shape[0], model.history_len, model.state_dim)
+    ha = torch.zeros(x.shape[0], model.history_len, model.action_dim)
+    hv = torch.zeros(x.shape[0], model.history_len, dtype=torch.bool)
+    with torch.no_grad():
+        a = model.rollout(x, u, model.init_memory(hs, ha, hv))
+        b = adapted.rollout(x, u, adapted.init_memory(hs, ha, hv))
+    torch.testing.assert_close(a, b)
