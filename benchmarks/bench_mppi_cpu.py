@@ -40,22 +40,13 @@ from metasym_control.bench import (
 )
 from metasym_control.checkpoint import load_checkpoint
 from metasym_control.closed_loop import ClosedLoopResult, run_closed_loop
-from metasym_control.controllers.mppi import MPPI, MPPIConfig
+from metasym_control.controllers.mppi import MPPI, PROFILE_PHASES, MPPIConfig
 from metasym_control.dynamics import expand_memory
 from metasym_control.envs.quadrotor import QuadrotorEnv, QuadrotorParams
 from metasym_control.models.quadrotor_analytic import QuadrotorModel
 
 HORIZON = 20
-PHASES = (
-    "inputs",
-    "noise",
-    "history encoding",
-    "rollout",
-    "costs",
-    "update",
-    "plan prediction",
-    "host",
-)
+PHASES = PROFILE_PHASES
 
 
 def _rollout(model: Any, x0: torch.Tensor, actions: torch.Tensor, memory: Any) -> torch.Tensor:

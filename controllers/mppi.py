@@ -446,6 +446,19 @@ def _noise_map(
     return torch.as_tensor(rows, device=device, dtype=dtype)
 
 
+# the phases `MPPIConfig.profile` times, in the order of one control step
+PROFILE_PHASES = (
+    "inputs",
+    "noise",
+    "history encoding",
+    "rollout",
+    "costs",
+    "update",
+    "plan prediction",
+    "host",
+)
+
+
 class _PhaseTimer:
     """Wall time between marks of one `act` (`MPPIConfig.profile`), in milliseconds.
 

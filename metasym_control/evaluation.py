@@ -613,7 +613,7 @@ def report(result: dict[str, Any]) -> str:
 
     cfg = result["config"]
     horizons, shots = cfg["horizons"], cfg["shots"]
-    k_main = 3 if 3 in shots else shots[len(shots) // 2]
+    k_main = _main_shot(shots)
     agg = aggregate(result)
     names = list(dict.fromkeys(r["model"] for r in result["rows"]))
     trivial = [HOLD, MEAN]
@@ -647,7 +647,7 @@ def report(result: dict[str, Any]) -> str:
             markdown_table(["model", *[f"H = {h}" for h in horizons]], rows),
             "",
         ]
-    h_mid = horizons[min(len(horizons) - 1, 2)]
+    h_mid = _mid_horizon(horizons)
     hi_idx = horizons.index(h_mid)
     rows = []
     for n in learned:
@@ -795,7 +795,7 @@ def plots(result: dict[str, Any], folder: Path) -> list[Path]:
 
     cfg = result["config"]
     horizons, shots = cfg["horizons"], cfg["shots"]
-    k_main = 3 if 3 in shots else shots[len(shots) // 2]
+    k_main = _main_shot(shots)
     agg = aggregate(result)
     names = list(dict.fromkeys(r["model"] for r in result["rows"]))
     folder.mkdir(parents=True, exist_ok=True)
@@ -813,10 +813,8 @@ def plots(result: dict[str, Any], folder: Path) -> list[Path]:
     ax.set_title(f"{cfg['env']}: open-loop error after {k_main}-shot adaptation")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    p1 = folder / "errors_vs_horizon.png"
-    fig.savefig(p1, dpi=120)
-    plt.close(fig)
-    h_mid = horizons[min(len(horizons) - 1, 2)]
+    p1 = _save(fig, folder / "errors_vs_horizon.png")
+    h_mid = _mid_horizon(horizons)
     i = horizons.index(h_mid)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for n in names:
@@ -830,10 +828,27 @@ def plots(result: dict[str, Any], folder: Path) -> list[Path]:
     ax.set_title(f"{cfg['env']}: error against the number of support episodes")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    p2 = folder / "errors_vs_shots.png"
-    fig.savefig(p2, dpi=120)
-    plt.close(fig)
+    p2 = _save(fig, folder / "errors_vs_shots.png")
     return [p1, p2]
+
+
+def _main_shot(shots: Sequence[int]) -> int:
+    """The K of the main tables: 3 where measured, else the middle one."""
+    return 3 if 3 in shots else shots[len(shots) // 2]
+
+
+def _mid_horizon(horizons: Sequence[int]) -> int:
+    """The H of the error-against-K table and plot: the third horizon (50 by default)."""
+    return horizons[min(len(horizons) - 1, 2)]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def eval_main(args: EvalArgs) -> dict[str, Any]:
