@@ -56,6 +56,9 @@ class ClosedLoopResult:
         infos: controller `last_info` of every step.
         adaptations: control steps at which an adapted model was swapped in.
         frames: rendered RGB frames when requested.
+        params: the system's parameters.
+        adapt_seconds: wall time of each online adaptation, s (the loop itself waits
+            `OnlineAdaptConfig.latency` steps for it, whatever it took).
     """
 
     states: np.ndarray
@@ -70,6 +73,7 @@ class ClosedLoopResult:
     adaptations: list[int]
     frames: list[np.ndarray]
     params: dict[str, Any]
+    adapt_seconds: list[float] = field(default_factory=list)
 
     def tracking_rmse(self, env: Any) -> float:
         """Root-mean-square of the task's tracking error over the run (task units).
@@ -138,6 +142,7 @@ def run_closed_loop(
     act_s: list[float] = []
     frames: list[np.ndarray] = []
     adaptations: list[int] = []
+    adapt_s: list[float] = []
     pending: tuple[int, DynamicsModel] | None = None
     terminated = False
     for k in range(steps):
@@ -165,7 +170,9 @@ def run_closed_loop(
                 dt=base.dt,
                 env_id=base.env_id,
             )
+            t_adapt = time.perf_counter()
             adapted = controller.model.adapt(support, online.budget)
+            adapt_s.append(time.perf_counter() - t_adapt)
             pending = (k + online.latency, adapted)
         x = states[-1]
         t0 = time.perf_counter()
@@ -203,4 +210,5 @@ def run_closed_loop(
         adaptations=adaptations,
         frames=frames,
         params=base.params.to_dict(),
+        adapt_seconds=adapt_s,
     )

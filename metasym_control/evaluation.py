@@ -84,6 +84,8 @@ class EvalArgs:
         meta_steps: outer steps of meta-training (the same for every learned model).
         train_horizon: rollout length of meta-training's query loss, steps (None: the
             recipe's, 4), the same for every learned model.
+        train_noise: meta-training's input noise (`MetaTrainConfig.input_noise`, in state
+            stds; None: the recipe's), the same for every learned model.
         windows_per_episode: anchors scored in each query episode (evenly spaced).
         energy_steps: spring mesh only: control steps of the long rollout of an undamped,
             unforced held-out mesh (energy drift beside position and phase error).
@@ -108,6 +110,7 @@ class EvalArgs:
     steps_per_episode: int | None = None
     meta_steps: int = 300
     train_horizon: int | None = None
+    train_noise: float | None = None
     windows_per_episode: int = 8
     energy_steps: int = 10_000
     energy_systems: int = 4
@@ -153,6 +156,7 @@ class EvalArgs:
         at_least("--steps-per-episode", self.steps_per_episode, 10, optional=True)
         at_least("--meta-steps", self.meta_steps, 1)
         at_least("--train-horizon", self.train_horizon, 1, optional=True)
+        at_least("--train-noise", self.train_noise, 0.0, optional=True)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--energy-steps", self.energy_steps, 1)
         at_least("--energy-systems", self.energy_systems, 1)
@@ -402,6 +406,8 @@ def learned_model(
     cfg = dataclasses.replace(base, steps=args.meta_steps, seed=seed).matching(EVAL_BUDGET)
     if args.train_horizon is not None:
         cfg = dataclasses.replace(cfg, horizon=args.train_horizon)
+    if args.train_noise is not None:
+        cfg = dataclasses.replace(cfg, input_noise=args.train_noise)
     kind, _, fast_set = name.partition(":")
     metasym = recipe.metasym if recipe is not None else MetaSymConfig()
     if fast_set:
@@ -629,7 +635,8 @@ def report(result: dict[str, Any]) -> str:
         f"{cfg['query_episodes']} are scored at {cfg['windows_per_episode']} anchors each. "
         f"Training data: {cfg['n_tasks']} systems × {cfg['episodes']} episodes × "
         f"{cfg['steps_per_episode']} steps, {cfg['meta_steps']} meta-steps per model "
-        f"(query loss over {cfg['train_horizon'] or 4} steps). Error: RMS "
+        f"(query loss over {cfg['train_horizon'] or 4} steps, input noise "
+        f"{cfg.get('train_noise') or 0:g} state stds). Error: RMS "
         "over anchors and state components of (prediction − truth)/σ, σ the state std of the "
         "training data (the same for every model); mean [95% interval] over systems × seeds.",
         "",

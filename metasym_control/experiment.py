@@ -346,8 +346,14 @@ class ExperimentArgs:
         checkpoint: a MetaSym checkpoint stem instead of the shipped one (one env only).
         task: the task (None: each system's default, e.g. the mesh's "settle"; one env only).
         export_csv: also write every flown run as a CSV log into `out/logs/`.
-        out: folder for the JSON summary and the markdown table.
+        out: folder of the run: JSON summaries, markdown tables, plots, the quadrotor's
+            video and per-vehicle results (what an interrupted run resumes from).
         benchmarks: BENCHMARKS.md to update (its experiment section), or None.
+        curve_systems: quadrotor: the first this many vehicles also fly MetaSym adapted on
+            K = 0, 1, 2, 4 support flights (RMSE against K; 0: no curve).
+        video: quadrotor: render vehicle 0's flight with the adapted MetaSym (MP4).
+        resume: quadrotor: reuse vehicles that a previous run with the same settings,
+            checkpoint and seed already flew (in `out`).
     """
 
     envs: tuple[str, ...] = ("spring_mesh", "quantum")
@@ -361,8 +367,11 @@ class ExperimentArgs:
     export_csv: bool = False
     seconds: float = 8.0
     stress: bool = True
-    out: Path = Path("outputs/experiment")
+    out: Path = Path("runs/experiment")
     benchmarks: Path | None = Path("BENCHMARKS.md")
+    curve_systems: int = 4
+    video: bool = True
+    resume: bool = True
 
     def validate(self) -> None:
         """Check every option up front (`UsageError` naming the flag and its range)."""
@@ -377,6 +386,7 @@ class ExperimentArgs:
         require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
         at_least("--steps", self.steps, 1, optional=True)
         at_least("--samples", self.samples, 1, optional=True)
+        at_least("--curve-systems", self.curve_systems, 0)
         if self.task is not None:
             require(len(self.envs) == 1, "--task", "used with exactly one --envs", self.envs)
             tasks = get_system(self.envs[0]).tasks
@@ -571,13 +581,19 @@ def quadrotor_main(args: ExperimentArgs) -> None:
     import dataclasses
 
     from metasym_control.bench import machine_description, write_section
-    from metasym_control.checkpoint import load_checkpoint
+    from metasym_control.checkpoint import checkpoint_paths, load_checkpoint
     from metasym_control.demo_config import DemoConfig
-    from metasym_control.figure8 import quadrotor_experiment, quadrotor_tables
+    from metasym_control.figure8_experiment import (
+        file_digest,
+        quadrotor_experiment,
+        quadrotor_tables,
+    )
     from metasym_control.weights import DEFAULT_WEIGHTS
 
+    stem = args.checkpoint or DEFAULT_WEIGHTS
+
     def loader() -> DynamicsModel:
-        return load_checkpoint(args.checkpoint or DEFAULT_WEIGHTS, dtype=torch.float64)[0]
+        return load_checkpoint(stem, dtype=torch.float64)[0]
 
     cfg = dataclasses.replace(
         DemoConfig(),
@@ -594,7 +610,16 @@ def quadrotor_main(args: ExperimentArgs) -> None:
     for title, stress in sets:
         t0 = time.perf_counter()
         summary = quadrotor_experiment(
-            args.systems, args.seed, cfg, loader, stress=stress, out=args.out
+            args.systems,
+            args.seed,
+            cfg,
+            loader,
+            stress=stress,
+            out=args.out,
+            model_id=file_digest(checkpoint_paths(stem)[0]),
+            curve_systems=min(args.curve_systems, args.systems),
+            video=args.video,
+            resume=args.resume,
         )
         table = quadrotor_tables(summary)
         print(f"\n## quadrotor figure-8, {title} ({mpc})\n\n{table}")
@@ -610,6 +635,9 @@ def quadrotor_main(args: ExperimentArgs) -> None:
             "cascaded PD when no plan can be trusted. RMSE median, worst, 95% bootstrap "
             "interval; goals on per-system ratios.\n\n" + table + "\n"
         )
+        name = f"quadrotor_{args.controller}{'_stress' if stress else ''}"
+        (args.out / f"{name}.md").write_text(body)
+        print(f"table, plots{' and video' if args.video else ''}: {args.out}/{name}*")
         if args.benchmarks is not None:
             key = f"experiment-quadrotor-{args.controller}{'-stress' if stress else ''}"
             write_section(

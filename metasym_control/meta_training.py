@@ -72,6 +72,10 @@ class MetaTrainConfig:
         unadapted_weight: weight of the query loss of the *unadapted* meta-model, added to
             the adapted one, so the meta-model also predicts well before any adaptation (a
             controller flies it until its first adaptation); 0 is plain MAML.
+        input_noise: std of Gaussian noise added to the query windows' start state and
+            history states, in units of the model's state std; the targets stay clean, so
+            the model learns to steer a perturbed state back to the data (the model's own
+            errors in a long rollout are such perturbations); 0: none.
         seed: seed of every draw (tasks, episodes, windows).
         checkpoint_every: outer steps between checkpoints (0: only at the end).
         log_every: outer steps between log records.
@@ -92,6 +96,7 @@ class MetaTrainConfig:
     grad_clip: float = 1.0  # rare large rollout errors should not derail training
     aux: bool = True  # time-reversal losses of the encoder
     unadapted_weight: float = 0.0  # plain MAML by default; the shipped weights use 0.5
+    input_noise: float = 0.0  # clean inputs by default (docs/metasym.md measures it)
     seed: int = 0  # everything random derives from it
     checkpoint_every: int = 0  # end-only by default
     log_every: int = 10  # log records every 10 steps
@@ -103,6 +108,8 @@ class MetaTrainConfig:
             raise ValueError("MetaTrainConfig: support_episodes, horizons must be >= 1")
         if self.inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam': {self.inner_optimizer}")
+        if not self.input_noise >= 0.0:
+            raise ValueError(f"MetaTrainConfig.input_noise must be >= 0, got {self.input_noise}")
 
     def matching(self, budget: AdaptBudget) -> MetaTrainConfig:
         """This config with its inner loop doing what `budget` does at adaptation time.
@@ -389,6 +396,8 @@ def _task_loss(
     if config.batch_windows and config.batch_windows < nq:
         qidx = rng.choice(nq, config.batch_windows, replace=False)
     qbatch = to_batch(qry, qidx, dev, dtype)
+    if config.input_noise > 0:
+        qbatch = _perturbed(qbatch, model.state_std, config.input_noise, rng)
     params = model_params(model, detach=False)  # meta-gradients flow into every parameter
     fast = inner_loop(
         model,
@@ -411,6 +420,19 @@ def _task_loss(
     if config.unadapted_weight > 0:
         q = q + config.unadapted_weight * functional_call(model, params, (qbatch,))
     return q, before, after
+
+
+def _perturbed(
+    batch: dict[str, torch.Tensor], std: torch.Tensor, scale: float, rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
+    """`batch` with N(0, (scale * std)^2) noise on `x0` (B, nx) and the history states `hs`
+    (B, L, nx); std (nx,) in state units. Drawn from `rng` (seeded per task and step)."""
+    out = dict(batch)
+    for key in ("x0", "hs"):
+        x = batch[key]
+        eps = torch.as_tensor(rng.standard_normal(tuple(x.shape)), device=x.device, dtype=x.dtype)
+        out[key] = x + eps * (scale * std.to(x.dtype))
+    return out
 
 
 def init_distributed(device: str = "cpu") -> tuple[int, int]:

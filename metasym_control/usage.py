@@ -27,7 +27,7 @@ def positive(flag: str, value: float | int | None, optional: bool = False) -> No
     require(value is not None and value > 0, flag, "> 0", value)
 
 
-def at_least(flag: str, value: int | None, low: int, optional: bool = False) -> None:
+def at_least(flag: str, value: float | None, low: float, optional: bool = False) -> None:
     """`value >= low` (None allowed with `optional`)."""
     if optional and value is None:
         return

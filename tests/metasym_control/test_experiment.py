@@ -12,7 +12,7 @@ import torch
 from cli_runner import run_cli
 
 from metasym_control.controller import History
-from metasym_control.dynamics import AdaptBudget
+from metasym_control.dynamics import AdaptBudget, DynamicsModel
 from metasym_control.experiment import (
     ADAPTED,
     NOMINAL,
@@ -205,12 +205,12 @@ def test_quadrotor_figure8_experiment_runs_end_to_end(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     bench = tmp_path / "BENCHMARKS.md"
-    run_cli(
-        monkeypatch,
+    argv = (
         "experiment", "--envs", "quadrotor", "--systems", "2", "--seconds", "0.3",
         "--samples", "16", "--controller", "rti", "--out", str(tmp_path),
-        "--benchmarks", str(bench),
+        "--benchmarks", str(bench), "--curve-systems", "1",
     )  # fmt: skip
+    run_cli(monkeypatch, *argv)
     for name in ("quadrotor_rti.json", "quadrotor_rti_stress.json"):
         summary = json.loads((tmp_path / name).read_text())
         assert len(summary["systems"]) == 2
@@ -226,6 +226,15 @@ def test_quadrotor_figure8_experiment_runs_end_to_end(
         assert [g["text"].split()[0] for g in summary["goals"]] == [
             "no", "MetaSym's", "median", "worst", "median", "better",
         ]  # fmt: skip
+        adapted = summary["methods"]["RTI + MetaSym (adapted)"]
+        assert adapted["act_ms"] > 0 and adapted["effort_n"] > 0
+        assert isinstance(adapted["fallback_kinds"], dict)
+        # the RMSE-against-K curve: K = 0, 1, 2, 4 support flights on the first vehicle
+        assert summary["curve"]["systems"] == 1
+        assert list(summary["curve"]["median"]) == ["0", "1", "2", "4"]
+    for suffix in ("_error.png", "_path.png", "_curve.png", "_flight.mp4", ".md"):
+        assert (tmp_path / f"quadrotor_rti{suffix}").stat().st_size > 0, suffix
+    assert (tmp_path / "quadrotor_rti_stress" / "vehicle_1.json").exists()
     # the stress set is beyond the test range yet flyable: thrust-to-weight >= 1.5
     stress = json.loads((tmp_path / "quadrotor_rti_stress.json").read_text())["params"]
     for p in stress:
@@ -233,6 +242,45 @@ def test_quadrotor_figure8_experiment_runs_end_to_end(
         assert np.hypot(*p["wind"][:2]) <= 0.25 * 9.81 * p["mass"] + 1e-9
     text = bench.read_text()
     assert "section:experiment-quadrotor-rti-stress" in text
+
+    # an interrupted run resumes: the same command flies no vehicle again
+    import metasym_control.figure8_experiment as fx
+
+    before = json.loads((tmp_path / "quadrotor_rti.json").read_text())
+
+    def no_flight(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished vehicle was flown again")
+
+    monkeypatch.setattr(fx, "_fly_vehicle", no_flight)
+    run_cli(monkeypatch, *argv)
+    assert json.loads((tmp_path / "quadrotor_rti.json").read_text()) == before
+    # another setting (here the flight's length) is not taken from the cache
+    with pytest.raises(AssertionError, match="flown again"):
+        run_cli(monkeypatch, *argv[:6], "0.2", *argv[7:])
+
+
+def test_the_figure8_experiment_is_the_same_twice_under_one_seed() -> None:
+    """Two fresh runs (no cache) with one seed at one thread count: the same RMSE, crashes
+    and fallbacks for every method (the wall-time columns are measurements, not results)."""
+    import dataclasses
+
+    from metasym_control.checkpoint import load_checkpoint
+    from metasym_control.demo_config import DemoConfig
+    from metasym_control.figure8_experiment import quadrotor_experiment
+    from metasym_control.weights import DEFAULT_WEIGHTS
+
+    cfg = dataclasses.replace(
+        DemoConfig(), seconds=0.4, samples=16, video=False, include_unadapted=True,
+        include_identified=True,
+    )  # fmt: skip
+
+    def loader() -> DynamicsModel:
+        return load_checkpoint(DEFAULT_WEIGHTS, dtype=torch.float64)[0]
+
+    keep = ("rmse_m", "crashed", "fallback_share", "fallbacks", "effort_n")
+    runs = [quadrotor_experiment(1, 31, cfg, loader, progress=False)["systems"] for _ in range(2)]
+    first, second = ({m: {k: s[0][m][k] for k in keep} for m in s[0]} for s in runs)
+    assert first == second
 
 
 @pytest.mark.slow

@@ -132,6 +132,36 @@ def test_matching_config_takes_the_budgets_inner_loop() -> None:
     assert base.inner_horizon == 1
 
 
+def test_input_noise_perturbs_inputs_only_at_the_stated_scale_and_is_seeded() -> None:
+    from metasym_control.meta_training import _perturbed
+
+    x0 = torch.zeros(4000, 2, dtype=torch.float64)
+    batch = {"x0": x0, "hs": torch.zeros(4000, 3, 2, dtype=torch.float64), "y": x0[:, None]}
+    std = torch.tensor([2.0, 0.5], dtype=torch.float64)
+    out = _perturbed(batch, std, 0.1, np.random.default_rng(0))
+    torch.testing.assert_close(out["x0"].std(0), 0.1 * std, rtol=0.05, atol=0)
+    torch.testing.assert_close(out["hs"].std((0, 1)), 0.1 * std, rtol=0.05, atol=0)
+    assert out["y"] is batch["y"]  # the targets stay clean
+    again = _perturbed(batch, std, 0.1, np.random.default_rng(0))
+    assert torch.equal(out["x0"], again["x0"])
+    with pytest.raises(ValueError, match="input_noise"):
+        MetaTrainConfig(input_noise=-0.1)
+    # in meta-training: seeded, and not the clean run
+    tasks = oscillator_family(3, 3, 12, "train", seed=3)
+    config = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
+    weights = []
+    for noise in (0.05, 0.05, 0.0):
+        cfg = MetaTrainConfig(
+            steps=2, meta_batch=2, support_episodes=2, inner_steps=1, batch_windows=8,
+            input_noise=noise,
+        )  # fmt: skip
+        m = _model(config)
+        m.fit_normalization(tasks)
+        meta_train(m, tasks, cfg, progress=False)
+        weights.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     tasks = oscillator_family(3, 3, 12, "train", seed=3)
     config = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
