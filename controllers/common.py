@@ -102,21 +102,37 @@ def trusted_bounds(model: DynamicsModel) -> tuple[np.ndarray, np.ndarray] | None
     return lo_a, hi_a
 
 
-def check_plan(states: np.ndarray, bounds: tuple[np.ndarray, np.ndarray] | None) -> FaultKind:
+def check_plan(
+    states: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray] | None,
+    x0: np.ndarray | None = None,
+    tolerance: np.ndarray | None = None,
+) -> FaultKind:
     """Classify a predicted plan.
 
     Args:
         states: (T, nx) predicted states of the plan (the current state excluded).
         bounds: the model's trusted region or None.
+        x0: (nx,) the measured state, or None. The region is widened per component to
+            contain it: the vehicle is really there, so a plan is judged by whether it goes
+            further out than the state already is (a state outside the region would
+            otherwise make every plan untrusted and hand the loop to the fallback for as
+            long as it stays out; the RTI QP's bounds are widened the same way).
+        tolerance: (nx,) how far beyond the region a plan may go (None: not at all; the RTI
+            MPC's soft region, `NMPCConfig.soft_trust`).
 
     Returns:
-        "non_finite" if any prediction is NaN/inf, "untrusted" if a state leaves the trusted
-        region, else "none".
+        "non_finite" if any prediction is NaN/inf, "untrusted" if a state leaves the
+        (widened) trusted region, else "none".
     """
     if not np.all(np.isfinite(states)):
         return "non_finite"
     if bounds is not None:
         lo, hi = bounds
+        if x0 is not None:
+            lo, hi = np.minimum(lo, x0), np.maximum(hi, x0)
+        if tolerance is not None:
+            lo, hi = lo - tolerance, hi + tolerance
         if np.any(states < lo) or np.any(states > hi):
             return "untrusted"
     return "none"

@@ -235,7 +235,7 @@ class MPPI:
             if not np.all(np.isfinite(plan_u_np)):
                 fault = "non_finite"
             else:
-                fault = check_plan(plan_x_np, self._trust)
+                fault = check_plan(plan_x_np, self._trust, np.asarray(state, np.float64))
             if fault != "none":
                 memory = model.init_memory(hist_states, hist_actions, hist_valid > 0.5)
                 plan_u_np, plan_x_np, fallback = self._fallback(
@@ -407,7 +407,7 @@ class MPPI:
         if warm is not None:
             xs = self.model.rollout(x0[None], warm[None], expand_memory(memory, (1,)))[0]
             xs_np = xs.cpu().numpy()
-            if check_plan(xs_np, self._trust) == "none":
+            if check_plan(xs_np, self._trust, x0.detach().cpu().double().numpy()) == "none":
                 return warm.cpu().numpy(), xs_np, "shifted_plan"
         state = x0.detach().cpu().double().numpy()
         u_last, kind = last_resort(self.fallback, self.task, state, t)

@@ -85,6 +85,18 @@ class NMPCConfig:
             that grazes the region's edge (the quadrotor's figure-8 needs pitch rates within
             1% of the learned model's bound) is only rejected after the solve and the
             controller drops to the safe action; with it the QP itself stays inside.
+        soft_trust: "rti" mode with `trusted_constraints`: the region enters the QP as soft
+            bounds (an exact L1 penalty on slack variables, `RTIQP`), so the QP stays feasible
+            where the dynamics carry the plan out of it whatever the actions (the quadrotor's
+            height integrating an outward vertical velocity made the hard-bounded QP
+            infeasible, and qrqp and proxqp then ran to their iteration limits: seconds a
+            step), and a plan is accepted when it leaves the region by at most
+            `trust_tolerance` of the region's span per component. Ignored (hard bounds) when
+            hpipm is the QP solver or its backup.
+        trust_penalty: the soft region's L1 weight per span of violation (large: the slack is
+            zero wherever the region can be kept).
+        trust_tolerance: how far (a fraction of the region's span per component) a plan of
+            the soft region may leave it and still be flown.
         ipopt_max_iter: ipopt iteration limit per control step.
         ipopt_tol: ipopt convergence tolerance.
         ipopt_mu_init: ipopt's initial barrier parameter (small suits a warm start).
@@ -106,6 +118,9 @@ class NMPCConfig:
     hess_min_eig: float = 1e-6
     use_state_bounds: bool = True
     trusted_constraints: bool = True
+    soft_trust: bool = False  # measured worse with the adapted MetaSym (docs/controllers.md)
+    trust_penalty: float = 1e3  # far above the task cost's gradients: exact where feasible
+    trust_tolerance: float = 0.05  # what the dynamics force out in a few steps, not more
     ipopt_max_iter: int = 100
     ipopt_tol: float = 1e-6
     ipopt_mu_init: float = 1e-3
@@ -193,6 +208,13 @@ class NMPC:
         self._layout = ShootingLayout(c.horizon, self.nx, self.nu)
         self._lbw, self._ubw = task_bounds(self._layout, task, c.use_state_bounds)
         self._cost = HorizonCost(task, c.horizon, c.hess_min_eig)
+        # the soft trusted region needs the general QP solvers (hpipm: hard bounds)
+        self._soft = (
+            c.mode == "rti"
+            and c.trusted_constraints
+            and c.soft_trust
+            and "hpipm" not in (c.qp_solver, c.qp_backup)
+        )
         self.qp = RTIQP(
             self._layout,
             c.qp_solver,
@@ -200,6 +222,8 @@ class NMPC:
             eps=c.qp_eps,
             max_iter=c.qp_max_iter,
             feas_tol=c.qp_feas_tol,
+            soft=self._soft,
+            penalty=c.trust_penalty,
         )
         self.set_model(model)
         self.reset()
@@ -307,7 +331,7 @@ class NMPC:
         fallback: FallbackKind = "none"
         if fault == "none" and w_sol is not None:
             xs, us = self._layout.split(w_sol)
-            fault = check_plan(xs[1:], self._trust)
+            fault = check_plan(xs[1:], self._trust, x0, self._tolerance())
         if fault != "none" or w_sol is None:
             w_sol, fallback = self._fallback(x0, t, memory, prev_shift)
         xs, us = self._layout.split(w_sol)
@@ -322,6 +346,13 @@ class NMPC:
         self.last_info = info
         self._counter.record(info, fallback, fault)
         return np.clip(us[0], self.task.action_lower, self.task.action_upper)
+
+    def _tolerance(self) -> np.ndarray | None:
+        """How far (nx,) a plan may leave the trusted region: `trust_tolerance` of its span
+        with the soft region, else None (not at all)."""
+        if not self._soft or self._trust is None:
+            return None
+        return self.config.trust_tolerance * (self._trust[1] - self._trust[0])
 
     # ------------------------------------------------------------------ warm starts, fallback
     def _shifted_warm(self, u_ref: np.ndarray) -> np.ndarray:
@@ -358,7 +389,7 @@ class NMPC:
         if prev_shift is not None:
             _, us = self._layout.split(prev_shift)
             xs = self._rollout(x0, us, memory)
-            if check_plan(xs, self._trust) == "none":
+            if check_plan(xs, self._trust, x0, self._tolerance()) == "none":
                 plan = self._layout.join(np.concatenate([x0[None], xs], axis=0), us)
                 return plan, "shifted_plan"
         u_last, kind = last_resort(self.fallback, self.task, x0, t)
@@ -390,7 +421,13 @@ class NMPC:
         c = self.config
         w = w_init.copy()
         trust = self._trust if c.trusted_constraints else None
-        lbw, ubw = with_trusted_region(self._layout, self._lbw, self._ubw, trust, x0)
+        soft_region = None
+        if self._soft and trust is not None:
+            # soft: the region (widened to contain x0) goes into the QP's penalised rows
+            lbw, ubw = self._lbw, self._ubw
+            soft_region = (np.minimum(trust[0], x0), np.maximum(trust[1], x0))
+        else:
+            lbw, ubw = with_trusted_region(self._layout, self._lbw, self._ubw, trust, x0)
         x0_index = self._layout.x0_index
         t_lin = t_cost = t_qp = 0.0
         for _ in range(c.sqp_iters):
@@ -408,7 +445,7 @@ class NMPC:
                 curvature = self._lagrangian.lagrangian_hessians(xs[:-1], us, self._lam_dyn)
             h_st, g_st, h_t, g_t = self._cost.qp_blocks(xs, us, x_ref, u_ref, curvature)
             defect = f - xs[1:]  # (N, nx)
-            self.qp.load(jt, (h_st, h_t), (g_st, g_t), defect, (lbw, ubw), w, x0)
+            self.qp.load(jt, (h_st, h_t), (g_st, g_t), defect, (lbw, ubw), w, x0, soft_region)
             t2 = time.perf_counter()
             t_cost += t2 - t1
             # solve, validate, fall through to the backup solver

@@ -85,7 +85,8 @@ class SequenceObjective:
         costs = stage.sum(-1) + self.task.terminal_cost(x_all[:, -1], x_ref[-1])  # (K,)
         costs = torch.where(torch.isfinite(costs), costs, torch.full_like(costs, math.inf))
         if self.trusted is not None:  # untrusted samples cost +inf: a softmin weighs them 0
-            lo, hi = self.trusted
+            # widened to contain the measured state, as the plan check is (`check_plan`)
+            lo, hi = torch.minimum(self.trusted[0], x0), torch.maximum(self.trusted[1], x0)
             out = ((xs < lo) | (xs > hi)).flatten(1).any(dim=1)  # (K,)
             drop = out & ~out.all()  # none trusted: weigh all, the plan check falls back
             costs = torch.where(drop, torch.full_like(costs, math.inf), costs)

@@ -28,11 +28,21 @@ class RTIQP:
     and the multipliers of the dynamics rows lam_a (N·nx,). All solvers share the input
     arrays (`inputs`), so a backup solve copies nothing.
 
+    With `soft`, the trusted region on x_1..x_N is soft: slack variables s >= 0 (N·nx, in
+    units of the region's span per component) enter rows lbt <= dx_k ± span·s_k <= ubt and
+    the cost as penalty·Σs + ridge·|s|²/2, an exact penalty: where the region can be kept,
+    the slack is zero for a large enough penalty; where the dynamics carry the plan out of it
+    whatever the actions (a position integrating an outward velocity), the QP stays feasible
+    and leaves it by the least it must. Extra inputs: lbt, ubt (N·nx,) the region relative to
+    the linearisation point, span (N·nx,). The general solvers only (hpipm takes its
+    stage-wise structure without these rows).
+
     Args:
         layout: the shooting layout.
         solver: the primary conic plugin; backup: a second one tried after a failure, or None.
         eps: osqp and proxqp tolerance; max_iter: the solvers' iteration limit (hpipm: at
             most 200); feas_tol: largest bound or row violation accepted from a solution.
+        soft: soft trusted region (see above); penalty, ridge: its weights.
 
     Attributes:
         solvers: (name, function) per solver, the primary first.
@@ -48,8 +58,14 @@ class RTIQP:
         eps: float,
         max_iter: int,
         feas_tol: float,
+        soft: bool = False,
+        penalty: float = 1e3,
+        ridge: float = 1.0,
     ) -> None:
+        if soft and "hpipm" in (solver, backup):
+            raise ValueError("RTIQP: a soft trusted region needs general QP solvers, not hpipm")
         self.layout = layout
+        self.soft = soft
         self.eps, self.max_iter, self.feas_tol = eps, max_iter, feas_tol
         n, nx, nz, nw = layout.horizon, layout.nx, layout.nz, layout.nw
         j_in = ca.MX.sym("J", nx, nz * n)
@@ -70,16 +86,53 @@ class RTIQP:
         a_qp = ca.vertcat(*rows)
         names = [solver] + ([backup] if backup not in (None, solver) else [])
         inputs = [j_in, h_in, ht_in, g_in, r_in, lbx_in, ubx_in]
+        qp = {"h": h_qp, "g": g_in, "a": a_qp, "lba": r_in, "uba": r_in}
+        qp.update(lbx=lbx_in, ubx=ubx_in)
+        if soft:
+            qp, extra = self._soft_qp(qp, penalty, ridge)
+            inputs += extra
         self.solvers: list[tuple[str, BufferedFunction]] = []
         for name in names:
-            conic = self._make_conic(name, h_qp.sparsity(), a_qp.sparsity())
-            sol = conic(h=h_qp, g=g_in, a=a_qp, lba=r_in, uba=r_in, lbx=lbx_in, ubx=ubx_in)
-            fn = ca.Function(f"rti_qp_{name}", inputs, [sol["x"], sol["lam_a"]])
+            conic = self._make_conic(name, qp["h"].sparsity(), qp["a"].sparsity())
+            sol = conic(**qp)
+            outputs = [sol["x"][:nw], sol["lam_a"][: n * nx]]
+            fn = ca.Function(f"rti_qp_{name}", inputs, outputs)
             buf = BufferedFunction(fn)
             if self.solvers:
                 buf.share_args(self.solvers[0][1])
             self.solvers.append((name, buf))
-        self.inputs = self.solvers[0][1].args  # J, H, HN, g, rhs, lbx, ubx
+        self.inputs = self.solvers[0][1].args  # J, H, HN, g, rhs, lbx, ubx[, lbt, ubt, span]
+
+    def _soft_qp(
+        self, qp: dict[str, ca.MX], penalty: float, ridge: float
+    ) -> tuple[dict[str, ca.MX], list[ca.MX]]:
+        """The QP with the slack variables and rows of the soft trusted region appended.
+
+        One row per bounded component, lbt <= dx_k + span·(s⁻_k - s⁺_k) <= ubt, with s⁺, s⁻
+        >= 0 (two rows per component, one per side, stalled qrqp on their degeneracy).
+        """
+        layout = self.layout
+        n, nx, nw = layout.horizon, layout.nx, layout.nw
+        m = n * nx
+        lbt, ubt, span = ca.MX.sym("lbt", m), ca.MX.sym("ubt", m), ca.MX.sym("span", m)
+        # E selects x_1..x_N out of dw
+        pick = ca.MX(
+            ca.DM(ca.Sparsity.triplet(m, nw, list(range(m)), layout.xk_index.tolist()), 1.0)
+        )
+        scale = ca.diag(span)
+        soft = {
+            "h": ca.diagcat(qp["h"], ridge * ca.MX.eye(2 * m)),
+            "g": ca.vertcat(qp["g"], penalty * ca.DM.ones(2 * m)),
+            "a": ca.vertcat(
+                ca.horzcat(qp["a"], ca.MX(qp["a"].size1(), 2 * m)),
+                ca.horzcat(pick, -scale, scale),
+            ),
+            "lba": ca.vertcat(qp["lba"], lbt),
+            "uba": ca.vertcat(qp["uba"], ubt),
+            "lbx": ca.vertcat(qp["lbx"], ca.DM.zeros(2 * m)),
+            "ubx": ca.vertcat(qp["ubx"], ca.DM.inf(2 * m)),
+        }
+        return soft, [lbt, ubt, span]
 
     def _make_conic(self, name: str, h_sp: ca.Sparsity, a_sp: ca.Sparsity) -> ca.Function:
         """A CasADi conic solver for the fixed QP sparsity."""
@@ -130,6 +183,7 @@ class RTIQP:
         bounds: tuple[np.ndarray, np.ndarray],
         w: np.ndarray,
         x0: np.ndarray,
+        trust: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Write the QP's data straight into the solvers' input buffers.
 
@@ -140,9 +194,11 @@ class RTIQP:
             defect: (N, nx) d_k = f(x̄_k, ū_k) - x̄_{k+1}.
             bounds: (nw,) lower and upper bounds on w.
             w: (nw,) the linearisation point; x0: (nx,) measured state (pins dx_0).
+            trust: with `soft`: the trusted region (lower (nx,), upper (nx,)) on x_1..x_N,
+                or None (none).
         """
         n, nx, nz = self.layout.horizon, self.layout.nx, self.layout.nz
-        j_in, h_in, ht_in, g_in, r_in, lbx_in, ubx_in = self.inputs
+        j_in, h_in, ht_in, g_in, r_in, lbx_in, ubx_in = self.inputs[:7]
         j_in.reshape(n, nz, nx)[:] = jt
         h_in.reshape(n, nz, nz)[:] = hessians[0]  # symmetric: column-major = row-major
         ht_in.reshape(nx, nx)[:] = hessians[1]
@@ -153,6 +209,17 @@ class RTIQP:
         np.subtract(bounds[1], w, out=ubx_in)
         x0_index = self.layout.x0_index
         lbx_in[x0_index] = ubx_in[x0_index] = x0 - w[x0_index]
+        if self.soft:
+            lbt_in, ubt_in, span_in = self.inputs[7:]
+            if trust is None:
+                lo, hi = np.full(nx, -np.inf), np.full(nx, np.inf)
+            else:
+                lo, hi = trust
+            width = hi - lo
+            span_in.reshape(n, nx)[:] = np.where(np.isfinite(width) & (width > 0), width, 1.0)
+            xk = w[self.layout.xk_index].reshape(n, nx)
+            np.subtract(lo, xk, out=lbt_in.reshape(n, nx))
+            np.subtract(hi, xk, out=ubt_in.reshape(n, nx))
 
     def solve(
         self, jt: np.ndarray, defect: np.ndarray, info: dict[str, Any]
@@ -169,7 +236,7 @@ class RTIQP:
             None, and the fault of the last try.
         """
         n, nx, nz = self.layout.horizon, self.layout.nx, self.layout.nz
-        lbx, ubx = self.inputs[5], self.inputs[6]
+        lbx, ubx = self.inputs[5], self.inputs[6]  # hard bounds; the soft rows are not checked
         fault: FaultKind = "solver_failed"
         for name, qp in self.solvers:
             self.evaluate(qp)

@@ -16,8 +16,10 @@ from metasym_control.models.quadrotor_analytic import QuadrotorModel
 
 
 class DistrustfulModel(QuadrotorModel):
-    """The nominal physics with a trusted region no plan can stay in (z within 1 mm of 9 m):
-    every plan is refused, so the controller flies its last fallback on every step."""
+    """The nominal physics with a trusted region no plan can stay in: empty in the yaw rate,
+    so that, widened to the measured state (`check_plan`), it holds the current yaw rate
+    only; every plan changes it, every plan is refused, and the controller flies its last
+    fallback on every step."""
 
     trusted_lower = np.full(13, -np.inf)
     trusted_upper = np.full(13, np.inf)
@@ -26,7 +28,7 @@ class DistrustfulModel(QuadrotorModel):
         super().__init__(params)
         self.trusted_lower = self.trusted_lower.copy()
         self.trusted_upper = self.trusted_upper.copy()
-        self.trusted_lower[2], self.trusted_upper[2] = 8.999, 9.001
+        self.trusted_lower[12], self.trusted_upper[12] = np.inf, -np.inf
 
 
 @pytest.mark.parametrize("kind", ["mppi", "rti"])
@@ -43,7 +45,9 @@ def test_a_plan_outside_the_trusted_region_keeps_flying_on_the_pd_fallback(kind:
         if kind == "mppi":
             ctrl = MPPI(model, task, MPPIConfig(horizon=8, num_samples=32), fallback=pd)
         else:
-            ctrl = NMPC(model, task, NMPCConfig(horizon=8, mode="rti"), fallback=pd)
+            # the region out of the QP, so that the plan can leave it
+            cfg = NMPCConfig(horizon=8, mode="rti", trusted_constraints=False)
+            ctrl = NMPC(model, task, cfg, fallback=pd)
         r = run_closed_loop(env, ctrl, steps, seed=0)
         err = float(np.linalg.norm(r.states[-1, :3] - r.x_ref[-1, :3]))
         return err, r.terminated, [i["fallback"] for i in r.infos]

@@ -109,7 +109,9 @@ def test_mppi_ignores_samples_with_non_finite_predictions() -> None:
 @pytest.mark.parametrize("kind", ["mppi", "rti"])
 def test_plan_leaving_the_trusted_region_falls_back(kind: str) -> None:
     model = TinyTrustModel()
-    ctrl: Any = MPPI(model, TASK, MPPI_CFG) if kind == "mppi" else NMPC(model, TASK)
+    # RTI without the region in its QP, so that its plan can leave it
+    cfg = NMPCConfig(trusted_constraints=False)
+    ctrl: Any = MPPI(model, TASK, MPPI_CFG) if kind == "mppi" else NMPC(model, TASK, cfg)
     _, us, infos = simulate(ctrl, X0, 3)
     assert all(i["fault"] == "untrusted" and i["fallback"] == "safe_action" for i in infos)
     np.testing.assert_allclose(us[0], u_ref(0.0))
@@ -119,6 +121,18 @@ def test_plan_leaving_the_trusted_region_falls_back(kind: str) -> None:
     ctrl2: Any = MPPI(model, quiet, small) if kind == "mppi" else NMPC(model, quiet)
     _, _, infos2 = simulate(ctrl2, np.array([0.002, 0.0, 0.0, 0.0]), 3)
     assert all(i["fallback"] == "none" for i in infos2)
+
+
+def test_a_state_outside_the_trusted_region_is_not_itself_a_fault() -> None:
+    """At 1 m with a region of ±1 cm, RTI (the region in its QP, widened to the state) plans
+    no further out than the vehicle already is; that plan is flown, not refused."""
+    ctrl = NMPC(TinyTrustModel(), TASK)
+    _, _, infos = simulate(ctrl, X0, 3)
+    assert all(i["fault"] == "none" and i["fallback"] == "none" for i in infos)
+    lo = np.minimum(TinyTrustModel.trusted_lower, X0) - 1e-9
+    hi = np.maximum(TinyTrustModel.trusted_upper, X0) + 1e-9
+    assert ctrl.last_plan is not None
+    assert np.all((ctrl.last_plan >= lo) & (ctrl.last_plan <= hi))
 
 
 def test_failed_qp_falls_back_to_the_shifted_plan_then_recovers(
@@ -220,3 +234,32 @@ def test_mppi_weighs_only_trusted_samples() -> None:
     blind = MPPI(SpeedLimitModel(), TASK, MPPIConfig(**{**cfg.__dict__, "trust_samples": False}))
     _, _, infos2 = simulate(blind, X0, 10)
     assert any(i["fault"] == "untrusted" for i in infos2)
+
+
+class WallModel(DoubleIntegrator):
+    """Trusted only for x <= 1 m: a state at the wall moving outward must leave the region
+    for a few steps whatever the actions."""
+
+    trusted_lower = np.array([-10.0, -10.0, -5.0, -5.0])
+    trusted_upper = np.array([1.0, 10.0, 5.0, 5.0])
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_a_soft_trusted_region_keeps_the_rti_qp_feasible(soft: bool) -> None:
+    """At x = 1 m (the wall) moving out at 0.5 m/s: with hard bounds the QP is infeasible
+    and the step falls back; with the soft region the plan leaves it by the least
+    the dynamics force (well within the tolerance), turns back, and is flown (an option:
+    off by default, docs/controllers.md)."""
+    cfg = NMPCConfig(horizon=10, mode="rti", soft_trust=soft)
+    ctrl = NMPC(WallModel(), TASK, cfg)
+    ctrl.act(np.array([1.0, 0.0, 0.5, 0.0]), 0.0)
+    if not soft:
+        assert ctrl.last_info["fault"] in ("infeasible", "solver_failed")
+        return
+    assert ctrl.last_info["fault"] == "none" and ctrl.last_info["fallback"] == "none"
+    plan = ctrl.last_plan
+    assert plan is not None
+    beyond = plan[:, 0].max() - 1.0
+    # the least possible excursion at the 2 m/s² action bound is v² / 2a = 0.0625 m
+    assert 0.0 < beyond <= 0.0625 + 1e-3
+    assert plan[-1, 0] < 1.0 + 1e-6  # back inside by the horizon's end
