@@ -608,7 +608,6 @@ def quadrotor_main(args: ExperimentArgs) -> None:
     mpc = MPC_NAMES[args.controller]
     sets = [("held-out (test range)", False)] + ([("stress set", True)] if args.stress else [])
     for title, stress in sets:
-        t0 = time.perf_counter()
         summary = quadrotor_experiment(
             args.systems,
             args.seed,
@@ -628,7 +627,8 @@ def quadrotor_main(args: ExperimentArgs) -> None:
         body = (
             f"`metasym-control experiment --envs quadrotor --systems {args.systems} "
             f"--controller {args.controller} --seed {args.seed} --seconds {args.seconds:g}"
-            f"{extra}` ({time.perf_counter() - t0:.0f} s on {machine_description()}). "
+            f"{extra}` ({summary['flight_seconds']:.0f} s of flights on "
+            f"{machine_description()}). "
             f"{args.systems} quadrotors of the {title}, each flying the demo's figure-8 "
             f"({args.seconds:g} s) after the same 3 s support flight; MetaSym adapted on it "
             "and re-adapted online every second; every MPC falls back to the shipped "
