@@ -34,6 +34,13 @@ class DemoConfig:
         horizon: MPC horizon, control steps of 0.02 s.
         samples: MPPI samples K.
         online: re-adapt MetaSym in the loop on a sliding window of what it has just seen.
+        online_support: every online adaptation also fits the support flight (see
+            `OnlineAdaptConfig.prior`).
+        online_anchor: "current" or "start": what each online adaptation starts from (see
+            `OnlineAdaptConfig.anchor`).
+        online_holdout: the last this many steps of each online window judge the update
+            instead of entering its fit; it is flown only if it predicts them better (see
+            `OnlineAdaptConfig.holdout`; 0: every update is flown).
         checkpoint: MetaSym checkpoint stem (None: the shipped default weights).
         out: folder for the plot, the video, the table and the JSON summary.
         video: render a video of the MetaSym flight (software EGL rendering: ~0.03 s/frame).
@@ -65,6 +72,9 @@ class DemoConfig:
     horizon: int = 20
     samples: int = 256
     online: bool = True
+    online_support: bool = False
+    online_anchor: Literal["current", "start"] = "current"
+    online_holdout: int = 0
     checkpoint: Path | None = None
     out: Path = Path("outputs/demo")
     video: bool = True
@@ -92,6 +102,18 @@ class DemoConfig:
             ok = self.env not in (None, "quadrotor") and self.task in tasks
             require(ok, "--task", f"one of {list(tasks)} with a non-quadrotor --env", self.task)
         at_least("--steps", self.steps, 1, optional=True)
+        require(
+            self.online_anchor in ("current", "start"),
+            "--online-anchor",
+            "current or start",
+            self.online_anchor,
+        )
+        require(
+            self.online_holdout == 0 or 10 <= self.online_holdout < 100,
+            "--online-holdout",
+            "0, or 10 to 99 steps (within the 100-step window, at least the 10-step check)",
+            self.online_holdout,
+        )
         require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
         positive("--seconds", self.seconds)
         positive("--support-seconds", self.support_seconds)

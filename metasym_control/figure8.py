@@ -153,7 +153,15 @@ def fly_figure8(
     results[PD] = run_closed_loop(env, baseline, steps, seed=cfg.seed)
     # 4. MPC with each model, MetaSym re-adapting online
     online = (
-        OnlineAdaptConfig(window=100, every=50, latency=5, budget=cfg.adapt_budget)
+        OnlineAdaptConfig(
+            window=100,
+            every=50,
+            latency=5,
+            budget=cfg.adapt_budget,
+            prior=support if cfg.online_support else None,
+            anchor=cfg.online_anchor,
+            holdout=cfg.online_holdout,
+        )
         if cfg.online
         else None
     )

@@ -207,3 +207,76 @@ def test_qubit_is_stabilised_near_plus_x(controller: str) -> None:
     assert abs(zero - 0.5) < 0.01
     assert fid > 0.83
     assert fid > zero + 0.3
+
+
+# ------------------------------------------------------------------------ online adaptation
+class _Recorder:
+    """A model stand-in that records what each `adapt` saw and which model it started from."""
+
+    def __init__(self, log: list[tuple[int, int, int]], generation: int = 0) -> None:
+        self.log, self.generation = log, generation
+
+    def adapt(self, support: Any, budget: Any) -> _Recorder:
+        self.log.append((self.generation, support.num, int(support.lengths.sum())))
+        return _Recorder(self.log, self.generation + 1)
+
+
+class _Swapping(Constant):
+    def __init__(self, action: np.ndarray, model: _Recorder) -> None:
+        super().__init__(action)
+        self.model = model  # type: ignore[assignment]
+
+    def set_model(self, model: Any) -> None:
+        self.model = model
+
+
+@pytest.mark.parametrize("anchor", ["current", "start"])
+def test_online_adaptation_fits_prior_with_window_from_the_anchor(anchor: str) -> None:
+    from metasym_control.closed_loop import OnlineAdaptConfig
+    from metasym_control.data import collect_quadrotor_dataset
+
+    env = QuadrotorEnv(task="hover", params=QUAD)
+    prior = collect_quadrotor_dataset(
+        n_tasks=1, episodes_per_task=1, steps=30, split="test", seed=0, params=[QUAD], num_envs=1
+    )
+    log: list[tuple[int, int, int]] = []
+    ctrl = _Swapping(np.full(4, QUAD.hover_action()), _Recorder(log))
+    cfg = OnlineAdaptConfig(window=20, every=20, latency=2, prior=prior, anchor=anchor)  # type: ignore[arg-type]
+    res = run_closed_loop(env, ctrl, 70, seed=0, online=cfg)
+    assert res.adaptations == [22, 42, 62]
+    # every adaptation: the 30-step prior plus the last 20 transitions, two trajectories
+    assert [(n, t) for _, n, t in log] == [(2, 50)] * 3
+    # "start" re-adapts the first model each time; "current" compounds the adaptations
+    assert [g for g, _, _ in log] == ([0, 0, 0] if anchor == "start" else [0, 1, 2])
+
+
+class _Offers(QuadrotorModel):
+    """Physics whose `adapt` offers a fixed successor model (wrong or right)."""
+
+    successor: QuadrotorModel
+
+    def adapt(self, support: Any, budget: Any) -> Any:
+        return self.successor
+
+
+@pytest.mark.parametrize("flying_right", [True, False])
+def test_holdout_check_swaps_in_only_a_better_adaptation(flying_right: bool) -> None:
+    """The PD flies the real vehicle; an adaptation offering 40 % too much mass is dropped
+    when the flying model has the true physics, and the true physics is swapped in when the
+    flying model has the wrong mass."""
+    from metasym_control.closed_loop import OnlineAdaptConfig
+    from metasym_control.controllers.cascaded_pd import CascadedPD
+
+    env = QuadrotorEnv(task="figure8", params=QUAD)
+    right, wrong = QuadrotorModel(QUAD), QuadrotorModel(QUAD.replace(mass=1.4 * QUAD.mass))
+    flying = _Offers(QUAD if flying_right else QUAD.replace(mass=1.4 * QUAD.mass))
+    flying.successor = wrong if flying_right else right
+    ctrl = CascadedPD(QUAD, env.task, model=flying)
+    cfg = OnlineAdaptConfig(window=60, every=60, latency=2, holdout=20, check_horizon=10)
+    res = run_closed_loop(env, ctrl, 130, seed=0, online=cfg)
+    assert len(res.holdout_errors) == 2
+    now, new = res.holdout_errors[0]
+    if flying_right:
+        assert new > 2 * now and res.rejected == [60, 120] and res.adaptations == []
+    else:
+        assert now > 2 * new and res.adaptations[0] == 62 and res.rejected[:1] != [60]
