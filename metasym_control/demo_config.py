@@ -38,6 +38,11 @@ class DemoConfig:
             `OnlineAdaptConfig.prior`).
         online_anchor: "current" or "start": what each online adaptation starts from (see
             `OnlineAdaptConfig.anchor`).
+        rti_trust_bounds: RTI: impose the learned model's trusted region as hard bounds in
+            the QP (`NMPCConfig.trusted_constraints`). Off: plans are judged against the
+            region after the solve, and the cascaded-PD fallback flies the refused steps
+            (docs/controllers.md: on light held-out vehicles in strong wind the bounded QPs
+            turned infeasible step after step and tracked three times worse).
         online_holdout: the last this many steps of each online window judge the update
             instead of entering its fit; it is flown only if it predicts them better (see
             `OnlineAdaptConfig.holdout`; 0: every update is flown).
@@ -75,6 +80,7 @@ class DemoConfig:
     online_support: bool = False
     online_anchor: Literal["current", "start"] = "current"
     online_holdout: int = 0
+    rti_trust_bounds: bool = False
     checkpoint: Path | None = None
     out: Path = Path("outputs/demo")
     video: bool = True

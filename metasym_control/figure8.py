@@ -49,7 +49,8 @@ def make_quadrotor_mpc(
             seed=cfg.seed,
         )
         return MPPI(model, task, mcfg, device=device, fallback=fallback)
-    return NMPC(model, task, NMPCConfig(horizon=cfg.horizon, mode="rti"), fallback=fallback)
+    ncfg = NMPCConfig(horizon=cfg.horizon, mode="rti", trusted_constraints=cfg.rti_trust_bounds)
+    return NMPC(model, task, ncfg, fallback=fallback)
 
 
 def method_names(controller: str) -> tuple[str, str, str]:
