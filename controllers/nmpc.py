@@ -234,7 +234,10 @@ class NMPC:
         self._solution: np.ndarray | None = None  # (nw,) previous solution, stage-ordered
         self._ipopt_duals: Multipliers | None = None
         self._lam_dyn: np.ndarray | None = None  # (N, nx) multipliers of the RTI dynamics
+        self._t_last: float | None = None  # time of the last act (warm starts hold one step)
         self._counter.reset()
+        if self.fallback is not None:
+            self.fallback.reset()
         self.last_plan = None
         self.last_actions = None
         self.last_info = {}
@@ -309,6 +312,12 @@ class NMPC:
         with torch.no_grad():  # the memory is data here, never differentiated
             memory = history_memory(self.model, history, self.device, self.dtype)
         info: dict[str, Any] = {"mode": c.mode}
+        if self._t_last is not None and abs(t - self._t_last - self.model.dt) > 0.5 * self.model.dt:
+            # not called on the previous step (e.g. used as another controller's fallback):
+            # the shifted plan belongs to another state, start cold
+            self._solution = self._ipopt_duals = self._lam_dyn = None
+            info["cold_start"] = True
+        self._t_last = t
         prev_shift = self._shifted_warm(u_ref) if self._solution is not None else None
         w_init = prev_shift if prev_shift is not None else self._initial_guess(x0, u_ref, memory)
         fault: FaultKind = "none"

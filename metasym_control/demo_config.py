@@ -43,6 +43,10 @@ class DemoConfig:
             region after the solve, and the cascaded-PD fallback flies the refused steps
             (docs/controllers.md: on light held-out vehicles in strong wind the bounded QPs
             turned infeasible step after step and tracked three times worse).
+        rti_fallback: RTI: the controller that flies a step whose plan is refused: "pd"
+            (the cascaded PD on the nominal physics) or "nominal_rti" (RTI on the nominal
+            physics, itself falling back to the PD; docs/controllers.md). MPPI always has
+            the PD.
         online_holdout: the last this many steps of each online window judge the update
             instead of entering its fit; it is flown only if it predicts them better (see
             `OnlineAdaptConfig.holdout`; 0: every update is flown).
@@ -81,6 +85,7 @@ class DemoConfig:
     online_anchor: Literal["current", "start"] = "current"
     online_holdout: int = 0
     rti_trust_bounds: bool = False
+    rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
     checkpoint: Path | None = None
     out: Path = Path("outputs/demo")
     video: bool = True
@@ -119,6 +124,12 @@ class DemoConfig:
             "--online-holdout",
             "0, or 10 to 99 steps (within the 100-step window, at least the 10-step check)",
             self.online_holdout,
+        )
+        require(
+            self.rti_fallback in ("pd", "nominal_rti"),
+            "--rti-fallback",
+            "pd or nominal_rti",
+            self.rti_fallback,
         )
         require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
         positive("--seconds", self.seconds)

@@ -49,6 +49,16 @@ def make_quadrotor_mpc(
             seed=cfg.seed,
         )
         return MPPI(model, task, mcfg, device=device, fallback=fallback)
+    if cfg.rti_fallback == "nominal_rti":
+        from metasym_control.envs.quadrotor import QuadrotorParams
+        from metasym_control.models.quadrotor_analytic import QuadrotorModel
+
+        # RTI on the nominal physics flew every held-out vehicle of the experiment (test
+        # range and stress set) without a crash; the nominal PD crashed on half the stress
+        # set, and a learned loop that fell back to it there went down with it
+        nominal = QuadrotorModel(QuadrotorParams(), substeps=4)
+        backup = NMPCConfig(horizon=cfg.horizon, mode="rti")
+        fallback = NMPC(nominal, task, backup, fallback=fallback)
     ncfg = NMPCConfig(horizon=cfg.horizon, mode="rti", trusted_constraints=cfg.rti_trust_bounds)
     return NMPC(model, task, ncfg, fallback=fallback)
 

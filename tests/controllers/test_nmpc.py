@@ -120,3 +120,19 @@ def test_hpipm_and_qrqp_take_the_same_constrained_rti_steps() -> None:
         assert 0.49 < np.abs(xs[:, 2:]).max() <= 0.5 + 1e-6  # the bound was active and held
         runs[solver] = us
     np.testing.assert_allclose(runs["hpipm"], runs["qrqp"], atol=1e-5)
+
+
+def test_a_warm_start_is_used_only_on_the_next_step() -> None:
+    """Called again one period later, RTI starts from its shifted plan; called after a gap
+    (as another controller's fallback is), it starts cold instead of from a plan made for
+    a state several steps ago."""
+    model = DoubleIntegrator()
+    ctrl = NMPC(model, QuadraticTask(), NMPCConfig(horizon=10, mode="rti"))
+    x = np.array([1.0, -0.5, 0.0, 0.0])
+    ctrl.act(x, 0.0)
+    ctrl.act(x, model.dt)
+    assert "cold_start" not in ctrl.last_info
+    ctrl.act(x, 5 * model.dt)
+    assert ctrl.last_info["cold_start"] is True
+    ctrl.act(x, 6 * model.dt)
+    assert "cold_start" not in ctrl.last_info

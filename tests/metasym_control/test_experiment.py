@@ -309,3 +309,29 @@ def test_a_short_adapted_loop_tracks_better_than_the_unadapted_model() -> None:
     env.close()
     # measured 0.212 against 0.336 m (one thread); the start from rest weighs on 3 s
     assert adapted < 0.8 * unadapted, (adapted, unadapted)
+
+
+@pytest.mark.parametrize("fallback", ["nominal_rti", "pd"])
+def test_the_figure8_rti_falls_back_to_the_chosen_controller(fallback: str) -> None:
+    """RTI for the figure-8: no trusted-region bounds in the QP; a refused step flies RTI on
+    the nominal physics (which itself falls back to the PD), or the PD directly."""
+    import dataclasses
+
+    import gymnasium as gym
+
+    from metasym_control.controllers.cascaded_pd import CascadedPD
+    from metasym_control.controllers.nmpc import NMPC
+    from metasym_control.demo_config import DemoConfig
+    from metasym_control.figure8 import make_quadrotor_mpc
+    from metasym_control.models.quadrotor_analytic import QuadrotorModel
+
+    env = gym.make("MetaSymQuadrotor-v0", task="figure8")
+    cfg = dataclasses.replace(DemoConfig(), controller="rti", rti_fallback=fallback)
+    ctrl = make_quadrotor_mpc("rti", QuadrotorModel(), env.unwrapped.task, cfg)  # type: ignore[attr-defined]
+    assert isinstance(ctrl, NMPC) and not ctrl.config.trusted_constraints
+    if fallback == "pd":
+        assert isinstance(ctrl.fallback, CascadedPD)
+    else:
+        assert isinstance(ctrl.fallback, NMPC) and isinstance(ctrl.fallback.model, QuadrotorModel)
+        assert isinstance(ctrl.fallback.fallback, CascadedPD)
+    env.close()
