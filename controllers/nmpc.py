@@ -163,8 +163,11 @@ class NMPC:
 
     Faults (never raised): a failed or infeasible solve, a non-finite prediction, or a plan
     leaving the model's trusted region fall back to the previous plan shifted by one stage
-    (if its own prediction passes), then to the task's reference action at `t` (hover for
-    the quadrotor). `last_info` reports `fallback`, `fault` and `fallback_count`, and the
+    (if its own prediction passes), then to the fallback controller, then to the task's
+    reference action at `t` (hover for the quadrotor). Warm starts hold for one control
+    step: an `act` at a time other than the previous one plus `dt` (a fallback MPC called
+    only on refused steps) starts cold and reports `cold_start`. `last_info` reports
+    `fallback`, `fault` and `fallback_count`, and the
     wall time in seconds of the solve (`solve_seconds`) and, in "rti" mode, of its parts:
     `linearize_seconds` (dynamics), `cost_seconds` (cost derivatives, convexification, QP
     data) and `qp_seconds` (QP solves and their checks).
