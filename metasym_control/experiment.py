@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from metasym_control.controller import History
 from metasym_control.dynamics import AdaptBudget, DynamicsModel
 from metasym_control.params import SystemParams
 from metasym_control.systems import SystemEntry, get_system
+
+if TYPE_CHECKING:
+    from metasym_control.demo_config import DemoConfig
 
 ZERO = "zero"
 NOMINAL = "nominal"
@@ -354,6 +357,9 @@ class ExperimentArgs:
         video: quadrotor: render vehicle 0's flight with the adapted MetaSym (MP4).
         resume: quadrotor: reuse vehicles that a previous run with the same settings,
             checkpoint and seed already flew (in `out`).
+        online, online_support, online_anchor, online_holdout, rti_trust_bounds,
+            rti_fallback: quadrotor: the flights' online adaptation and RTI settings, as
+            `demo`'s flags of the same names (`DemoConfig`; the defaults are the demo's).
     """
 
     envs: tuple[str, ...] = ("spring_mesh", "quantum")
@@ -372,6 +378,35 @@ class ExperimentArgs:
     curve_systems: int = 4
     video: bool = True
     resume: bool = True
+    online: bool = True
+    online_support: bool = False
+    online_anchor: Literal["current", "start"] = "current"
+    online_holdout: int = 0
+    rti_trust_bounds: bool = False
+    rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
+
+    def flight_config(self) -> DemoConfig:
+        """The quadrotor flights' settings: the demo's, with this run's options."""
+        import dataclasses
+
+        from metasym_control.demo_config import DemoConfig
+
+        base = DemoConfig()
+        return dataclasses.replace(
+            base,
+            controller=self.controller,
+            seconds=self.seconds,
+            video=False,
+            include_identified=True,
+            include_unadapted=True,
+            online=self.online,
+            online_support=self.online_support,
+            online_anchor=self.online_anchor,
+            online_holdout=self.online_holdout,
+            rti_trust_bounds=self.rti_trust_bounds,
+            rti_fallback=self.rti_fallback,
+            samples=base.samples if self.samples is None else self.samples,
+        )
 
     def validate(self) -> None:
         """Check every option up front (`UsageError` naming the flag and its range)."""
@@ -397,6 +432,7 @@ class ExperimentArgs:
                 checkpoint_paths(self.checkpoint)[1].exists(), "--checkpoint",
                 "an existing checkpoint", str(self.checkpoint),
             )  # fmt: skip
+        self.flight_config().validate()
 
 
 # systems whose goals are posed at a stated parameter point of the test range
@@ -578,11 +614,9 @@ def experiment_main(args: ExperimentArgs) -> None:
 def quadrotor_main(args: ExperimentArgs) -> None:
     """The quadrotor part of `experiment`: the figure-8 over held-out vehicles (and the
     stress set), per-system ratios to the oracle and the nominal model, the goals."""
-    import dataclasses
 
     from metasym_control.bench import machine_description, write_section
     from metasym_control.checkpoint import checkpoint_paths, load_checkpoint
-    from metasym_control.demo_config import DemoConfig
     from metasym_control.figure8_experiment import (
         file_digest,
         quadrotor_experiment,
@@ -595,16 +629,7 @@ def quadrotor_main(args: ExperimentArgs) -> None:
     def loader() -> DynamicsModel:
         return load_checkpoint(stem, dtype=torch.float64)[0]
 
-    cfg = dataclasses.replace(
-        DemoConfig(),
-        controller=args.controller,
-        seconds=args.seconds,
-        video=False,
-        include_identified=True,
-        include_unadapted=True,
-    )
-    if args.samples is not None:
-        cfg = dataclasses.replace(cfg, samples=args.samples)
+    cfg = args.flight_config()
     mpc = MPC_NAMES[args.controller]
     sets = [("held-out (test range)", False)] + ([("stress set", True)] if args.stress else [])
     for title, stress in sets:

@@ -335,3 +335,16 @@ def test_the_figure8_rti_falls_back_to_the_chosen_controller(fallback: str) -> N
         assert isinstance(ctrl.fallback, NMPC) and isinstance(ctrl.fallback.model, QuadrotorModel)
         assert isinstance(ctrl.fallback.fallback, CascadedPD)
     env.close()
+
+
+def test_the_experiment_passes_its_flight_options_to_every_flight() -> None:
+    from metasym_control.experiment import ExperimentArgs
+    from metasym_control.usage import UsageError
+
+    args = ExperimentArgs(envs=("quadrotor",), controller="rti", online_holdout=25,
+                          rti_trust_bounds=True, rti_fallback="pd", samples=64)  # fmt: skip
+    cfg = args.flight_config()
+    assert (cfg.controller, cfg.online_holdout, cfg.rti_trust_bounds) == ("rti", 25, True)
+    assert (cfg.rti_fallback, cfg.samples, cfg.include_identified) == ("pd", 64, True)
+    with pytest.raises(UsageError, match="--online-holdout"):
+        ExperimentArgs(envs=("quadrotor",), online_holdout=5).validate()
