@@ -40,7 +40,7 @@ class DemoConfig:
             `OnlineAdaptConfig.anchor`).
         rti_trust_bounds: RTI: impose the learned model's trusted region as hard bounds in
             the QP (`NMPCConfig.trusted_constraints`). Off: plans are judged against the
-            region after the solve, and the cascaded-PD fallback flies the refused steps
+            region after the solve, and the fallback (`rti_fallback`) flies the refused steps
             (docs/controllers.md: on light held-out vehicles in strong wind the bounded QPs
             turned infeasible step after step and tracked three times worse).
         rti_fallback: RTI: the controller that flies a step whose plan is refused: "pd"

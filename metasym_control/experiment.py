@@ -435,6 +435,22 @@ class ExperimentArgs:
         self.flight_config().validate()
 
 
+def flight_flags(args: ExperimentArgs) -> str:
+    """The command-line flags of `args`' flight options that differ from the defaults
+    (e.g. " --rti-trust-bounds --rti-fallback pd"), so a table names its exact command."""
+    default = ExperimentArgs()
+    out = ""
+    for name in ("online", "online_support", "rti_trust_bounds"):
+        value = getattr(args, name)
+        if value != getattr(default, name):
+            out += f" --{'' if value else 'no-'}{name.replace('_', '-')}"
+    for name in ("online_anchor", "online_holdout", "rti_fallback"):
+        value = getattr(args, name)
+        if value != getattr(default, name):
+            out += f" --{name.replace('_', '-')} {value}"
+    return out
+
+
 # systems whose goals are posed at a stated parameter point of the test range
 PARAM_OVERRIDES: dict[str, dict[str, Any]] = {"spring_mesh": {"damping": 0.005}}
 
@@ -649,13 +665,18 @@ def quadrotor_main(args: ExperimentArgs) -> None:
         print(f"\n## quadrotor figure-8, {title} ({mpc})\n\n{table}")
         extra = "" if args.samples is None else f" --samples {args.samples}"
         extra += "" if args.checkpoint is None else f" --checkpoint {args.checkpoint}"
+        extra += flight_flags(args)
         fallback_text = (
-            "a refused RTI step flies RTI on the nominal physics (its own refused steps the "
-            "shipped cascaded PD), and the learned models' trusted region is judged after "
-            "the solve, not imposed as QP bounds."
-            if args.controller == "rti" and cfg.rti_fallback == "nominal_rti"
+            ("a refused RTI step flies RTI on the nominal physics (its own refused steps the "
+             "shipped cascaded PD)" if cfg.rti_fallback == "nominal_rti"
+             else "a refused RTI step flies the shipped cascaded PD")
+            + (", and the learned models' trusted region bounds the QP's states."
+               if cfg.rti_trust_bounds
+               else ", and the learned models' trusted region is judged after the solve, "
+               "not imposed as QP bounds.")
+            if args.controller == "rti"
             else "every MPC falls back to the shipped cascaded PD when no plan can be trusted."
-        )
+        )  # fmt: skip
         body = (
             f"`metasym-control experiment --envs quadrotor --systems {args.systems} "
             f"--controller {args.controller} --seed {args.seed} --seconds {args.seconds:g}"

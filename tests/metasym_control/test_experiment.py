@@ -348,3 +348,13 @@ def test_the_experiment_passes_its_flight_options_to_every_flight() -> None:
     assert (cfg.rti_fallback, cfg.samples, cfg.include_identified) == ("pd", 64, True)
     with pytest.raises(UsageError, match="--online-holdout"):
         ExperimentArgs(envs=("quadrotor",), online_holdout=5).validate()
+
+
+def test_a_table_names_the_non_default_flight_flags() -> None:
+    from metasym_control.experiment import ExperimentArgs, flight_flags
+
+    assert flight_flags(ExperimentArgs()) == ""
+    args = ExperimentArgs(online=False, rti_trust_bounds=True, online_holdout=25, rti_fallback="pd")
+    assert flight_flags(args) == (
+        " --no-online --rti-trust-bounds --online-holdout 25 --rti-fallback pd"
+    )
