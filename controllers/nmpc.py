@@ -35,6 +35,7 @@ from metasym_control.controllers.linearization import (
 )
 from metasym_control.controllers.nmpc_cost import HorizonCost
 from metasym_control.controllers.nmpc_ipopt import IpoptNLP, Multipliers
+from metasym_control.controllers.objective import SequenceObjective
 from metasym_control.controllers.rti_qp import QP_SOLVERS, RTIQP, QPSolver
 from metasym_control.controllers.shooting import ShootingLayout, task_bounds, with_trusted_region
 from metasym_control.dynamics import DynamicsModel, Memory, expand_memory
@@ -64,6 +65,15 @@ class NMPCConfig:
             returned "successful" points breaking the constraints by 1e-4..2e-2 and osqp hit
             its iteration limit on the same QPs; proxqp solved all of them.
         sqp_iters: SQP iterations per control step in "rti" mode (1 = real-time iteration).
+        step_fractions: "rti" mode: a line search on the model itself. The SQP step's
+            change of the actions (from the warm start's) is scaled by each fraction, every
+            candidate is rolled out through the model in one batch and scored by the task
+            cost (`SequenceObjective`, untrusted rollouts cost +inf), and the best is flown;
+            its rollout, not the QP's linearised states, is the plan that is checked and
+            warm-starts the next step. Empty (default): the full step and the linearised
+            plan (the classic RTI). A learned model's linearisation can be far off one
+            control period later (the figure-8's MetaSym plans were off by a median of
+            0.05–3 state stds: docs/controllers.md).
         linearization: how "rti" gets the dynamics Jacobians: "casadi" (symbolic, needs
             `casadi_step`), "fd" (one batched torch forward pass of forward differences),
             "jacrev" / "jacfwd" (`torch.func.vmap` over the horizon); "auto" = "casadi" when the
@@ -112,6 +122,7 @@ class NMPCConfig:
     qp_solver: QPSolver = "qrqp"
     qp_backup: QPSolver | None = "proxqp"
     sqp_iters: int = 1
+    step_fractions: tuple[float, ...] = ()
     linearization: LinearizationMethod = "auto"
     fd_step: float | None = None
     hessian: Literal["cost", "lagrangian"] = "cost"
@@ -142,6 +153,8 @@ class NMPCConfig:
             raise ValueError(f"NMPCConfig.linearization unknown: {self.linearization!r}")
         if self.ipopt_max_iter < 0 or self.qp_max_iter < 0:
             raise ValueError("NMPCConfig: iteration limits must be >= 0")
+        if any(not 0.0 < f <= 1.0 for f in self.step_fractions):
+            raise ValueError(f"NMPCConfig.step_fractions must lie in (0, 1]: {self.step_fractions}")
 
 
 class NMPC:
@@ -264,6 +277,12 @@ class NMPC:
         self.model = model
         self.linearization: str = lin
         self._trust = trusted_bounds(model)  # declared once per model
+        trust_t = None
+        if self._trust is not None:
+            trust_t = tuple(
+                torch.as_tensor(b, device=self.device, dtype=self.dtype) for b in self._trust
+            )
+        self._objective = SequenceObjective(model, self.task, trust_t)  # type: ignore[arg-type]
         self._symbolic: SymbolicDynamics | None = None
         if callable(casadi_step) and (c.mode == "ipopt" or lin == "casadi"):
             self._symbolic = SymbolicDynamics(casadi_step, self.nx, self.nu, c.horizon)
@@ -335,6 +354,8 @@ class NMPC:
                     self._ipopt_duals = duals
             else:
                 w_sol, fault = self._solve_rti(w_init, x0, x_ref, u_ref, memory, info)
+                if fault == "none" and w_sol is not None and c.step_fractions:
+                    w_sol = self._line_search(w_init, w_sol, x0, x_ref, u_ref, memory, info)
         except Exception as exc:  # a solver that raises is a failed solve, never a crash
             logger.warning("NMPC solve raised %s: %s", type(exc).__name__, exc)
             info["solver_error"] = f"{type(exc).__name__}: {exc}"
@@ -411,6 +432,46 @@ class NMPC:
         return self._layout.join(xs, us), kind
 
     # ------------------------------------------------------------------ RTI
+    def _line_search(
+        self,
+        w_init: np.ndarray,
+        w_sol: np.ndarray,
+        x0: np.ndarray,
+        x_ref: np.ndarray,
+        u_ref: np.ndarray,
+        memory: Memory,
+        info: dict[str, Any],
+    ) -> np.ndarray:
+        """The SQP step scaled by the best of `step_fractions` under the model's own rollout.
+
+        Args:
+            w_init: (nw,) the warm start; w_sol: (nw,) after the SQP steps; x0: (nx,);
+            x_ref: (N+1, nx); u_ref: (N+1, nu); memory: the model's memory.
+            info: receives `step_fraction` (the one flown) and `line_search_seconds`.
+
+        Returns:
+            (nw,) the chosen actions with their rollout as states (x0 first); the plan check
+            that follows judges that rollout.
+        """
+        t0 = time.perf_counter()
+        _, u0 = self._layout.split(w_init)
+        _, u1 = self._layout.split(w_sol)
+        fr = np.asarray(self.config.step_fractions, dtype=np.float64)
+        cand = u0[None] + fr[:, None, None] * (u1 - u0)[None]  # (F, N, nu)
+        cand = np.clip(cand, self.task.action_lower, self.task.action_upper)
+
+        def tt(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, device=self.device, dtype=self.dtype)
+
+        with torch.no_grad():
+            costs, xs = self._objective(tt(x0), tt(cand), memory, tt(x_ref), tt(u_ref))
+        costs_np = costs.cpu().double().numpy()
+        best = int(np.argmin(costs_np)) if np.any(np.isfinite(costs_np)) else 0
+        xs_best = xs[best].cpu().double().numpy()
+        info["step_fraction"] = float(fr[best])
+        info["line_search_seconds"] = time.perf_counter() - t0
+        return self._layout.join(np.concatenate([x0[None], xs_best], axis=0), cand[best])
+
     def _solve_rti(
         self,
         w_init: np.ndarray,

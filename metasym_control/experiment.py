@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,12 +24,10 @@ from tqdm import tqdm
 
 from metasym_control.closed_loop import ClosedLoopResult, run_closed_loop
 from metasym_control.controller import History
+from metasym_control.demo_config import DemoConfig
 from metasym_control.dynamics import AdaptBudget, DynamicsModel
 from metasym_control.params import SystemParams
 from metasym_control.systems import SystemEntry, get_system
-
-if TYPE_CHECKING:
-    from metasym_control.demo_config import DemoConfig
 
 ZERO = "zero"
 NOMINAL = "nominal"
@@ -358,8 +356,9 @@ class ExperimentArgs:
         resume: quadrotor: reuse vehicles that a previous run with the same settings,
             checkpoint and seed already flew (in `out`).
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
-            rti_fallback: quadrotor: the flights' online adaptation and RTI settings, as
-            `demo`'s flags of the same names (`DemoConfig`; the defaults are the demo's).
+            rti_fallback, rti_step_fractions: quadrotor: the flights' online adaptation and
+            RTI settings, as `demo`'s flags of the same names (`DemoConfig`; the defaults
+            are the demo's).
     """
 
     envs: tuple[str, ...] = ("spring_mesh", "quantum")
@@ -384,12 +383,11 @@ class ExperimentArgs:
     online_holdout: int = 0
     rti_trust_bounds: bool = False
     rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
+    rti_step_fractions: tuple[float, ...] = DemoConfig.rti_step_fractions
 
     def flight_config(self) -> DemoConfig:
         """The quadrotor flights' settings: the demo's, with this run's options."""
         import dataclasses
-
-        from metasym_control.demo_config import DemoConfig
 
         base = DemoConfig()
         return dataclasses.replace(
@@ -405,6 +403,7 @@ class ExperimentArgs:
             online_holdout=self.online_holdout,
             rti_trust_bounds=self.rti_trust_bounds,
             rti_fallback=self.rti_fallback,
+            rti_step_fractions=self.rti_step_fractions,
             samples=base.samples if self.samples is None else self.samples,
         )
 
@@ -448,6 +447,8 @@ def flight_flags(args: ExperimentArgs) -> str:
         value = getattr(args, name)
         if value != getattr(default, name):
             out += f" --{name.replace('_', '-')} {value}"
+    if args.rti_step_fractions != default.rti_step_fractions:
+        out += " ".join([" --rti-step-fractions", *(f"{f:g}" for f in args.rti_step_fractions)])
     return out
 
 
@@ -670,10 +671,13 @@ def quadrotor_main(args: ExperimentArgs) -> None:
             ("a refused RTI step flies RTI on the nominal physics (its own refused steps the "
              "shipped cascaded PD)" if cfg.rti_fallback == "nominal_rti"
              else "a refused RTI step flies the shipped cascaded PD")
-            + (", and the learned models' trusted region bounds the QP's states."
+            + (", and the learned models' trusted region bounds the QP's states"
                if cfg.rti_trust_bounds
                else ", and the learned models' trusted region is judged after the solve, "
-               "not imposed as QP bounds.")
+               "not imposed as QP bounds")
+            + ("; each RTI step is line-searched on its model's own rollout (step fractions "
+               + ", ".join(f"{f:g}" for f in cfg.rti_step_fractions) + ")."
+               if cfg.rti_step_fractions else ".")
             if args.controller == "rti"
             else "every MPC falls back to the shipped cascaded PD when no plan can be trusted."
         )  # fmt: skip

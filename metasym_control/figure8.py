@@ -57,9 +57,14 @@ def make_quadrotor_mpc(
         # range and stress set) without a crash; the nominal PD crashed on half the stress
         # set, and a learned loop that fell back to it there went down with it
         nominal = QuadrotorModel(QuadrotorParams(), substeps=4)
-        backup = NMPCConfig(horizon=cfg.horizon, mode="rti")
+        backup = NMPCConfig(horizon=cfg.horizon, mode="rti", step_fractions=cfg.rti_step_fractions)
         fallback = NMPC(nominal, task, backup, fallback=fallback)
-    ncfg = NMPCConfig(horizon=cfg.horizon, mode="rti", trusted_constraints=cfg.rti_trust_bounds)
+    ncfg = NMPCConfig(
+        horizon=cfg.horizon,
+        mode="rti",
+        trusted_constraints=cfg.rti_trust_bounds,
+        step_fractions=cfg.rti_step_fractions,
+    )
     return NMPC(model, task, ncfg, fallback=fallback)
 
 

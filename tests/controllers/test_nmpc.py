@@ -136,3 +136,45 @@ def test_a_warm_start_is_used_only_on_the_next_step() -> None:
     assert ctrl.last_info["cold_start"] is True
     ctrl.act(x, 6 * model.dt)
     assert "cold_start" not in ctrl.last_info
+
+
+def _corrupted(ctrl: NMPC, starts: list[np.ndarray]) -> None:
+    """Make `ctrl`'s QP step command full thrust (+1) on every action, recording its warm
+    starts in `starts`."""
+    solve = ctrl._solve_rti
+
+    def away(w_init: np.ndarray, *args: object) -> tuple[np.ndarray | None, str]:
+        starts.append(w_init.copy())
+        w, fault = solve(w_init, *args)  # type: ignore[arg-type]
+        assert w is not None
+        xs, us = ctrl._layout.split(w)
+        return ctrl._layout.join(xs, np.ones_like(us)), fault
+
+    ctrl._solve_rti = away  # type: ignore[method-assign]
+
+
+def test_the_line_search_damps_a_step_the_model_says_is_bad() -> None:
+    """A step the model's own rollout scores worse than a shorter one is shortened, and the
+    plan flown is the model's rollout of the chosen actions (not the linearised states)."""
+    model = DoubleIntegrator(drag=3.0)  # nonlinear: the QP's states are not the rollout's
+    cfg = NMPCConfig(horizon=10, mode="rti", step_fractions=(1.0, 0.5, 0.25))
+    ctrl = NMPC(TorchOnly(model), QuadraticTask(), cfg)
+    ctrl.act(X0, 0.0)
+    assert ctrl.last_info["step_fraction"] in (1.0, 0.5, 0.25)
+    assert ctrl.last_actions is not None and ctrl.last_plan is not None
+    rollout = ctrl._rollout(X0, ctrl.last_actions, {})  # a Markov model: no memory
+    np.testing.assert_allclose(ctrl.last_plan, rollout, atol=1e-12)
+    # full thrust away from the origin: the shortest step is the model's best
+    starts: list[np.ndarray] = []
+    _corrupted(ctrl, starts)
+    u = ctrl.act(X0, model.dt)
+    assert ctrl.last_info["step_fraction"] == 0.25
+    _, u_init = ctrl._layout.split(starts[0])
+    np.testing.assert_allclose(u, u_init[0] + 0.25 * (1.0 - u_init[0]), atol=1e-12)
+    # without the line search the same step is flown whole
+    plain = NMPC(TorchOnly(model), QuadraticTask(), NMPCConfig(horizon=10, mode="rti"))
+    _corrupted(plain, [])
+    np.testing.assert_allclose(plain.act(X0, 0.0), 1.0)
+    assert "step_fraction" not in plain.last_info
+    with pytest.raises(ValueError, match="step_fractions"):
+        NMPCConfig(step_fractions=(1.0, 0.0))

@@ -329,10 +329,12 @@ def test_the_figure8_rti_falls_back_to_the_chosen_controller(fallback: str) -> N
     cfg = dataclasses.replace(DemoConfig(), controller="rti", rti_fallback=fallback)
     ctrl = make_quadrotor_mpc("rti", QuadrotorModel(), env.unwrapped.task, cfg)  # type: ignore[attr-defined]
     assert isinstance(ctrl, NMPC) and not ctrl.config.trusted_constraints
+    assert ctrl.config.step_fractions == cfg.rti_step_fractions != ()  # the line search
     if fallback == "pd":
         assert isinstance(ctrl.fallback, CascadedPD)
     else:
         assert isinstance(ctrl.fallback, NMPC) and isinstance(ctrl.fallback.model, QuadrotorModel)
+        assert ctrl.fallback.config.step_fractions == cfg.rti_step_fractions
         assert isinstance(ctrl.fallback.fallback, CascadedPD)
     env.close()
 
@@ -348,6 +350,8 @@ def test_the_experiment_passes_its_flight_options_to_every_flight() -> None:
     assert (cfg.rti_fallback, cfg.samples, cfg.include_identified) == ("pd", 64, True)
     with pytest.raises(UsageError, match="--online-holdout"):
         ExperimentArgs(envs=("quadrotor",), online_holdout=5).validate()
+    with pytest.raises(UsageError, match="--rti-step-fractions"):
+        ExperimentArgs(envs=("quadrotor",), rti_step_fractions=(1.0, 0.0)).validate()
 
 
 def test_a_table_names_the_non_default_flight_flags() -> None:
@@ -358,3 +362,7 @@ def test_a_table_names_the_non_default_flight_flags() -> None:
     assert flight_flags(args) == (
         " --no-online --rti-trust-bounds --online-holdout 25 --rti-fallback pd"
     )
+    assert flight_flags(ExperimentArgs(rti_step_fractions=())) == " --rti-step-fractions"
+    line_search = ExperimentArgs(rti_step_fractions=(1.0, 0.5))
+    assert flight_flags(line_search) == " --rti-step-fractions 1 0.5"
+    assert line_search.flight_config().rti_step_fractions == (1.0, 0.5)
