@@ -47,10 +47,11 @@ class DemoConfig:
             (the cascaded PD on the nominal physics) or "nominal_rti" (RTI on the nominal
             physics, itself falling back to the PD; docs/controllers.md). MPPI always has
             the PD.
-        rti_step_fractions: RTI: a line search on each model's own rollout (every RTI of the
-            flight, the fallback's too; `NMPCConfig.step_fractions`); empty: the classic
-            full step (docs/controllers.md: the learned models' RTI tracked better on 7 of 8
-            development vehicles with it).
+        rti_step_fractions: RTI with a learned model: a line search on the model's own
+            rollout (`NMPCConfig.step_fractions`); empty: the classic full step
+            (docs/controllers.md: the learned models' RTI tracked better on 7 of 8
+            development vehicles with it). RTI on the analytic physics always takes the
+            full step.
         online_holdout: the last this many steps of each online window judge the update
             instead of entering its fit; it is flown only if it predicts them better (see
             `OnlineAdaptConfig.holdout`; 0: every update is flown).

@@ -38,6 +38,10 @@ def make_quadrotor_mpc(
 
     # when no plan can be trusted: the registry's fallback (the cascaded PD on the nominal
     # physics) stabilises the held-out vehicles; the nominal hover command does not
+    # the line search, for the models RTI linearises numerically (the learned ones): an
+    # analytic model's symbolic linearisation made the full step the best on every
+    # development vehicle, and its rollouts would only cost time (docs/controllers.md)
+    fractions = () if callable(getattr(model, "casadi_step", None)) else cfg.rti_step_fractions
     make_fallback = get_system("quadrotor").fallback
     fallback = make_fallback(task, 0.02) if make_fallback is not None else None
     if kind == "mppi":
@@ -57,13 +61,13 @@ def make_quadrotor_mpc(
         # range and stress set) without a crash; the nominal PD crashed on half the stress
         # set, and a learned loop that fell back to it there went down with it
         nominal = QuadrotorModel(QuadrotorParams(), substeps=4)
-        backup = NMPCConfig(horizon=cfg.horizon, mode="rti", step_fractions=cfg.rti_step_fractions)
+        backup = NMPCConfig(horizon=cfg.horizon, mode="rti")
         fallback = NMPC(nominal, task, backup, fallback=fallback)
     ncfg = NMPCConfig(
         horizon=cfg.horizon,
         mode="rti",
         trusted_constraints=cfg.rti_trust_bounds,
-        step_fractions=cfg.rti_step_fractions,
+        step_fractions=fractions,
     )
     return NMPC(model, task, ncfg, fallback=fallback)
 

@@ -323,19 +323,25 @@ def test_the_figure8_rti_falls_back_to_the_chosen_controller(fallback: str) -> N
     from metasym_control.controllers.nmpc import NMPC
     from metasym_control.demo_config import DemoConfig
     from metasym_control.figure8 import make_quadrotor_mpc
+    from metasym_control.models.baselines import MLPModel
     from metasym_control.models.quadrotor_analytic import QuadrotorModel
 
     env = gym.make("MetaSymQuadrotor-v0", task="figure8")
     cfg = dataclasses.replace(DemoConfig(), controller="rti", rti_fallback=fallback)
-    ctrl = make_quadrotor_mpc("rti", QuadrotorModel(), env.unwrapped.task, cfg)  # type: ignore[attr-defined]
+    task = env.unwrapped.task  # type: ignore[attr-defined]
+    ctrl = make_quadrotor_mpc("rti", QuadrotorModel(), task, cfg)
     assert isinstance(ctrl, NMPC) and not ctrl.config.trusted_constraints
-    assert ctrl.config.step_fractions == cfg.rti_step_fractions != ()  # the line search
+    assert ctrl.config.step_fractions == ()  # analytic: the full step
     if fallback == "pd":
         assert isinstance(ctrl.fallback, CascadedPD)
     else:
         assert isinstance(ctrl.fallback, NMPC) and isinstance(ctrl.fallback.model, QuadrotorModel)
-        assert ctrl.fallback.config.step_fractions == cfg.rti_step_fractions
+        assert ctrl.fallback.config.step_fractions == ()
         assert isinstance(ctrl.fallback.fallback, CascadedPD)
+    # a learned model gets the line search
+    learned = make_quadrotor_mpc("rti", MLPModel(13, 4, 0.02), task, cfg)
+    assert isinstance(learned, NMPC)
+    assert learned.config.step_fractions == cfg.rti_step_fractions != ()
     env.close()
 
 
