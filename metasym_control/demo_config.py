@@ -12,27 +12,11 @@ from metasym_control.usage import at_least, positive, require
 
 
 @dataclass(frozen=True)
-class DemoConfig:
-    """Settings of `metasym-control demo` (shipped defaults reproduce the README's table).
+class FlightOptions:
+    """Online adaptation and RTI options of the quadrotor's figure-8 flights, shared by
+    `metasym-control demo` and `metasym-control experiment` (flags of the same names).
 
     Attributes:
-        env: the system: "quadrotor" (the figure-8 flight below) or any other registered
-            system with a shipped checkpoint ("spring_mesh", "quantum"): a held-out system
-            under zero action and MPPI with the nominal, adapted-MetaSym and oracle models
-            (`metasym_control.experiment.run_trial`). None: the checkpoint's system, else
-            the quadrotor; an `env` that disagrees with `checkpoint` is refused.
-        steps: closed-loop control steps of the non-quadrotor demos (None: the system's
-            `trial_steps`).
-        controller: MPC flavour flying the learned and analytic models: "mppi" (sampling,
-            torch) or "rti" (real-time-iteration SQP on CasADi, learned models linearised by
-            torch Jacobians).
-        seconds: length of each figure-8 flight, s (one lap at ω = 1 rad/s is 6.3 s).
-        support_seconds: flight of the exploration policy on the unseen quadrotor whose data
-            MetaSym adapts to before the MPC flight, s.
-        seed: seed of the unseen system, the support flight and the controllers.
-        omega: figure-8 rate, rad/s.
-        horizon: MPC horizon, control steps of 0.02 s.
-        samples: MPPI samples K.
         online: re-adapt MetaSym in the loop on a sliding window of what it has just seen.
         online_support: every online adaptation also fits the support flight (see
             `OnlineAdaptConfig.prior`).
@@ -55,6 +39,42 @@ class DemoConfig:
         online_holdout: the last this many steps of each online window judge the update
             instead of entering its fit; it is flown only if it predicts them better (see
             `OnlineAdaptConfig.holdout`; 0: every update is flown).
+    """
+
+    online: bool = True
+    online_support: bool = False
+    online_anchor: Literal["current", "start"] = "current"
+    online_holdout: int = 0
+    rti_trust_bounds: bool = False
+    rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
+    rti_step_fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
+
+
+@dataclass(frozen=True)
+class DemoConfig(FlightOptions):
+    """Settings of `metasym-control demo` (shipped defaults reproduce the README's table).
+
+    Attributes:
+        env: the system: "quadrotor" (the figure-8 flight below) or any other registered
+            system with a shipped checkpoint ("spring_mesh", "quantum"): a held-out system
+            under zero action and MPPI with the nominal, adapted-MetaSym and oracle models
+            (`metasym_control.experiment.run_trial`). None: the checkpoint's system, else
+            the quadrotor; an `env` that disagrees with `checkpoint` is refused.
+        steps: closed-loop control steps of the non-quadrotor demos (None: the system's
+            `trial_steps`).
+        controller: MPC flavour flying the learned and analytic models: "mppi" (sampling,
+            torch) or "rti" (real-time-iteration SQP on CasADi, learned models linearised by
+            torch Jacobians).
+        seconds: length of each figure-8 flight, s (one lap at ω = 1 rad/s is 6.3 s).
+        support_seconds: flight of the exploration policy on the unseen quadrotor whose data
+            MetaSym adapts to before the MPC flight, s.
+        seed: seed of the unseen system, the support flight and the controllers.
+        omega: figure-8 rate, rad/s.
+        horizon: MPC horizon, control steps of 0.02 s.
+        samples: MPPI samples K.
+        online, online_support, online_anchor, online_holdout, rti_trust_bounds,
+            rti_fallback, rti_step_fractions: the figure-8 flights' options
+            (`FlightOptions`, shared with `metasym-control experiment`).
         checkpoint: MetaSym checkpoint stem (None: the shipped default weights).
         out: folder for the plot, the video, the table and the JSON summary.
         video: render a video of the MetaSym flight (software EGL rendering: ~0.03 s/frame).
@@ -85,13 +105,6 @@ class DemoConfig:
     omega: float = 1.0
     horizon: int = 20
     samples: int = 256
-    online: bool = True
-    online_support: bool = False
-    online_anchor: Literal["current", "start"] = "current"
-    online_holdout: int = 0
-    rti_trust_bounds: bool = False
-    rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
-    rti_step_fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
     checkpoint: Path | None = None
     out: Path = Path("outputs/demo")
     video: bool = True

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from metasym_control.closed_loop import ClosedLoopResult, run_closed_loop
 from metasym_control.controller import History
-from metasym_control.demo_config import DemoConfig
+from metasym_control.demo_config import DemoConfig, FlightOptions
 from metasym_control.dynamics import AdaptBudget, DynamicsModel
 from metasym_control.params import SystemParams
 from metasym_control.systems import SystemEntry, get_system
@@ -330,7 +330,7 @@ def held_out_params(
 
 
 @dataclass(frozen=True)
-class ExperimentArgs:
+class ExperimentArgs(FlightOptions):
     """Closed-loop experiment over held-out systems (writes a BENCHMARKS.md section).
 
     Attributes:
@@ -357,8 +357,7 @@ class ExperimentArgs:
             checkpoint and seed already flew (in `out`).
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
             rti_fallback, rti_step_fractions: quadrotor: the flights' online adaptation and
-            RTI settings, as `demo`'s flags of the same names (`DemoConfig`; the defaults
-            are the demo's).
+            RTI settings (`FlightOptions`, as `demo`'s flags; the defaults are the demo's).
     """
 
     envs: tuple[str, ...] = ("spring_mesh", "quantum")
@@ -377,19 +376,13 @@ class ExperimentArgs:
     curve_systems: int = 4
     video: bool = True
     resume: bool = True
-    online: bool = True
-    online_support: bool = False
-    online_anchor: Literal["current", "start"] = "current"
-    online_holdout: int = 0
-    rti_trust_bounds: bool = False
-    rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
-    rti_step_fractions: tuple[float, ...] = DemoConfig.rti_step_fractions
 
     def flight_config(self) -> DemoConfig:
         """The quadrotor flights' settings: the demo's, with this run's options."""
         import dataclasses
 
         base = DemoConfig()
+        flight = {f.name: getattr(self, f.name) for f in dataclasses.fields(FlightOptions)}
         return dataclasses.replace(
             base,
             controller=self.controller,
@@ -397,14 +390,8 @@ class ExperimentArgs:
             video=False,
             include_identified=True,
             include_unadapted=True,
-            online=self.online,
-            online_support=self.online_support,
-            online_anchor=self.online_anchor,
-            online_holdout=self.online_holdout,
-            rti_trust_bounds=self.rti_trust_bounds,
-            rti_fallback=self.rti_fallback,
-            rti_step_fractions=self.rti_step_fractions,
             samples=base.samples if self.samples is None else self.samples,
+            **flight,
         )
 
     def validate(self) -> None:
@@ -434,10 +421,10 @@ class ExperimentArgs:
         self.flight_config().validate()
 
 
-def flight_flags(args: ExperimentArgs) -> str:
+def flight_flags(args: FlightOptions) -> str:
     """The command-line flags of `args`' flight options that differ from the defaults
     (e.g. " --rti-trust-bounds --rti-fallback pd"), so a table names its exact command."""
-    default = ExperimentArgs()
+    default = FlightOptions()
     out = ""
     for name in ("online", "online_support", "rti_trust_bounds"):
         value = getattr(args, name)
