@@ -277,12 +277,11 @@ class NMPC:
         self.model = model
         self.linearization: str = lin
         self._trust = trusted_bounds(model)  # declared once per model
-        trust_t = None
+        trusted = None
         if self._trust is not None:
-            trust_t = tuple(
-                torch.as_tensor(b, device=self.device, dtype=self.dtype) for b in self._trust
-            )
-        self._objective = SequenceObjective(model, self.task, trust_t)  # type: ignore[arg-type]
+            lo, hi = (torch.as_tensor(b, device=self.device, dtype=self.dtype) for b in self._trust)
+            trusted = (lo, hi)
+        self._objective = SequenceObjective(model, self.task, trusted)  # the line search's
         self._symbolic: SymbolicDynamics | None = None
         if callable(casadi_step) and (c.mode == "ipopt" or lin == "casadi"):
             self._symbolic = SymbolicDynamics(casadi_step, self.nx, self.nu, c.horizon)
