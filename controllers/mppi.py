@@ -25,6 +25,11 @@ from metasym_control.controllers.common import (
     trusted_bounds,
 )
 from metasym_control.controllers.objective import SequenceObjective
+from metasym_control.controllers.offset import (
+    DisturbanceObserver,
+    OffsetModel,
+    check_disturbance_options,
+)
 from metasym_control.dynamics import DynamicsModel, Memory, expand_memory
 from metasym_control.task import Task
 
@@ -77,6 +82,11 @@ class MPPIConfig:
             encoding, rollout, costs, update, plan prediction, checks and host work) into
             `last_info["phase_ms"]`; the update then runs eagerly, phase by phase (with a
             device synchronisation at each mark on CUDA), whatever `compile`/`cuda_graph` say.
+        disturbance_gain: offset-free MPC (`controllers/offset.py`): the samples are rolled
+            out with `x_{k+1} = f(x_k, u_k) + d`, d estimated from the model's one-step
+            errors with this gain per step (0, default: off; then no wrapper, no cost).
+            The rollouts then step one by one (no fused rollout).
+        disturbance_index: the state components that carry d (None: all).
     """
 
     horizon: int = 20
@@ -93,8 +103,11 @@ class MPPIConfig:
     compile: bool = False
     cuda_graph: bool = False
     profile: bool = False
+    disturbance_gain: float = 0.0
+    disturbance_index: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        check_disturbance_options("MPPIConfig", self.disturbance_gain, self.disturbance_index)
         if self.horizon < 1 or self.num_samples < 2 or self.iterations < 1:
             raise ValueError("MPPIConfig: horizon >= 1, num_samples >= 2, iterations >= 1")
         if not self.temperature > 0:
@@ -163,6 +176,16 @@ class MPPI:
         self._use_graph = c.cuda_graph and self.device.type == "cuda"
         if c.cuda_graph and not self._use_graph:
             logger.warning("MPPI: cuda_graph needs a CUDA device; running eagerly on %s", device)
+        self._observer: DisturbanceObserver | None = None
+        if self.config.disturbance_gain > 0:
+            self._observer = DisturbanceObserver(
+                self.config.disturbance_gain,
+                task.state_dim,
+                model.dt,
+                self.config.disturbance_index,
+                self.device,
+                dtype,
+            )
         self._trust = trusted_bounds(model)  # declared once per model
         self._objective = self._build_objective()
         self._plan_fn: PlanFn = self._build_plan_fn()
@@ -174,6 +197,8 @@ class MPPI:
         self._generator.manual_seed(self.config.seed)
         self._warm = None
         self._counter.reset()
+        if self._observer is not None:
+            self._observer.reset()
         if self.fallback is not None:
             self.fallback.reset()
         self.last_plan = None
@@ -203,6 +228,8 @@ class MPPI:
         c = self.config
         model = self.model
         timer = _PhaseTimer(self.device) if c.profile else None
+        if self._observer is not None:
+            self._observer.correct(state, t)
         plan_fn = functools.partial(self._plan_eager, timer=timer) if timer else self._plan_fn
         with torch.no_grad():
             x0, x_ref, u_ref, hist_states, hist_actions, hist_valid = self._inputs(
@@ -256,12 +283,18 @@ class MPPI:
             "finite_samples": n_finite,
         }
         self._counter.record(self.last_info, fallback, fault)
+        action = np.clip(
+            plan_u_np[0].astype(np.float64), self.task.action_lower, self.task.action_upper
+        )
+        if self._observer is not None:
+            with torch.no_grad():
+                memory = model.init_memory(hist_states, hist_actions, hist_valid > 0.5)
+            self._observer.expect(model, state, action, memory, t)
+            self.last_info["disturbance"] = self._observer.bias.cpu().double().numpy()
         if timer:
             timer.mark("host")
             self.last_info["phase_ms"] = timer.milliseconds()
-        return np.clip(
-            plan_u_np[0].astype(np.float64), self.task.action_lower, self.task.action_upper
-        )
+        return action
 
     # ------------------------------------------------------------------ internals
     def _inputs(self, state: np.ndarray, t: float, history: Any) -> tuple[torch.Tensor, ...]:
@@ -287,7 +320,15 @@ class MPPI:
         if bounds is not None:
             lo, hi = (torch.as_tensor(b, device=self.device, dtype=self.dtype) for b in bounds)
             trusted = (lo, hi)
-        return SequenceObjective(self.model, self.task, trusted)
+        return SequenceObjective(self._predictor(), self.task, trusted)
+
+    def _predictor(self) -> DynamicsModel:
+        """The model the samples are rolled out with: with the disturbance observer, the
+        model plus its estimated disturbance, else the model itself."""
+        assert self.model is not None
+        if self._observer is None:
+            return self.model
+        return OffsetModel(self.model, self._observer.bias)
 
     def _sample_noise(self) -> torch.Tensor:
         """(K, T, nu) coloured Gaussian noise of std `noise_sigma`, sample 0 zero if asked."""
@@ -342,8 +383,7 @@ class MPPI:
             New plan (T, nu), its predicted states (T, nx) (see `MPPIConfig.plan_rollout`),
             and stats (3,): finite samples, min and mean of the finite sample costs.
         """
-        model = self.model
-        assert model is not None
+        model = self._predictor()
         memory = model.init_memory(window[0], window[1], window[2] > 0.5)
         if timer:
             timer.mark("history encoding")
@@ -405,7 +445,8 @@ class MPPI:
         controller's action, else the safe action (`last_resort`)."""
         assert self.model is not None
         if warm is not None:
-            xs = self.model.rollout(x0[None], warm[None], expand_memory(memory, (1,)))[0]
+            model = self._predictor()
+            xs = model.rollout(x0[None], warm[None], expand_memory(memory, (1,)))[0]
             xs_np = xs.cpu().numpy()
             if check_plan(xs_np, self._trust, x0.detach().cpu().double().numpy()) == "none":
                 return warm.cpu().numpy(), xs_np, "shifted_plan"

@@ -36,6 +36,11 @@ from metasym_control.controllers.linearization import (
 from metasym_control.controllers.nmpc_cost import HorizonCost
 from metasym_control.controllers.nmpc_ipopt import IpoptNLP, Multipliers
 from metasym_control.controllers.objective import SequenceObjective
+from metasym_control.controllers.offset import (
+    DisturbanceObserver,
+    OffsetModel,
+    check_disturbance_options,
+)
 from metasym_control.controllers.rti_qp import QP_SOLVERS, RTIQP, QPSolver
 from metasym_control.controllers.shooting import ShootingLayout, task_bounds, with_trusted_region
 from metasym_control.dynamics import DynamicsModel, Memory, expand_memory
@@ -115,6 +120,11 @@ class NMPCConfig:
             method needs tens).
         qp_feas_tol: largest bound or equality violation accepted from a QP solution (a
             "successful" solution that breaks it counts as a failed solve).
+        disturbance_gain: "rti" mode: offset-free MPC (`controllers/offset.py`): the
+            dynamics are `x_{k+1} = f(x_k, u_k) + d` in the QP, the line search and the plan
+            checks, d estimated from the model's one-step errors with this gain per step
+            (0, default: off).
+        disturbance_index: the state components that carry d (None: all).
     """
 
     horizon: int = 20
@@ -138,8 +148,14 @@ class NMPCConfig:
     qp_eps: float = 1e-6
     qp_max_iter: int = 4000
     qp_feas_tol: float = 1e-4
+    disturbance_gain: float = 0.0
+    disturbance_index: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        check_disturbance_options("NMPCConfig", self.disturbance_gain, self.disturbance_index)
+        if self.disturbance_gain > 0 and self.mode != "rti":
+            # the ipopt NLP is built once from casadi_step; d would be one more parameter
+            raise ValueError("NMPCConfig.disturbance_gain needs mode='rti'")
         if self.horizon < 1 or self.sqp_iters < 1:
             raise ValueError("NMPCConfig: horizon >= 1 and sqp_iters >= 1 required")
         if self.mode not in ("ipopt", "rti"):
@@ -241,6 +257,11 @@ class NMPC:
             soft=self._soft,
             penalty=c.trust_penalty,
         )
+        self._observer: DisturbanceObserver | None = None
+        if c.disturbance_gain > 0:
+            self._observer = DisturbanceObserver(
+                c.disturbance_gain, self.nx, model.dt, c.disturbance_index, self.device, dtype
+            )
         self.set_model(model)
         self.reset()
 
@@ -252,6 +273,8 @@ class NMPC:
         self._lam_dyn: np.ndarray | None = None  # (N, nx) multipliers of the RTI dynamics
         self._t_last: float | None = None  # time of the last act (warm starts hold one step)
         self._counter.reset()
+        if self._observer is not None:
+            self._observer.reset()
         if self.fallback is not None:
             self.fallback.reset()
         self.last_plan = None
@@ -281,7 +304,12 @@ class NMPC:
         if self._trust is not None:
             lo, hi = (torch.as_tensor(b, device=self.device, dtype=self.dtype) for b in self._trust)
             trusted = (lo, hi)
-        self._objective = SequenceObjective(model, self.task, trusted)  # the line search's
+        # the line search's objective and the plan checks' rollouts: the model plus the
+        # estimated disturbance where there is one
+        self._predictor: DynamicsModel = model
+        if self._observer is not None:
+            self._predictor = OffsetModel(model, self._observer.bias)
+        self._objective = SequenceObjective(self._predictor, self.task, trusted)
         self._symbolic: SymbolicDynamics | None = None
         if callable(casadi_step) and (c.mode == "ipopt" or lin == "casadi"):
             self._symbolic = SymbolicDynamics(casadi_step, self.nx, self.nu, c.horizon)
@@ -332,6 +360,8 @@ class NMPC:
         x0 = np.asarray(state, dtype=np.float64).reshape(nx)
         with torch.no_grad():  # the memory is data here, never differentiated
             memory = history_memory(self.model, history, self.device, self.dtype)
+        if self._observer is not None:
+            self._observer.correct(x0, t)
         info: dict[str, Any] = {"mode": c.mode}
         if self._t_last is not None and abs(t - self._t_last - self.model.dt) > 0.5 * self.model.dt:
             # not called on the previous step (e.g. used as another controller's fallback):
@@ -377,7 +407,11 @@ class NMPC:
         self.last_actions = us
         self.last_info = info
         self._counter.record(info, fallback, fault)
-        return np.clip(us[0], self.task.action_lower, self.task.action_upper)
+        action = np.clip(us[0], self.task.action_lower, self.task.action_upper)
+        if self._observer is not None:
+            self._observer.expect(self.model, x0, action, memory, t)
+            info["disturbance"] = self._observer.bias.cpu().double().numpy()
+        return action
 
     def _tolerance(self) -> np.ndarray | None:
         """How far (nx,) a plan may leave the trusted region: `trust_tolerance` of its span
@@ -402,7 +436,8 @@ class NMPC:
         with torch.no_grad():
             x = torch.as_tensor(x0, device=self.device, dtype=self.dtype)[None]
             u = torch.as_tensor(us, device=self.device, dtype=self.dtype)[None]
-            return self.model.rollout(x, u, expand_memory(memory, (1,)))[0].cpu().double().numpy()
+            xs = self._predictor.rollout(x, u, expand_memory(memory, (1,)))
+            return xs[0].cpu().double().numpy()
 
     def _initial_guess(self, x0: np.ndarray, u_ref: np.ndarray, memory: Memory) -> np.ndarray:
         """Reference actions rolled out from x0 (or held at x0 if the rollout is not finite)."""
@@ -507,6 +542,8 @@ class NMPC:
             t0 = time.perf_counter()
             # dynamics along the linearisation point
             f, jt = self.linearizer(xs[:-1], us, memory)
+            if self._observer is not None:  # a constant d shifts f, not its Jacobians
+                f = f + self._observer.bias.cpu().double().numpy()
             t1 = time.perf_counter()
             t_lin += t1 - t0
             if not (np.all(np.isfinite(f)) and np.all(np.isfinite(jt))):

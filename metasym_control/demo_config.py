@@ -39,6 +39,11 @@ class FlightOptions:
         online_holdout: the last this many steps of each online window judge the update
             instead of entering its fit; it is flown only if it predicts them better (see
             `OnlineAdaptConfig.holdout`; 0: every update is flown).
+        disturbance_gain: offset-free MPC for every MPC-flown model, MPPI and RTI alike
+            (`MPPIConfig.disturbance_gain`, `NMPCConfig.disturbance_gain`): each model
+            predicts with an additive disturbance estimated online from its own one-step
+            errors, with this gain per step; 0 (default): off, each model predicts alone
+            (docs/controllers.md, "Offset-free MPC").
     """
 
     online: bool = True
@@ -48,6 +53,7 @@ class FlightOptions:
     rti_trust_bounds: bool = False
     rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
     rti_step_fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
+    disturbance_gain: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ class DemoConfig(FlightOptions):
         horizon: MPC horizon, control steps of 0.02 s.
         samples: MPPI samples K.
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
-            rti_fallback, rti_step_fractions: the figure-8 flights' options
+            rti_fallback, rti_step_fractions, disturbance_gain: the figure-8 flights' options
             (`FlightOptions`, shared with `metasym-control experiment`).
         checkpoint: MetaSym checkpoint stem (None: the shipped default weights).
         out: folder for the plot, the video, the table and the JSON summary.
@@ -155,6 +161,12 @@ class DemoConfig(FlightOptions):
             "--rti-step-fractions",
             "fractions in (0, 1]",
             self.rti_step_fractions,
+        )
+        require(
+            0.0 <= self.disturbance_gain <= 1.0,
+            "--disturbance-gain",
+            "a gain in [0, 1] (0: off)",
+            self.disturbance_gain,
         )
         require(self.controller in ("mppi", "rti"), "--controller", "mppi or rti", self.controller)
         positive("--seconds", self.seconds)

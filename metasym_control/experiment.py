@@ -356,8 +356,9 @@ class ExperimentArgs(FlightOptions):
         resume: quadrotor: reuse vehicles that a previous run with the same settings,
             checkpoint and seed already flew (in `out`).
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
-            rti_fallback, rti_step_fractions: quadrotor: the flights' online adaptation and
-            RTI settings (`FlightOptions`, as `demo`'s flags; the defaults are the demo's).
+            rti_fallback, rti_step_fractions, disturbance_gain: quadrotor: the flights'
+            online adaptation, RTI and offset-free settings (`FlightOptions`, as `demo`'s
+            flags; the defaults are the demo's).
     """
 
     envs: tuple[str, ...] = ("spring_mesh", "quantum")
@@ -436,6 +437,8 @@ def flight_flags(args: FlightOptions) -> str:
             out += f" --{name.replace('_', '-')} {value}"
     if args.rti_step_fractions != default.rti_step_fractions:
         out += " ".join([" --rti-step-fractions", *(f"{f:g}" for f in args.rti_step_fractions)])
+    if args.disturbance_gain != default.disturbance_gain:
+        out += f" --disturbance-gain {args.disturbance_gain:g}"
     return out
 
 
@@ -622,6 +625,7 @@ def quadrotor_main(args: ExperimentArgs) -> None:
     from metasym_control.bench import machine_description, write_section
     from metasym_control.checkpoint import checkpoint_paths, load_checkpoint
     from metasym_control.figure8_experiment import (
+        experiment_stem,
         file_digest,
         quadrotor_experiment,
         quadrotor_tables,
@@ -667,6 +671,10 @@ def quadrotor_main(args: ExperimentArgs) -> None:
                if cfg.rti_step_fractions else ".")
             if args.controller == "rti"
             else "every MPC falls back to the shipped cascaded PD when no plan can be trusted."
+        ) + (
+            f" Offset-free MPC: every MPC-flown model predicts with an additive disturbance "
+            f"estimated from its own one-step errors (gain {cfg.disturbance_gain:g} a step)."
+            if cfg.disturbance_gain > 0 else ""
         )  # fmt: skip
         body = (
             f"`metasym-control experiment --envs quadrotor --systems {args.systems} "
@@ -678,13 +686,14 @@ def quadrotor_main(args: ExperimentArgs) -> None:
             f"and re-adapted online every second; {fallback_text} RMSE median, worst, 95% "
             "bootstrap interval; goals on per-system ratios.\n\n" + table + "\n"
         )
-        name = f"quadrotor_{args.controller}{'_stress' if stress else ''}"
+        name = experiment_stem(cfg, stress)
+        offset = ", offset-free" if cfg.disturbance_gain > 0 else ""
         (args.out / f"{name}.md").write_text(body)
         print(f"table, plots{' and video' if args.video else ''}: {args.out}/{name}*")
         if args.benchmarks is not None:
-            key = f"experiment-quadrotor-{args.controller}{'-stress' if stress else ''}"
+            key = "experiment-" + name.replace("_", "-")
             write_section(
-                key, f"### Closed loop: quadrotor figure-8, {title}, {mpc}\n\n" + body,
+                key, f"### Closed loop: quadrotor figure-8, {title}, {mpc}{offset}\n\n" + body,
                 args.benchmarks,
             )  # fmt: skip
             print(f"updated {args.benchmarks}")

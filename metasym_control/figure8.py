@@ -31,7 +31,11 @@ PD = "cascaded PD (nominal)"
 def make_quadrotor_mpc(
     kind: str, model: DynamicsModel, task: Any, cfg: DemoConfig, device: str = "cpu"
 ) -> Controller:
-    """The demo's MPC (`kind` "mppi" or "rti") over `model`, with the registry's fallback."""
+    """The demo's MPC (`kind` "mppi" or "rti") over `model`, with the registry's fallback.
+
+    With `cfg.disturbance_gain` the MPC is offset-free (the nominal-RTI fallback is not: it
+    flies only refused steps, so it has no one-step errors of its own to learn from).
+    """
     from metasym_control.controllers.mppi import MPPI, MPPIConfig
     from metasym_control.controllers.nmpc import NMPC, NMPCConfig
     from metasym_control.systems import get_system
@@ -51,6 +55,7 @@ def make_quadrotor_mpc(
             noise_sigma=0.15,
             noise_beta=1.0,
             seed=cfg.seed,
+            disturbance_gain=cfg.disturbance_gain,
         )
         return MPPI(model, task, mcfg, device=device, fallback=fallback)
     if cfg.rti_fallback == "nominal_rti":
@@ -68,6 +73,7 @@ def make_quadrotor_mpc(
         mode="rti",
         trusted_constraints=cfg.rti_trust_bounds,
         step_fractions=fractions,
+        disturbance_gain=cfg.disturbance_gain,
     )
     return NMPC(model, task, ncfg, fallback=fallback)
 

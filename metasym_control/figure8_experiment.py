@@ -303,6 +303,13 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else ""
 
 
+def experiment_stem(cfg: DemoConfig, stress: bool) -> str:
+    """The run's file stem: "quadrotor_<mpc>", "_offset_free" for offset-free MPCs (a
+    `disturbance_gain`), "_stress" for the stress set; its tables, plots and cache share it."""
+    offset = "_offset_free" if cfg.disturbance_gain > 0 else ""
+    return f"quadrotor_{cfg.controller}{offset}{'_stress' if stress else ''}"
+
+
 def quadrotor_experiment(
     n_systems: int,
     seed: int,
@@ -341,7 +348,7 @@ def quadrotor_experiment(
     from metasym_control.envs.quadrotor import sample_quadrotor_params
 
     rng = np.random.default_rng(seed)
-    stem = f"quadrotor_{cfg.controller}{'_stress' if stress else ''}"
+    stem = experiment_stem(cfg, stress)
     cache = out / stem if out is not None else None
     records = []
     desc = f"quadrotor {'stress' if stress else 'held-out'} systems"

@@ -18,6 +18,7 @@ per control step (`metasym_fold.py`), or rolled out in one Triton kernel (`fused
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +32,9 @@ from metasym_control.models.learned import LearnedModel
 from metasym_control.models.metasym_fold import FoldLayout, fold_step, shared_fold, step_folded
 from metasym_control.models.symplectic import SymplecticConfig, SymplecticEncoder
 from metasym_control.windows import Batch
+
+# "auto": an own-key model's folded step on a CPU up to this many samples (see `_use_fold`)
+FOLD_CPU_BATCH = 64
 
 FastSet = Literal["meta_attention", "meta_attention_head", "decoder", "none"]
 
@@ -232,17 +236,27 @@ class MetaSym(LearnedModel):
     def _should_fold(self, device: torch.device) -> bool:
         """Whether `init_memory` of one history adds the folded step (see `fold_mode`).
 
-        "auto": always with the learned self key (fewer products and less arithmetic); with
-        the own key only on CUDA devices, where a step is bound by kernel launches (the chain
-        has about a third of the products) and not by its 1.8x arithmetic, which on a CPU
-        makes it slower than the general path.
+        "auto": always. With the learned self key the folded step has fewer products and
+        less arithmetic at any batch; with the own key (the shipped default) it has about a
+        third of the products and 1.8x the arithmetic, so it wins where a step is bound by
+        its operator count (CUDA, and small batches on a CPU) and loses where it is bound by
+        arithmetic (large CPU batches): `_use_fold` decides per call.
         """
         mode = self.fold_mode
         if mode not in ("auto", "always", "never"):
             raise ValueError(f"MetaSym.fold_mode must be auto, always or never, got {mode!r}")
-        if mode == "auto":
-            return not self.config.attend_self or device.type == "cuda"
-        return mode == "always"
+        return mode != "never"
+
+    def _use_fold(self, x: torch.Tensor, batch: int) -> bool:
+        """Whether a step of `batch` samples like x (device) takes a memory's folded step.
+
+        "auto" with the own key on a CPU: only up to `FOLD_CPU_BATCH` samples (a 20-step
+        rollout of the shipped model on one thread: 5 against 13 ms for one sample, the same
+        at 256, 3x slower at 1024; docs/metasym.md).
+        """
+        if self.fold_mode != "auto" or not self.config.attend_self or x.device.type == "cuda":
+            return True
+        return batch <= FOLD_CPU_BATCH
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor, memory: Memory) -> torch.Tensor:
         """Predict T steps: x0 (..., nx), actions (..., T, nu) -> (..., T, nx), x0 excluded.
@@ -253,9 +267,9 @@ class MetaSym(LearnedModel):
         """
         kernel = self._kernel_for(x0)
         fold = shared_fold(memory)
-        if fold is None:
-            return super().rollout(x0, actions, memory)
         lead = torch.broadcast_shapes(x0.shape[:-1], actions.shape[:-2])
+        if fold is None or not self._use_fold(x0, math.prod(lead)):
+            return super().rollout(x0, actions, memory)
         nx, nu, T = self.state_dim, self.action_dim, actions.shape[-2]
         x = x0.expand(*lead, nx).reshape(-1, nx)  # (B, nx)
         ua = actions.expand(*lead, T, nu).reshape(-1, T, nu)  # (B, T, nu)
@@ -294,7 +308,8 @@ class MetaSym(LearnedModel):
         x2 = x.expand(*lead, self.state_dim).reshape(-1, self.state_dim)  # (B, nx)
         u2 = u.expand(*lead, self.action_dim).reshape(-1, self.action_dim)  # (B, nu)
         fold = shared_fold(memory)
-        if fold is not None and "fold_b" in fold:  # the chain (not the kernel's stream form)
+        # the chain (not the kernel's stream form), where it is the faster path
+        if fold is not None and "fold_b" in fold and self._use_fold(x2, x2.shape[0]):
             x_next = step_folded(self.fold_layout, x2, u2, fold)
             return self.coords.postprocess(x_next).view(*lead, self.state_dim), memory
         e, dx = self._encode(x2)  # (B, 2d), (B, nx)

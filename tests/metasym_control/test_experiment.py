@@ -372,3 +372,60 @@ def test_a_table_names_the_non_default_flight_flags() -> None:
     line_search = ExperimentArgs(rti_step_fractions=(1.0, 0.5))
     assert flight_flags(line_search) == " --rti-step-fractions 1 0.5"
     assert line_search.flight_config().rti_step_fractions == (1.0, 0.5)
+
+
+def test_offset_free_flights_are_named_and_kept_apart() -> None:
+    import gymnasium as gym
+
+    from metasym_control.controllers.mppi import MPPI
+    from metasym_control.controllers.nmpc import NMPC
+    from metasym_control.experiment import ExperimentArgs, flight_flags
+    from metasym_control.figure8 import make_quadrotor_mpc
+    from metasym_control.figure8_experiment import experiment_stem
+    from metasym_control.models.quadrotor_analytic import QuadrotorModel
+    from metasym_control.usage import UsageError
+
+    args = ExperimentArgs(envs=("quadrotor",), controller="rti", disturbance_gain=0.3)
+    cfg = args.flight_config()
+    assert flight_flags(args) == " --disturbance-gain 0.3"
+    # its own tables, plots, cache and BENCHMARKS.md section beside the plain run's
+    assert experiment_stem(cfg, stress=True) == "quadrotor_rti_offset_free_stress"
+    assert experiment_stem(ExperimentArgs().flight_config(), stress=False) == "quadrotor_mppi"
+    env = gym.make("MetaSymQuadrotor-v0", task="figure8")
+    task = env.unwrapped.task  # type: ignore[attr-defined]
+    rti = make_quadrotor_mpc("rti", QuadrotorModel(), task, cfg)
+    assert isinstance(rti, NMPC) and rti.config.disturbance_gain == 0.3
+    # the nominal-RTI fallback flies only refused steps: no one-step errors to learn from
+    assert isinstance(rti.fallback, NMPC) and rti.fallback.config.disturbance_gain == 0.0
+    mppi = make_quadrotor_mpc("mppi", QuadrotorModel(substeps=1), task, cfg)
+    assert isinstance(mppi, MPPI) and mppi.config.disturbance_gain == 0.3
+    env.close()
+    with pytest.raises(UsageError, match="--disturbance-gain"):
+        ExperimentArgs(envs=("quadrotor",), disturbance_gain=2.0).validate()
+
+
+def test_offset_free_mppi_keeps_a_heavy_vehicle_flying_on_the_nominal_physics() -> None:
+    """The stress set's failure: MPPI on the nominal physics lets a 1.7x heavier vehicle in
+    wind sink into the ground; the offset-free MPPI learns the missing thrust and flies."""
+    import dataclasses
+
+    import gymnasium as gym
+
+    from metasym_control.closed_loop import run_closed_loop
+    from metasym_control.demo_config import DemoConfig
+    from metasym_control.envs.quadrotor import QuadrotorParams
+    from metasym_control.figure8 import make_quadrotor_mpc
+    from metasym_control.models.quadrotor_analytic import QuadrotorModel
+
+    heavy = QuadrotorParams(mass=2.25, inertia=(0.055, 0.035, 0.09), wind=(2.8, 0.5, 0.0))
+    env = gym.make("MetaSymQuadrotor-v0", task="figure8", params=heavy, init_noise=0.0)
+    task = env.unwrapped.task  # type: ignore[attr-defined]
+    runs = {}
+    for gain in (0.0, 0.3):
+        cfg = dataclasses.replace(DemoConfig(), disturbance_gain=gain)
+        ctrl = make_quadrotor_mpc("mppi", QuadrotorModel(substeps=1), task, cfg)
+        runs[gain] = run_closed_loop(env, ctrl, 200, seed=0)
+    env.close()
+    assert runs[0.0].terminated  # down within 4 s
+    assert not runs[0.3].terminated and len(runs[0.3].actions) == 200
+    assert runs[0.3].tracking_rmse(env.unwrapped) < 0.25
