@@ -13,12 +13,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from metasym_control.controller import Controller
+from metasym_control.controller import Controller, History
 from metasym_control.controllers.common import (
     FallbackCounter,
     FallbackKind,
     FaultKind,
     check_plan,
+    history_memory,
     history_window,
     last_resort,
     model_device_dtype,
@@ -29,6 +30,7 @@ from metasym_control.controllers.offset import (
     DisturbanceObserver,
     OffsetModel,
     check_disturbance_options,
+    observe_fallback,
 )
 from metasym_control.dynamics import DynamicsModel, Memory, expand_memory
 from metasym_control.task import Task
@@ -205,6 +207,22 @@ class MPPI:
         self.last_actions = None
         self.last_info = {}
 
+    def observe(self, state: np.ndarray, action: np.ndarray, t: float, history: Any = None) -> None:
+        """Take a step that another controller flew into the disturbance estimate.
+
+        A controller used as a fallback flies only the refused steps; fed every step it
+        flies those with a current estimate. A no-op without `disturbance_gain`.
+
+        Args:
+            state: (nx,) the state at t; action: (nu,) the action applied; t: time (s);
+            history: the `History` before `state` (None: none).
+        """
+        if self._observer is None or self.model is None:
+            return
+        with torch.no_grad():
+            memory = history_memory(self.model, history, self.device, self.dtype)
+        self._observer.observe(self.model, np.asarray(state, np.float64), action, memory, t)
+
     def set_model(self, model: DynamicsModel) -> None:
         """Predict with `model` from the next `act` on (the warm start is kept)."""
         self.model = model
@@ -291,6 +309,8 @@ class MPPI:
                 memory = model.init_memory(hist_states, hist_actions, hist_valid > 0.5)
             self._observer.expect(model, state, action, memory, t)
             self.last_info["disturbance"] = self._observer.bias.cpu().double().numpy()
+        empty = History(0, self.task.state_dim, self.task.action_dim)
+        observe_fallback(self.fallback, state, action, t, empty)
         if timer:
             timer.mark("host")
             self.last_info["phase_ms"] = timer.milliseconds()

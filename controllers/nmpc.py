@@ -16,7 +16,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import torch
 
-from metasym_control.controller import Controller
+from metasym_control.controller import Controller, History
 from metasym_control.controllers.common import (
     FallbackCounter,
     FallbackKind,
@@ -40,6 +40,7 @@ from metasym_control.controllers.offset import (
     DisturbanceObserver,
     OffsetModel,
     check_disturbance_options,
+    observe_fallback,
 )
 from metasym_control.controllers.rti_qp import QP_SOLVERS, RTIQP, QPSolver
 from metasym_control.controllers.shooting import ShootingLayout, task_bounds, with_trusted_region
@@ -281,6 +282,22 @@ class NMPC:
         self.last_actions = None
         self.last_info = {}
 
+    def observe(self, state: np.ndarray, action: np.ndarray, t: float, history: Any = None) -> None:
+        """Take a step that another controller flew into the disturbance estimate.
+
+        A controller used as a fallback flies only the refused steps; fed every step it
+        flies those with a current estimate. A no-op without `disturbance_gain`.
+
+        Args:
+            state: (nx,) the state at t; action: (nu,) the action applied; t: time (s);
+            history: the `History` before `state` (None: none).
+        """
+        if self._observer is None or self.model is None:
+            return
+        with torch.no_grad():
+            memory = history_memory(self.model, history, self.device, self.dtype)
+        self._observer.observe(self.model, np.asarray(state, np.float64), action, memory, t)
+
     def set_model(self, model: DynamicsModel) -> None:
         """Predict with `model` from the next `act` on (rebuilds the symbolic parts if needed).
 
@@ -411,6 +428,7 @@ class NMPC:
         if self._observer is not None:
             self._observer.expect(self.model, x0, action, memory, t)
             info["disturbance"] = self._observer.bias.cpu().double().numpy()
+        observe_fallback(self.fallback, x0, action, t, History(0, self.nx, self.nu))
         return action
 
     def _tolerance(self) -> np.ndarray | None:

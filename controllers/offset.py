@@ -40,8 +40,9 @@ class DisturbanceObserver:
     step's corrected prediction (an integrator on the innovation: a constant model error is
     taken out completely, at a rate set by `gain`), and `expect(model, x, u, memory, t)`
     records the prediction for the next step. A step that does not follow the recorded one
-    by one control period (a controller called only now and then, e.g. as a fallback)
-    leaves d as it is. Components outside `index` stay 0.
+    by one control period leaves d as it is. A controller that flies only now and then (a
+    fallback) keeps its estimate current through `observe`, fed with the steps another
+    controller chose. Components outside `index` stay 0.
 
     Args:
         gain: in (0, 1]; the share of each innovation taken into d.
@@ -81,13 +82,13 @@ class DisturbanceObserver:
         self._t_next = None
 
     def correct(self, x: np.ndarray, t: float) -> None:
-        """Take the measured state x (nx,) at time t (s) into the estimate."""
-        if self._expected is None or self._t_next is None:
-            return
-        if abs(t - self._t_next) > 0.5 * self.dt:
-            self._expected = None  # not the step that was predicted
-            return
-        innovation = self.gain * self._mask * (np.asarray(x, dtype=np.float64) - self._expected)
+        """Take the measured state x (nx,) at time t (s) into the estimate (once per step:
+        the prediction is used up)."""
+        expected, t_next = self._expected, self._t_next
+        self._expected = None
+        if expected is None or t_next is None or abs(t - t_next) > 0.5 * self.dt:
+            return  # nothing predicted for this step
+        innovation = self.gain * self._mask * (np.asarray(x, dtype=np.float64) - expected)
         if np.all(np.isfinite(innovation)):
             self.bias += torch.as_tensor(innovation, device=self.bias.device, dtype=self.bias.dtype)
 
@@ -109,6 +110,28 @@ class DisturbanceObserver:
         pred = (y[0] + self.bias).cpu().double().numpy()
         self._expected = pred if np.all(np.isfinite(pred)) else None
         self._t_next = t + self.dt
+
+    def observe(
+        self, model: DynamicsModel, x: np.ndarray, u: np.ndarray, memory: Memory, t: float
+    ) -> None:
+        """`correct(x, t)` then `expect(model, x, u, memory, t)`: one step, whoever chose u."""
+        self.correct(x, t)
+        self.expect(model, x, u, memory, t)
+
+
+def observe_fallback(
+    fallback: object, state: np.ndarray, action: np.ndarray, t: float, history: object
+) -> None:
+    """Show a fallback controller the step just flown, if it keeps a disturbance estimate
+    (its `observe`); it then flies with a current estimate when it is called.
+
+    Args:
+        fallback: any controller or None; state: (nx,); action: (nu,) applied at t (s);
+        history: the `History` the fallback is given (a Markov fallback: an empty one).
+    """
+    observe = getattr(fallback, "observe", None)
+    if callable(observe):
+        observe(state, action, t, history)
 
 
 class OffsetModel:

@@ -33,8 +33,8 @@ def make_quadrotor_mpc(
 ) -> Controller:
     """The demo's MPC (`kind` "mppi" or "rti") over `model`, with the registry's fallback.
 
-    With `cfg.disturbance_gain` the MPC is offset-free (the nominal-RTI fallback is not: it
-    flies only refused steps, so it has no one-step errors of its own to learn from).
+    With `cfg.disturbance_gain` the MPC is offset-free, and so is the nominal-RTI fallback,
+    whose estimate follows every step flown (`NMPC.observe`), not only the refused ones.
     """
     from metasym_control.controllers.mppi import MPPI, MPPIConfig
     from metasym_control.controllers.nmpc import NMPC, NMPCConfig
@@ -66,7 +66,9 @@ def make_quadrotor_mpc(
         # range and stress set) without a crash; the nominal PD crashed on half the stress
         # set, and a learned loop that fell back to it there went down with it
         nominal = QuadrotorModel(QuadrotorParams(), substeps=4)
-        backup = NMPCConfig(horizon=cfg.horizon, mode="rti")
+        backup = NMPCConfig(
+            horizon=cfg.horizon, mode="rti", disturbance_gain=cfg.disturbance_gain
+        )
         fallback = NMPC(nominal, task, backup, fallback=fallback)
     ncfg = NMPCConfig(
         horizon=cfg.horizon,

@@ -100,3 +100,13 @@ def test_bad_disturbance_options_are_refused() -> None:
             QuadraticTask(),
             MPPIConfig(disturbance_gain=0.3, disturbance_index=(7,)),
         )
+
+
+def test_a_fallback_mpc_keeps_its_estimate_current_from_the_steps_others_fly() -> None:
+    task = QuadraticTask()
+    backup = NMPC(DoubleIntegrator(), task, NMPCConfig(mode="rti", disturbance_gain=0.3))
+    ctrl = NMPC(TorchOnly(DoubleIntegrator()), task, NMPCConfig(mode="rti"), fallback=backup)
+    simulate(ctrl, X0, 60, plant=DoubleIntegrator(bias=PUSH))
+    # the primary flew every step (no refusal); the backup learned the push all the same
+    assert backup.last_info == {}
+    np.testing.assert_allclose(backup._observer.bias.numpy(), PUSH, atol=1e-3)  # type: ignore[union-attr]
