@@ -66,9 +66,7 @@ def make_quadrotor_mpc(
         # range and stress set) without a crash; the nominal PD crashed on half the stress
         # set, and a learned loop that fell back to it there went down with it
         nominal = QuadrotorModel(QuadrotorParams(), substeps=4)
-        backup = NMPCConfig(
-            horizon=cfg.horizon, mode="rti", disturbance_gain=cfg.disturbance_gain
-        )
+        backup = NMPCConfig(horizon=cfg.horizon, mode="rti", disturbance_gain=cfg.disturbance_gain)
         fallback = NMPC(nominal, task, backup, fallback=fallback)
     ncfg = NMPCConfig(
         horizon=cfg.horizon,
