@@ -32,7 +32,7 @@ from metasym_control.controllers.offset import (
     check_disturbance_options,
     observe_fallback,
 )
-from metasym_control.dynamics import DynamicsModel, Memory, expand_memory
+from metasym_control.dynamics import DynamicsModel, expand_memory
 from metasym_control.task import Task
 
 logger = logging.getLogger(__name__)
@@ -261,30 +261,39 @@ class MPPI:
             plan_u = warm
             if timer:
                 timer.mark("inputs")
-            # sample, roll out, weigh
-            for _ in range(c.iterations):
-                eps = self._sample_noise()  # (K, T, nu)
-                if timer:
-                    timer.mark("noise")
-                plan_u, plan_x, stats = plan_fn(x0, plan_u, eps, window, x_ref, u_ref)
-            # one device-to-host transfer per control step
-            nu, nx = plan_u.shape[-1], plan_x.shape[-1]
-            flat = torch.cat([plan_u.reshape(-1), plan_x.reshape(-1), stats]).cpu().double()
-            flat_np = flat.numpy()
-            plan_u_np = flat_np[: c.horizon * nu].reshape(c.horizon, nu)
-            plan_x_np = flat_np[c.horizon * nu : c.horizon * (nu + nx)].reshape(c.horizon, nx)
-            n_finite, cost_min, cost_mean = int(flat_np[-3]), flat_np[-2], flat_np[-1]
+            # sample, roll out, weigh; a model or update that raises is a failed update
+            error: str | None = None
+            try:
+                for _ in range(c.iterations):
+                    eps = self._sample_noise()  # (K, T, nu)
+                    if timer:
+                        timer.mark("noise")
+                    plan_u, plan_x, stats = plan_fn(x0, plan_u, eps, window, x_ref, u_ref)
+                # one device-to-host transfer per control step
+                nu, nx = plan_u.shape[-1], plan_x.shape[-1]
+                flat = torch.cat([plan_u.reshape(-1), plan_x.reshape(-1), stats]).cpu().double()
+                flat_np = flat.numpy()
+                plan_u_np = flat_np[: c.horizon * nu].reshape(c.horizon, nu)
+                plan_x_np = flat_np[c.horizon * nu : c.horizon * (nu + nx)].reshape(c.horizon, nx)
+                n_finite, cost_min, cost_mean = int(flat_np[-3]), flat_np[-2], flat_np[-1]
+            except Exception as exc:  # never raised out of act: the fallbacks take the step
+                logger.warning("MPPI update raised %s: %s", type(exc).__name__, exc)
+                error = f"{type(exc).__name__}: {exc}"
+                n_finite, cost_min, cost_mean = 0, math.inf, math.inf
+                plan_u_np = np.full((c.horizon, self.task.action_dim), np.nan)
+                plan_x_np = np.full((c.horizon, self.task.state_dim), np.nan)
             # fault checks and fallbacks
             fault: FaultKind = "none"
             fallback: FallbackKind = "none"
-            if not np.all(np.isfinite(plan_u_np)):
+            if error is not None:
+                fault = "solver_failed"
+            elif not np.all(np.isfinite(plan_u_np)):
                 fault = "non_finite"
             else:
                 fault = check_plan(plan_x_np, self._trust, np.asarray(state, np.float64))
             if fault != "none":
-                memory = model.init_memory(hist_states, hist_actions, hist_valid > 0.5)
                 plan_u_np, plan_x_np, fallback = self._fallback(
-                    x0, memory, t, warm if self._warm is not None else None
+                    x0, window, t, warm if self._warm is not None else None
                 )
             # warm start of the next step: this plan shifted by one, tail from the reference
             if fallback in ("safe_action", "controller"):
@@ -300,13 +309,18 @@ class MPPI:
             "cost_mean": float(cost_mean) if n_finite else float("inf"),
             "finite_samples": n_finite,
         }
+        if error is not None:
+            self.last_info["solver_error"] = error
         self._counter.record(self.last_info, fallback, fault)
         action = np.clip(
             plan_u_np[0].astype(np.float64), self.task.action_lower, self.task.action_upper
         )
         if self._observer is not None:
-            with torch.no_grad():
-                memory = model.init_memory(hist_states, hist_actions, hist_valid > 0.5)
+            try:
+                with torch.no_grad():
+                    memory = model.init_memory(hist_states, hist_actions, hist_valid > 0.5)
+            except Exception:  # the observer's `expect` reports a model that raises
+                memory = {}
             self._observer.expect(model, state, action, memory, t)
             self.last_info["disturbance"] = self._observer.bias.cpu().double().numpy()
         empty = History(0, self.task.state_dim, self.task.action_dim)
@@ -459,17 +473,23 @@ class MPPI:
         return fn
 
     def _fallback(
-        self, x0: torch.Tensor, memory: Memory, t: float, warm: torch.Tensor | None
+        self, x0: torch.Tensor, window: Window, t: float, warm: torch.Tensor | None
     ) -> tuple[np.ndarray, np.ndarray, FallbackKind]:
         """The shifted previous plan if its prediction is sound, else the fallback
-        controller's action, else the safe action (`last_resort`)."""
+        controller's action, else the safe action (`last_resort`). A model that raises
+        here is a prediction that is not sound."""
         assert self.model is not None
         if warm is not None:
-            model = self._predictor()
-            xs = model.rollout(x0[None], warm[None], expand_memory(memory, (1,)))[0]
-            xs_np = xs.cpu().numpy()
-            if check_plan(xs_np, self._trust, x0.detach().cpu().double().numpy()) == "none":
-                return warm.cpu().numpy(), xs_np, "shifted_plan"
+            try:
+                model = self._predictor()
+                memory = model.init_memory(window[0], window[1], window[2] > 0.5)
+                xs = model.rollout(x0[None], warm[None], expand_memory(memory, (1,)))[0]
+                xs_np = xs.cpu().numpy()
+                state = x0.detach().cpu().double().numpy()
+                if check_plan(xs_np, self._trust, state) == "none":
+                    return warm.cpu().numpy(), xs_np, "shifted_plan"
+            except Exception as exc:
+                logger.warning("MPPI: shifted-plan check raised %s: %s", type(exc).__name__, exc)
         state = x0.detach().cpu().double().numpy()
         u_last, kind = last_resort(self.fallback, self.task, state, t)
         plan_u = np.repeat(u_last[None], self.config.horizon, axis=0)

@@ -10,6 +10,7 @@ from the model's one-step prediction errors. Both MPCs take it as an option
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +18,8 @@ import torch
 
 from metasym_control.dynamics import AdaptBudget, DynamicsModel, Memory, rollout_by_steps
 from metasym_control.trajectory import Trajectory
+
+logger = logging.getLogger(__name__)
 
 
 def check_disturbance_options(owner: str, gain: float, index: Sequence[int] | None) -> None:
@@ -103,11 +106,16 @@ class DisturbanceObserver:
             this step's history (one history, no batch dimension); t: time (s).
         """
         dev, dt = self.bias.device, self.bias.dtype
-        with torch.no_grad():
-            xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=dev, dtype=dt)[None]
-            ut = torch.as_tensor(np.asarray(u, dtype=np.float64), device=dev, dtype=dt)[None]
-            y, _ = model.step(xt, ut, memory)
-        pred = (y[0] + self.bias).cpu().double().numpy()
+        try:
+            with torch.no_grad():
+                xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=dev, dtype=dt)[None]
+                ut = torch.as_tensor(np.asarray(u, dtype=np.float64), device=dev, dtype=dt)[None]
+                y, _ = model.step(xt, ut, memory)
+            pred = (y[0] + self.bias).cpu().double().numpy()
+        except Exception as exc:  # a controller's act never raises: no update this step
+            logger.warning("disturbance observer: the step raised %s: %s", type(exc).__name__, exc)
+            self._expected = None
+            return
         self._expected = pred if np.all(np.isfinite(pred)) else None
         self._t_next = t + self.dt
 
@@ -131,7 +139,10 @@ def observe_fallback(
     """
     observe = getattr(fallback, "observe", None)
     if callable(observe):
-        observe(state, action, t, history)
+        try:
+            observe(state, action, t, history)
+        except Exception as exc:  # the controller's act must not raise for its fallback
+            logger.warning("fallback's observe raised %s: %s", type(exc).__name__, exc)
 
 
 class OffsetModel:

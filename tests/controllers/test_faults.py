@@ -214,6 +214,22 @@ def test_mppi_failed_update_falls_back_to_the_shifted_plan() -> None:
     assert ctrl.last_info["fallback_count"] == 1
 
 
+def test_an_mppi_update_that_raises_is_a_failed_update_not_a_crash() -> None:
+    ctrl = MPPI(DoubleIntegrator(), TASK, MPPI_CFG)
+    ctrl.act(X0, 0.0)
+    planned = ctrl.last_actions.copy()  # type: ignore[union-attr]
+
+    def raising(*args: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise RuntimeError("expected scalar type Double but found Float")
+
+    ctrl._plan_fn = raising
+    u = ctrl.act(X0, 0.1)
+    assert ctrl.last_info["fault"] == "solver_failed"
+    assert "RuntimeError" in ctrl.last_info["solver_error"]
+    assert ctrl.last_info["fallback"] == "shifted_plan"
+    np.testing.assert_allclose(u, planned[1])
+
+
 class SpeedLimitModel(DoubleIntegrator):
     """Trusted only below 0.3 m/s per axis: fast samples leave the region."""
 

@@ -110,3 +110,19 @@ def test_a_fallback_mpc_keeps_its_estimate_current_from_the_steps_others_fly() -
     # the primary flew every step (no refusal); the backup learned the push all the same
     assert backup.last_info == {}
     np.testing.assert_allclose(backup._observer.bias.numpy(), PUSH, atol=1e-3)  # type: ignore[union-attr]
+
+
+def test_a_model_that_raises_in_the_observer_does_not_escape_act() -> None:
+    class Raising(DoubleIntegrator):
+        """Plans fine, but its single-sample step (the observer's prediction) raises."""
+
+        def step(self, x: torch.Tensor, u: torch.Tensor, memory: dict) -> tuple:  # type: ignore[override]
+            if x.shape[0] == 1:
+                raise RuntimeError("no single steps")
+            return super().step(x, u, memory)
+
+    ctrl = MPPI(Raising(), QuadraticTask(), MPPIConfig(num_samples=64, disturbance_gain=0.3))
+    for k in range(3):
+        u = ctrl.act(X0, 0.1 * k)
+        assert np.all(np.isfinite(u))
+    assert not ctrl._observer.bias.any()  # type: ignore[union-attr]
