@@ -19,7 +19,6 @@ from metasym_control.controllers.common import (
     FallbackKind,
     FaultKind,
     check_plan,
-    history_memory,
     history_window,
     last_resort,
     model_device_dtype,
@@ -208,20 +207,11 @@ class MPPI:
         self.last_info = {}
 
     def observe(self, state: np.ndarray, action: np.ndarray, t: float, history: Any = None) -> None:
-        """Take a step that another controller flew into the disturbance estimate.
-
-        A controller used as a fallback flies only the refused steps; fed every step it
-        flies those with a current estimate. A no-op without `disturbance_gain`.
-
-        Args:
-            state: (nx,) the state at t; action: (nu,) the action applied; t: time (s);
-            history: the `History` before `state` (None: none).
-        """
-        if self._observer is None or self.model is None:
-            return
-        with torch.no_grad():
-            memory = history_memory(self.model, history, self.device, self.dtype)
-        self._observer.observe(self.model, np.asarray(state, np.float64), action, memory, t)
+        """Take a step another controller flew, state (nx,) and action (nu,) at t (s) after
+        `history`, into the disturbance estimate (`DisturbanceObserver.observe`); a no-op
+        without `disturbance_gain`."""
+        if self._observer is not None and self.model is not None:
+            self._observer.observe(self.model, np.asarray(state, np.float64), action, t, history)
 
     def set_model(self, model: DynamicsModel) -> None:
         """Predict with `model` from the next `act` on (the warm start is kept)."""
@@ -315,13 +305,17 @@ class MPPI:
         action = np.clip(
             plan_u_np[0].astype(np.float64), self.task.action_lower, self.task.action_upper
         )
-        if self._observer is not None:
+        if self._observer is not None and fallback == "none" and c.plan_rollout == "exact":
+            # the plan's first state is f(x, u) + d for the action flown: no second encoding
+            self._observer.expect_state(plan_x_np[0], t)
+        elif self._observer is not None:
             try:
                 with torch.no_grad():
                     memory = model.init_memory(hist_states, hist_actions, hist_valid > 0.5)
             except Exception:  # the observer's `expect` reports a model that raises
                 memory = {}
             self._observer.expect(model, state, action, memory, t)
+        if self._observer is not None:
             self.last_info["disturbance"] = self._observer.bias.cpu().double().numpy()
         empty = History(0, self.task.state_dim, self.task.action_dim)
         observe_fallback(self.fallback, state, action, t, empty)

@@ -283,20 +283,11 @@ class NMPC:
         self.last_info = {}
 
     def observe(self, state: np.ndarray, action: np.ndarray, t: float, history: Any = None) -> None:
-        """Take a step that another controller flew into the disturbance estimate.
-
-        A controller used as a fallback flies only the refused steps; fed every step it
-        flies those with a current estimate. A no-op without `disturbance_gain`.
-
-        Args:
-            state: (nx,) the state at t; action: (nu,) the action applied; t: time (s);
-            history: the `History` before `state` (None: none).
-        """
-        if self._observer is None or self.model is None:
-            return
-        with torch.no_grad():
-            memory = history_memory(self.model, history, self.device, self.dtype)
-        self._observer.observe(self.model, np.asarray(state, np.float64), action, memory, t)
+        """Take a step another controller flew, state (nx,) and action (nu,) at t (s) after
+        `history`, into the disturbance estimate (`DisturbanceObserver.observe`); a no-op
+        without `disturbance_gain`."""
+        if self._observer is not None and self.model is not None:
+            self._observer.observe(self.model, np.asarray(state, np.float64), action, t, history)
 
     def set_model(self, model: DynamicsModel) -> None:
         """Predict with `model` from the next `act` on (rebuilds the symbolic parts if needed).

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from metasym_control.controllers.common import history_memory
 from metasym_control.dynamics import AdaptBudget, DynamicsModel, Memory, rollout_by_steps
 from metasym_control.trajectory import Trajectory
 
@@ -116,14 +118,27 @@ class DisturbanceObserver:
             logger.warning("disturbance observer: the step raised %s: %s", type(exc).__name__, exc)
             self._expected = None
             return
-        self._expected = pred if np.all(np.isfinite(pred)) else None
+        self.expect_state(pred, t)
+
+    def expect_state(self, prediction: np.ndarray, t: float) -> None:
+        """Record an already corrected prediction f(x, u) + d (nx,) of the state at t + dt
+        (e.g. the first state of a plan rolled out with d); a non-finite one is ignored."""
+        finite = np.all(np.isfinite(prediction))
+        self._expected = np.asarray(prediction, dtype=np.float64).copy() if finite else None
         self._t_next = t + self.dt
 
     def observe(
-        self, model: DynamicsModel, x: np.ndarray, u: np.ndarray, memory: Memory, t: float
+        self, model: DynamicsModel, x: np.ndarray, u: np.ndarray, t: float, history: Any
     ) -> None:
-        """`correct(x, t)` then `expect(model, x, u, memory, t)`: one step, whoever chose u."""
+        """One step flown, whoever chose u: `correct(x, t)`, then `expect` from the model's
+        memory of `history` (the `History` before x, or None).
+
+        A controller used as a fallback flies only the refused steps; fed every step through
+        this (its `observe`), it flies those with a current estimate.
+        """
         self.correct(x, t)
+        with torch.no_grad():
+            memory = history_memory(model, history, self.bias.device, self.bias.dtype)
         self.expect(model, x, u, memory, t)
 
 

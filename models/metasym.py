@@ -227,13 +227,13 @@ class MetaSym(LearnedModel):
             valid = torch.ones(states.shape[:-1], dtype=torch.bool, device=states.device)
         e, _ = self._encode(states)
         memory = self.decoder.encode_prefix(self._token(states, actions, e), valid.bool())
-        if states.dim() == 2 and self.config.own_context == 0 and self._should_fold(states.device):
+        if states.dim() == 2 and self.config.own_context == 0 and self._should_fold():
             # the kernel's stream form where the rollout runs the kernel, else the chain
             stream_form = self._kernel_for(self.decoder.head.weight) != "torch"
             memory.update(fold_step(self, memory, stream_form))
         return memory
 
-    def _should_fold(self, device: torch.device) -> bool:
+    def _should_fold(self) -> bool:
         """Whether `init_memory` of one history adds the folded step (see `fold_mode`).
 
         "auto": always. With the learned self key the folded step has fewer products and
