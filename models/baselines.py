@@ -135,7 +135,9 @@ class MLPModel(_MarkovModel):
     def step(self, x: torch.Tensor, u: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         """x (..., nx), u (..., nu) -> x_next (..., nx), memory unchanged."""
         h = self.net(torch.cat([self.norm_state(x), self.norm_action(u)], dim=-1))
-        return x + self.delta_std * self.out(h), memory
+        x_next = x + self.delta_std * self.out(h)
+        # on the state manifold like every learned model (unit quaternion, density matrix)
+        return (x_next if self.coords is None else self.coords.postprocess(x_next)), memory
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,8 @@ class CoordinateMap:
 
     The encoder sees `q = x[q_index]` and `p = p_scale * x[p_index]` (e.g. the quadrotor's
     linear momentum `m v` from its velocity `v`); the remaining components `rest` are carried
-    by the decoder alone. A quadrotor map also renormalises the quaternion after each step.
+    by the decoder alone. A quadrotor map also renormalises the quaternion after each step,
+    a quantum map projects each predicted state onto the density matrices (`project_density`).
 
     Attributes:
         kind: "quadrotor", "spring_mesh", "quantum" or "generic" (for the docs and checks).
@@ -109,12 +111,20 @@ class CoordinateMap:
         idx = torch.as_tensor(self.canonical_index(), device=dz.device)
         return out.index_copy(-1, idx, dz)
 
+    @property
+    def density_levels(self) -> int:
+        """N of a quantum map's N x N density matrix (state 2 N^2), else 0."""
+        return math.isqrt(self.state_dim // 2) if self.kind == "quantum" else 0
+
     def postprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Project a predicted state (..., nx) back onto the state manifold.
 
         Quadrotor: the quaternion is renormalised to unit length and its sign chosen so that
-        w >= 0 (q and -q are the same rotation). Other maps: identity.
+        w >= 0 (q and -q are the same rotation). Quantum: the nearest-to-physical density
+        matrix (`project_density`). Other maps: identity.
         """
+        if self.density_levels:
+            return project_density(x, self.density_levels)
         if self.quaternion_index < 0:
             return x
         i = self.quaternion_index
@@ -122,6 +132,48 @@ class CoordinateMap:
         quat = quat / quat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         quat = torch.where(quat[..., :1] < 0, -quat, quat)
         return torch.cat([x[..., :i], quat, x[..., i + 4 :]], dim=-1)
+
+
+def project_density(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """A quantum state [Re vec rho, Im vec rho] (..., 2 N^2) made a density matrix.
+
+    The Hermitian part is taken and its trace set to 1 (both orthogonal projections in the
+    Frobenius norm), then the traceless part A = rho - I/N is shrunk toward the maximally
+    mixed state, rho = I/N + s A with the largest s <= 1 that leaves no eigenvalue negative.
+    A physical state is returned unchanged (to round-off); for a qubit this is the nearest
+    density matrix in the Frobenius norm (the Bloch vector clipped to the unit ball). The map
+    is continuous and differentiable almost everywhere (MPC linearisations pass through it).
+
+    Args:
+        x: (..., 2 N^2) states, row-major vec (entry j N + k is rho_jk).
+        levels: N.
+
+    Returns:
+        (..., 2 N^2) states with trace 1, Hermitian, eigenvalues >= 0.
+    """
+    n, nn2 = levels, levels * levels
+    if x.shape[-1] != 2 * nn2:
+        raise ValueError(f"project_density: state of {2 * nn2} expected, got {x.shape[-1]}")
+    lead = x.shape[:-1]
+    re = x[..., :nn2].reshape(*lead, n, n)
+    im = x[..., nn2:].reshape(*lead, n, n)
+    re = 0.5 * (re + re.transpose(-1, -2))
+    im = 0.5 * (im - im.transpose(-1, -2))
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
+    trace = re.diagonal(dim1=-2, dim2=-1).sum(-1)
+    a_re = re - (trace / n)[..., None, None] * eye  # the traceless part A
+    if n == 2:
+        # a traceless Hermitian 2 x 2 has eigenvalues ±|A|_F / sqrt 2 (the tiny term keeps
+        # the gradient finite at A = 0)
+        sq = a_re.pow(2).sum((-1, -2)) + im.pow(2).sum((-1, -2))
+        neg = torch.sqrt(0.5 * sq + 1e-30)
+    else:
+        neg = -torch.linalg.eigvalsh(torch.complex(a_re, im))[..., 0]
+    # 1/N + s lambda_min(A) >= 0: s = 1 / max(N (-lambda_min), 1), no branch (finite gradients)
+    s = 1.0 / torch.clamp(n * neg, min=1.0)
+    re_out = eye / n + s[..., None, None] * a_re
+    im_out = s[..., None, None] * im
+    return torch.cat([re_out.reshape(*lead, nn2), im_out.reshape(*lead, nn2)], dim=-1)
 
 
 def quadrotor_coordinates(
@@ -168,7 +220,7 @@ def quantum_coordinates(state_dim: int) -> CoordinateMap:
 
     The unitary part of the evolution is a Schrödinger flow with a Hermitian generator, which
     is Hamiltonian in these coordinates; dissipation and measurement backaction go to the
-    decoder.
+    decoder. Every predicted step is projected onto the density matrices (`postprocess`).
     """
     if state_dim % 2:
         raise ValueError(f"quantum state_dim must be even (2 N^2), got {state_dim}")

@@ -50,6 +50,7 @@ class FoldLayout:
         d_model: the decoder's stream width; n_heads: its heads.
         attend_self: the self slot's score is the query-key product ("attn_qk" nodes).
         quaternion_index: start of the unit quaternion the step renormalises, or -1.
+        density_levels: N of the density matrix the step projects onto (quantum), or 0.
     """
 
     nodes: tuple[FoldNode, ...]
@@ -60,6 +61,7 @@ class FoldLayout:
     n_heads: int
     attend_self: bool
     quaternion_index: int
+    density_levels: int = 0
 
     @classmethod
     def of(
@@ -97,6 +99,7 @@ class FoldLayout:
             n_heads=cfg.n_heads,
             attend_self=cfg.attend_self,
             quaternion_index=coords.quaternion_index,
+            density_levels=coords.density_levels,
         )
 
 
@@ -110,6 +113,8 @@ def stream_form_reason(layout: FoldLayout) -> str | None:
     Args:
         layout: the folded step's layout.
     """
+    if layout.density_levels:
+        return "the fused rollout does not project onto density matrices (quantum states)"
     kinds = [k for k, _, _ in layout.nodes]
     attn = "attn_qk" if layout.attend_self else "attn"
     if kinds != ["tanh", "tanh", attn, "gelu", attn]:
