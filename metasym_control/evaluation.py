@@ -12,7 +12,10 @@ The protocol (docs/metasym.md, "Evaluation"):
   own units); also the RMS over steps 1..H;
 - rows: each model after K-shot adaptation and unadapted (K = 0), "next state = state", "the
   training data's mean state", the analytic model with least-squares identification;
-- mean and 95% interval over held-out systems × meta-training seeds.
+- mean and 95% interval over held-out systems × meta-training seeds;
+- with `--search`, every learned model first gets the same hyperparameter search
+  (`SEARCH_SPACE`: four training configurations, one seed each, scored on validation systems
+  drawn from the train range, never the test range); the best is then trained with every seed.
 """
 
 from __future__ import annotations
@@ -48,6 +51,15 @@ DEFAULT_MODELS = (
 )
 EVAL_BUDGET = AdaptBudget(inner_steps=50, lr=3e-3, optimizer="adam", horizon=4)
 HOLD, MEAN = "next state = state", "training mean state"
+# the hyperparameter search (`--search`): the same four meta-training configurations for every
+# learned model, as factors of the recipe's outer learning rate and query-loss horizon (the
+# two settings measured to move long-horizon accuracy most, docs/metasym.md)
+SEARCH_SPACE: tuple[dict[str, float], ...] = (
+    {"outer_lr": 1.0, "horizon": 1.0},
+    {"outer_lr": 1.0 / 3.0, "horizon": 1.0},
+    {"outer_lr": 1.0, "horizon": 2.0},
+    {"outer_lr": 1.0 / 3.0, "horizon": 2.0},
+)
 # the quick size (`--quick`): minutes on 2 cores, for tests and trials
 _QUICK: dict[str, Any] = {
     "shots": (1, 3),
@@ -59,6 +71,7 @@ _QUICK: dict[str, Any] = {
     "steps_per_episode": 60,
     "meta_steps": 30,
     "windows_per_episode": 4,
+    "validation_systems": 3,
     "energy_steps": 200,
     "energy_systems": 2,
 }
@@ -87,6 +100,10 @@ class EvalArgs:
         train_noise: meta-training's input noise (`MetaTrainConfig.input_noise`, in state
             stds; None: the recipe's), the same for every learned model.
         windows_per_episode: anchors scored in each query episode (evenly spaced).
+        search: first search each learned model's meta-training configuration
+            (`SEARCH_SPACE`, four per model, one seed each) on validation systems from the
+            train range, then train every seed with the best.
+        validation_systems: systems of that search (train range, their own seed).
         energy_steps: spring mesh only: control steps of the long rollout of an undamped,
             unforced held-out mesh (energy drift beside position and phase error).
         energy_systems: spring mesh only: meshes of that rollout.
@@ -112,6 +129,8 @@ class EvalArgs:
     train_horizon: int | None = None
     train_noise: float | None = None
     windows_per_episode: int = 8
+    search: bool = False
+    validation_systems: int = 6
     energy_steps: int = 10_000
     energy_systems: int = 4
     quick: bool = False
@@ -158,6 +177,7 @@ class EvalArgs:
         at_least("--train-horizon", self.train_horizon, 1, optional=True)
         at_least("--train-noise", self.train_noise, 0.0, optional=True)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
+        at_least("--validation-systems", self.validation_systems, 2)
         at_least("--energy-steps", self.energy_steps, 1)
         at_least("--energy-systems", self.energy_systems, 1)
 
@@ -388,12 +408,19 @@ def _config_key(payload: dict[str, Any]) -> str:
 
 
 def learned_model(
-    name: str, train: Sequence[Trajectory], args: EvalArgs, seed: int, folder: Path
+    name: str,
+    train: Sequence[Trajectory],
+    args: EvalArgs,
+    seed: int,
+    folder: Path,
+    setting: dict[str, float] | None = None,
 ) -> tuple[Any, float]:
     """The meta-trained model `name` for meta-training seed `seed` and its training wall time.
 
     Its checkpoint is cached under `folder/<name>/seed<seed>-<hash>` where the hash covers the
     model, data and training configuration; a checkpoint trained otherwise is never reused.
+    `setting` (an entry of `SEARCH_SPACE`) scales the recipe's outer learning rate and
+    query-loss horizon; None (or factors of 1) is the recipe itself.
     """
     from metasym_control.checkpoint import load_checkpoint, save_checkpoint
     from metasym_control.meta_training import meta_train
@@ -408,6 +435,12 @@ def learned_model(
         cfg = dataclasses.replace(cfg, horizon=args.train_horizon)
     if args.train_noise is not None:
         cfg = dataclasses.replace(cfg, input_noise=args.train_noise)
+    if setting is not None:
+        cfg = dataclasses.replace(
+            cfg,
+            outer_lr=cfg.outer_lr * setting["outer_lr"],
+            horizon=max(1, round(cfg.horizon * setting["horizon"])),
+        )
     kind, _, fast_set = name.partition(":")
     metasym = recipe.metasym if recipe is not None else MetaSymConfig()
     if fast_set:
@@ -435,6 +468,86 @@ def learned_model(
 
     save_checkpoint(stem, model, training=jsonable({"wall_seconds": wall, "config": payload}))
     return model, wall
+
+
+def setting_label(setting: dict[str, float], args: EvalArgs) -> str:
+    """A search setting in the recipe's units, e.g. "outer lr 0.001, horizon 8"."""
+    from metasym_control.pretrained import DEFAULT_TRAIN
+
+    recipe = _recipe(args.env)
+    base = recipe.train if recipe is not None else DEFAULT_TRAIN
+    horizon = args.train_horizon or base.matching(EVAL_BUDGET).horizon
+    lr = base.outer_lr * setting["outer_lr"]
+    return f"outer lr {lr:.2g}, horizon {max(1, round(horizon * setting['horizon']))}"
+
+
+def score_on_system(
+    model: Any,
+    task: Trajectory,
+    query: Trajectory,
+    shots: int,
+    args: EvalArgs,
+    horizon: int,
+    std: np.ndarray,
+    scored: np.ndarray,
+) -> tuple[dict[str, list[float]], np.ndarray, float]:
+    """One model on one system: adapted on `task`'s first `shots` episodes (0: as it is),
+    predicting `horizon` steps from the anchors of `query`.
+
+    Returns:
+        The errors (`summarise_errors` at `args.horizons`), the predictions (B, H, nx) and the
+        adaptation's wall time (s).
+    """
+    w = make_windows(query, int(model.history_len), horizon)
+    sub = {k: v[anchors(query, horizon, args.windows_per_episode)] for k, v in w.items()}
+    t0 = time.perf_counter()
+    used = model if shots == 0 else model.adapt(task.subset(list(range(shots))), EVAL_BUDGET)
+    adapt_s = time.perf_counter() - t0
+    pred = predict(used, sub)
+    err = summarise_errors(step_errors(pred, sub["y"], std, scored), args.horizons)
+    return err, pred, adapt_s
+
+
+def search_setting(
+    name: str,
+    train: Sequence[Trajectory],
+    validation: Sequence[Trajectory],
+    args: EvalArgs,
+    folder: Path,
+    std: np.ndarray,
+    scored: np.ndarray,
+) -> dict[str, Any]:
+    """The hyperparameter search of one learned model: every `SEARCH_SPACE` setting trained
+    with the first seed and scored on the validation systems (train range) by the mean error
+    at the middle horizon after the main K-shot adaptation (a diverged one scores inf).
+
+    Returns:
+        {"settings": [{"setting", "label", "score", "train_seconds"}], "chosen": the index of
+        the lowest score (the first setting where none is finite)}.
+    """
+    k, h = _main_shot(args.shots), _mid_horizon(args.horizons)
+    h_idx = list(args.horizons).index(h)
+    k_max = max(args.shots)
+    out: list[dict[str, Any]] = []
+    scores: list[float] = []
+    for setting in SEARCH_SPACE:
+        model, wall = learned_model(name, train, args, args.seed, folder, setting)
+        errors = []
+        for task in validation:
+            query = task.subset(list(range(k_max, task.num)))
+            err, _, _ = score_on_system(
+                model, task, query, k, args, max(args.horizons), std, scored
+            )
+            errors.append(err["at"][h_idx])
+        score = float(np.mean(errors)) if np.all(np.isfinite(errors)) else float("inf")
+        scores.append(score)
+        out.append(
+            {"setting": setting, "label": setting_label(setting, args), "score": score,
+             "train_seconds": wall}
+        )  # fmt: skip
+        logger.info("eval search: %s, %s: %.4g", name, out[-1]["label"], score)
+    chosen = int(np.argmin(scores)) if np.any(np.isfinite(scores)) else 0
+    return {"settings": out, "chosen": chosen}
 
 
 def _analytic(env: str, dt: float) -> DynamicsModel | None:
@@ -465,7 +578,8 @@ def evaluate(args: EvalArgs, progress: bool = True) -> dict[str, Any]:
     """Run the evaluation; returns everything the tables and plots need (JSON-ready).
 
     Result: {"config", "scale", "rows": [{"model", "seed", "system", "shots", "at", "upto",
-    "adapt_seconds"}, ...], "models": {name: {"parameters", "fast_weights", "train_seconds"}}}.
+    "adapt_seconds"}, ...], "models": {name: {"parameters", "fast_weights", "train_seconds"}},
+    "search": {name: `search_setting`'s result} (empty without `search`)}.
     """
     from metasym_control.generate import generate_tasks
     from metasym_control.systems import get_system
@@ -509,13 +623,24 @@ def evaluate(args: EvalArgs, progress: bool = True) -> dict[str, Any]:
             for s, truth in enumerate(truths):
                 met = mesh_long_rollout(kind, truth, std, mean)
                 energy.append({"model": name, "seed": 0, "system": s, **met})
+    # the hyperparameter search on validation systems of the train range, never the test range
+    search: dict[str, dict[str, Any]] = {}
+    if args.search:
+        validation = generate_tasks(
+            args.env, args.validation_systems, k_max + args.query_episodes, h_max + 24, "train",
+            args.seed + 3, progress,
+        )  # fmt: skip
+        for name in dict.fromkeys(m for m in args.models if m != "analytic"):
+            search[name] = search_setting(name, train, validation, args, folder, std, scored)
     # every model: unadapted and K-shot adapted on each held-out system
     specs: list[tuple[str, int]] = [(m, sd) for m in args.models for sd in range(args.seeds)]
     specs = [(m, 0) if m == "analytic" else (m, sd) for m, sd in specs]
     specs = list(dict.fromkeys(specs))  # the analytic model has no seeds
     specs += [(f"checkpoint {Path(c).name}", 0) for c in args.checkpoints]
     for name, sd in specs:
-        model, wall = _load_or_train(name, train, args, args.seed + sd, folder)
+        found = search.get(name)
+        setting = SEARCH_SPACE[found["chosen"]] if found is not None else None
+        model, wall = _load_or_train(name, train, args, args.seed + sd, folder, setting)
         if model is None:
             logger.info("eval: %s has no analytic model; skipped", args.env)
             continue
@@ -533,15 +658,8 @@ def evaluate(args: EvalArgs, progress: bool = True) -> dict[str, Any]:
             met = mesh_long_rollout(adapted, truth, std, mean)
             energy.append({"model": name, "seed": sd, "system": s, **met})
         for s, (task, q) in enumerate(zip(test, queries)):
-            w = make_windows(q, int(model.history_len), h_max)
-            idx = anchors(q, h_max, args.windows_per_episode)
-            sub = {k: v[idx] for k, v in w.items()}
             for k in (0, *args.shots):
-                t0 = time.perf_counter()
-                used = model if k == 0 else model.adapt(task.subset(list(range(k))), EVAL_BUDGET)
-                adapt_s = time.perf_counter() - t0
-                pred = predict(used, sub)
-                err = summarise_errors(step_errors(pred, sub["y"], std, scored), args.horizons)
+                err, pred, adapt_s = score_on_system(model, task, q, k, args, h_max, std, scored)
                 row = {"model": name, "seed": sd, "system": s, "shots": k, **err}
                 row["adapt_seconds"] = adapt_s
                 if args.env == "quantum":
@@ -556,11 +674,17 @@ def evaluate(args: EvalArgs, progress: bool = True) -> dict[str, Any]:
         "rows": rows,
         "energy": energy,
         "models": models,
+        "search": search,
     }
 
 
 def _load_or_train(
-    name: str, train: Sequence[Trajectory], args: EvalArgs, seed: int, folder: Path
+    name: str,
+    train: Sequence[Trajectory],
+    args: EvalArgs,
+    seed: int,
+    folder: Path,
+    setting: dict[str, float] | None = None,
 ) -> tuple[Any, float]:
     if name == "analytic":
         return _analytic(args.env, train[0].dt), 0.0
@@ -570,7 +694,7 @@ def _load_or_train(
         path = next(c for c in args.checkpoints if Path(c).name == name.split(" ", 1)[1])
         model, _ = load_checkpoint(path)
         return model, float("nan")
-    return learned_model(name, train, args, seed, folder)
+    return learned_model(name, train, args, seed, folder, setting)
 
 
 def _config_dict(args: EvalArgs) -> dict[str, Any]:
@@ -667,6 +791,7 @@ def report(result: dict[str, Any]) -> str:
         markdown_table(["model", *[f"K = {k}" for k in (0, *shots)]], rows),
         "",
     ]
+    search = result.get("search") or {}
     sizes = []
     for n in learned:
         m = result["models"].get(n, {})
@@ -674,28 +799,28 @@ def report(result: dict[str, Any]) -> str:
             r["adapt_seconds"] for r in result["rows"] if r["model"] == n and r["shots"] == k_main
         ]
         tr = [t for t in m.get("train_seconds", []) if np.isfinite(t)]
-        sizes.append(
-            [
-                n,
-                m.get("parameters", "—"),
-                m.get("fast_weights", "—"),
-                f"{np.median(tr):.0f}" if tr else "—",
-                f"{np.median(ad):.2f}" if ad else "—",
-            ]
-        )
-    out += [
-        markdown_table(
-            [
-                "model",
-                "parameters",
-                "fast weights",
-                "meta-training s (median)",
-                f"{k_main}-shot adaptation s",
-            ],
-            sizes,
-        ),
-        "",
+        row = [
+            n,
+            m.get("parameters", "—"),
+            m.get("fast_weights", "—"),
+            f"{np.median(tr):.0f}" if tr else "—",
+            f"{np.median(ad):.2f}" if ad else "—",
+        ]
+        if search:
+            row.append(_compute_cell(search.get(n), tr))
+        sizes.append(row)
+    head = [
+        "model",
+        "parameters",
+        "fast weights",
+        "meta-training s (median)",
+        f"{k_main}-shot adaptation s",
     ]
+    if search:
+        head.append("meta-training s in all (search + seeds)")
+    out += [markdown_table(head, sizes), ""]
+    if search:
+        out += _search_table(search, k_main, _mid_horizon(horizons), cfg)
     out += _physics_tables(result, k_main)
     out.append(goals(result, agg, k_main))
     return "\n".join(out)
@@ -837,6 +962,43 @@ def plots(result: dict[str, Any], folder: Path) -> list[Path]:
     fig.tight_layout()
     p2 = _save(fig, folder / "errors_vs_shots.png")
     return [p1, p2]
+
+
+def _compute_cell(found: dict[str, Any] | None, final_seconds: list[float]) -> str:
+    """Meta-training seconds of a model's search and final seeds together (the chosen
+    setting's first seed is the search's own checkpoint, counted once)."""
+    if found is None:
+        return "—"
+    walls = [o["train_seconds"] for o in found["settings"]]
+    total = float(np.nansum(walls)) + float(np.nansum(final_seconds[1:]))
+    return f"{total:.0f}"
+
+
+def _search_table(
+    search: dict[str, dict[str, Any]], k_main: int, h_mid: int, cfg: dict[str, Any]
+) -> list[str]:
+    """The hyperparameter search: each setting's validation score, the chosen one in bold."""
+    labels = [o["label"] for o in next(iter(search.values()))["settings"]]
+    rows: list[list[object]] = []
+    for name, found in search.items():
+        cells = []
+        for i, o in enumerate(found["settings"]):
+            v = o["score"]
+            text = f"{v:.3g}" if np.isfinite(v) else "diverged"
+            cells.append(f"**{text}**" if i == found["chosen"] else text)
+        rows.append([name, *cells])
+    from metasym_control.bench import markdown_table
+
+    return [
+        f"Hyperparameter search (the same {len(labels)} meta-training settings for every learned "
+        f"model, one seed each; score: mean error at H = {h_mid} after {k_main}-shot adaptation "
+        f"on {cfg['validation_systems']} validation systems drawn from the train range, never "
+        "the test range; the chosen setting, in bold, is the one every seed above was trained "
+        "with):",
+        "",
+        markdown_table(["model", *labels], rows),
+        "",
+    ]
 
 
 def _main_shot(shots: Sequence[int]) -> int:

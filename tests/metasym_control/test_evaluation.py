@@ -13,6 +13,7 @@ import torch
 from metasym_control.evaluation import (
     HOLD,
     MEAN,
+    SEARCH_SPACE,
     EvalArgs,
     anchors,
     evaluate,
@@ -76,6 +77,41 @@ def test_the_same_seed_gives_the_same_tables(tmp_path: Path) -> None:
     a = evaluate(dataclasses.replace(base, out=tmp_path / "a"), progress=False)
     b = evaluate(dataclasses.replace(base, out=tmp_path / "b"), progress=False)
     assert [r["at"] for r in a["rows"]] == [r["at"] for r in b["rows"]]
+
+
+def test_the_search_tries_four_settings_on_train_range_systems_and_trains_the_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metasym_control.generate as generate
+
+    calls: list[tuple[str, int, int]] = []
+    real = generate.generate_tasks
+
+    def spy(env: str, n: int, episodes: int, steps: int, split: str, seed: int, *a, **kw):  # type: ignore[no-untyped-def]
+        calls.append((split, seed, n))
+        return real(env, n, episodes, steps, split, seed, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(generate, "generate_tasks", spy)
+    args = EvalArgs(
+        env="toy", models=("mlp",), out=tmp_path, search=True, validation_systems=3, **TINY
+    )  # type: ignore[arg-type]
+    args.validate()
+    result = evaluate(args, progress=False)
+    found = result["search"]["mlp"]
+    scores = [o["score"] for o in found["settings"]]
+    assert len(scores) == len(SEARCH_SPACE) == 4 and np.all(np.isfinite(scores))
+    assert found["chosen"] == int(np.argmin(scores))
+    assert len({o["label"] for o in found["settings"]}) == 4  # four different trainings
+    # the validation systems come from the train range with their own seed; the test range
+    # is drawn once, for the held-out systems
+    assert ("train", args.seed + 3, 3) in calls
+    assert [c for c in calls if c[0] == "test"] == [("test", args.seed + 1, 2)]
+    # one checkpoint per setting; the final seed is the chosen setting's own
+    assert len(list((tmp_path / "toy" / "mlp").iterdir())) == 4
+    chosen_wall = found["settings"][found["chosen"]]["train_seconds"]
+    assert result["models"]["mlp"]["train_seconds"] == [chosen_wall]
+    text = report(result)
+    assert "Hyperparameter search" in text and "**" in text
 
 
 def test_cached_checkpoints_are_reused_only_for_the_same_configuration(tmp_path: Path) -> None:
