@@ -109,6 +109,15 @@ class NMPCConfig:
             step), and a plan is accepted when it leaves the region by at most
             `trust_tolerance` of the region's span per component. Ignored (hard bounds) when
             hpipm is the QP solver or its backup.
+        trust_repair: "rti" mode without `trusted_constraints`: a plan refused as
+            untrusted is solved once more from the same warm start with the region (widened
+            to contain the measured state) as hard bounds in the QP, and that plan is flown
+            if it passes the same check; only then does the fallback chain take over. The
+            free QP keeps the model's whole reach on every step that does not need the
+            bounds (hard bounds on every QP tracked worse: docs/controllers.md), and a step
+            that does is still planned on the model instead of by the fallback. Reported
+            per step in `info["trust_repair"]` ("flown" / "refused"), counted by outcome in
+            `info["trust_repairs"]` since `reset()`.
         trust_penalty: the soft region's L1 weight per span of violation (large: the slack is
             zero wherever the region can be kept).
         trust_tolerance: how far (a fraction of the region's span per component) a plan of
@@ -141,6 +150,7 @@ class NMPCConfig:
     use_state_bounds: bool = True
     trusted_constraints: bool = True
     soft_trust: bool = False  # measured worse with the adapted MetaSym (docs/controllers.md)
+    trust_repair: bool = False  # off: the plain check-then-fallback (the figure-8 turns it on)
     trust_penalty: float = 1e3  # far above the task cost's gradients: exact where feasible
     trust_tolerance: float = 0.05  # what the dynamics force out in a few steps, not more
     ipopt_max_iter: int = 100
@@ -274,6 +284,7 @@ class NMPC:
         self._lam_dyn: np.ndarray | None = None  # (N, nx) multipliers of the RTI dynamics
         self._t_last: float | None = None  # time of the last act (warm starts hold one step)
         self._counter.reset()
+        self._repairs = {"flown": 0, "refused": 0}
         if self._observer is not None:
             self._observer.reset()
         if self.fallback is not None:
@@ -402,6 +413,8 @@ class NMPC:
         if fault == "none" and w_sol is not None:
             xs, us = self._layout.split(w_sol)
             fault = check_plan(xs[1:], self._trust, x0, self._tolerance())
+        if fault == "untrusted" and self._repairable():
+            w_sol, fault = self._repair(w_init, x0, x_ref, u_ref, memory, info)
         if fault != "none" or w_sol is None:
             w_sol, fallback = self._fallback(x0, t, memory, prev_shift)
         xs, us = self._layout.split(w_sol)
@@ -415,12 +428,56 @@ class NMPC:
         self.last_actions = us
         self.last_info = info
         self._counter.record(info, fallback, fault)
+        info["trust_repairs"] = dict(self._repairs)
         action = np.clip(us[0], self.task.action_lower, self.task.action_upper)
         if self._observer is not None:
             self._observer.expect(self.model, x0, action, memory, t)
             info["disturbance"] = self._observer.bias.cpu().double().numpy()
         observe_fallback(self.fallback, x0, action, t, History(0, self.nx, self.nu))
         return action
+
+    def _repairable(self) -> bool:
+        """Whether an untrusted plan gets the bounded second solve (`trust_repair`)."""
+        c = self.config
+        return (
+            c.trust_repair
+            and c.mode == "rti"
+            and not c.trusted_constraints
+            and self._ipopt is None
+            and self._trust is not None
+        )
+
+    def _repair(
+        self,
+        w_init: np.ndarray,
+        x0: np.ndarray,
+        x_ref: np.ndarray,
+        u_ref: np.ndarray,
+        memory: Memory,
+        info: dict[str, Any],
+    ) -> tuple[np.ndarray | None, FaultKind]:
+        """The step's QP again from `w_init` (nw,) with the trusted region as hard bounds, its
+        line search and the plan check; x0 (nx,), x_ref (N+1, nx), u_ref (N+1, nu).
+
+        Returns:
+            The repaired w (nw,) and "none", or (None, the fault) when the bounded QP fails,
+            is infeasible or its plan still leaves the region. A raising solve is a fault.
+        """
+        w: np.ndarray | None = None
+        try:
+            w, fault = self._solve_rti(w_init, x0, x_ref, u_ref, memory, {}, bounded=True)
+            if fault == "none" and w is not None and self.config.step_fractions:
+                w = self._line_search(w_init, w, x0, x_ref, u_ref, memory, {})
+        except Exception as exc:  # as in `act`: never raise
+            logger.warning("NMPC bounded re-solve raised %s: %s", type(exc).__name__, exc)
+            fault, w = "solver_failed", None
+        if fault == "none" and w is not None:
+            xs, _ = self._layout.split(w)
+            fault = check_plan(xs[1:], self._trust, x0, self._tolerance())
+        outcome = "flown" if fault == "none" else "refused"
+        info["trust_repair"] = outcome
+        self._repairs[outcome] += 1
+        return (w if fault == "none" else None), fault
 
     def _tolerance(self) -> np.ndarray | None:
         """How far (nx,) a plan may leave the trusted region: `trust_tolerance` of its span
@@ -523,6 +580,7 @@ class NMPC:
         u_ref: np.ndarray,
         memory: Memory,
         info: dict[str, Any],
+        bounded: bool = False,
     ) -> tuple[np.ndarray | None, FaultKind]:
         """`sqp_iters` SQP steps from `w_init` (nw,): linearise, build the QP, solve, step.
 
@@ -530,15 +588,17 @@ class NMPC:
             w_init: (nw,) warm start; x0: (nx,) measured state; x_ref: (N+1, nx);
             u_ref: (N+1, nu); memory: the model's memory, held fixed along the horizon.
             info: receives the QP reports and the time of each part.
+            bounded: impose the trusted region as hard bounds whatever
+                `trusted_constraints` says (the `trust_repair` solve).
 
         Returns:
             The new w (nw,) or None, and the fault.
         """
         c = self.config
         w = w_init.copy()
-        trust = self._trust if c.trusted_constraints else None
+        trust = self._trust if (c.trusted_constraints or bounded) else None
         soft_region = None
-        if self._soft and trust is not None:
+        if self._soft and trust is not None and not bounded:
             # soft: the region (widened to contain x0) goes into the QP's penalised rows
             lbw, ubw = self._lbw, self._ubw
             soft_region = (np.minimum(trust[0], x0), np.maximum(trust[1], x0))

@@ -27,6 +27,10 @@ class FlightOptions:
             region after the solve, and the fallback (`rti_fallback`) flies the refused steps
             (docs/controllers.md: on light held-out vehicles in strong wind the bounded QPs
             turned infeasible step after step and tracked three times worse).
+        rti_trust_repair: RTI without `rti_trust_bounds`: a plan that leaves the learned
+            model's trusted region is solved once more with the region as hard QP bounds and
+            flown if that plan stays inside (`NMPCConfig.trust_repair`); only then does
+            `rti_fallback` fly the step.
         rti_fallback: RTI: the controller that flies a step whose plan is refused: "pd"
             (the cascaded PD on the nominal physics) or "nominal_rti" (RTI on the nominal
             physics, itself falling back to the PD; docs/controllers.md). MPPI always has
@@ -51,6 +55,7 @@ class FlightOptions:
     online_anchor: Literal["current", "start"] = "current"
     online_holdout: int = 0
     rti_trust_bounds: bool = False
+    rti_trust_repair: bool = True
     rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
     rti_step_fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
     disturbance_gain: float = 0.0
@@ -79,8 +84,8 @@ class DemoConfig(FlightOptions):
         horizon: MPC horizon, control steps of 0.02 s.
         samples: MPPI samples K.
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
-            rti_fallback, rti_step_fractions, disturbance_gain: the figure-8 flights' options
-            (`FlightOptions`, shared with `metasym-control experiment`).
+            rti_trust_repair, rti_fallback, rti_step_fractions, disturbance_gain: the
+            figure-8 flights' options (`FlightOptions`, shared with `metasym-control experiment`).
         checkpoint: MetaSym checkpoint stem (None: the shipped default weights).
         out: folder for the plot, the video, the table and the JSON summary.
         video: render a video of the MetaSym flight (software EGL rendering: ~0.03 s/frame).

@@ -97,6 +97,9 @@ class EvalArgs:
         meta_steps: outer steps of meta-training (the same for every learned model).
         train_horizon: rollout length of meta-training's query loss, steps (None: the
             recipe's, 4), the same for every learned model.
+        train_curriculum: the query-loss horizons of the earlier stages of a horizon
+            curriculum (`MetaTrainConfig.horizon_curriculum`, e.g. 4 16 with
+            `--train-horizon 64`; (): none), the same for every learned model.
         train_noise: meta-training's input noise (`MetaTrainConfig.input_noise`, in state
             stds; None: the recipe's), the same for every learned model.
         windows_per_episode: anchors scored in each query episode (evenly spaced).
@@ -127,6 +130,7 @@ class EvalArgs:
     steps_per_episode: int | None = None
     meta_steps: int = 300
     train_horizon: int | None = None
+    train_curriculum: tuple[int, ...] = ()
     train_noise: float | None = None
     windows_per_episode: int = 8
     search: bool = False
@@ -175,6 +179,8 @@ class EvalArgs:
         at_least("--steps-per-episode", self.steps_per_episode, 10, optional=True)
         at_least("--meta-steps", self.meta_steps, 1)
         at_least("--train-horizon", self.train_horizon, 1, optional=True)
+        for h in self.train_curriculum:
+            at_least("--train-curriculum", h, 1)
         at_least("--train-noise", self.train_noise, 0.0, optional=True)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--validation-systems", self.validation_systems, 2)
@@ -400,6 +406,12 @@ def _recipe(env: str) -> Any:
     return RECIPES.get((env, "metasym"))
 
 
+def _horizon_text(cfg: dict[str, Any]) -> str:
+    """The query-loss horizon of a run's configuration, e.g. "4" or "4 → 16 → 64"."""
+    last = cfg["train_horizon"] or 4
+    return " → ".join(str(h) for h in (*cfg.get("train_curriculum", ()), last))
+
+
 def _config_key(payload: dict[str, Any]) -> str:
     from metasym_control.params import jsonable
 
@@ -433,13 +445,17 @@ def learned_model(
     cfg = dataclasses.replace(base, steps=args.meta_steps, seed=seed).matching(EVAL_BUDGET)
     if args.train_horizon is not None:
         cfg = dataclasses.replace(cfg, horizon=args.train_horizon)
+    if args.train_curriculum:
+        cfg = dataclasses.replace(cfg, horizon_curriculum=tuple(args.train_curriculum))
     if args.train_noise is not None:
         cfg = dataclasses.replace(cfg, input_noise=args.train_noise)
     if setting is not None:
+        scaled = [max(1, round(h * setting["horizon"])) for h in cfg.query_horizons]
         cfg = dataclasses.replace(
             cfg,
             outer_lr=cfg.outer_lr * setting["outer_lr"],
-            horizon=max(1, round(cfg.horizon * setting["horizon"])),
+            horizon=scaled[-1],
+            horizon_curriculum=tuple(scaled[:-1]),
         )
     kind, _, fast_set = name.partition(":")
     metasym = recipe.metasym if recipe is not None else MetaSymConfig()
@@ -447,9 +463,12 @@ def learned_model(
         metasym = dataclasses.replace(metasym, fast_set=fast_set)
     data = {"env": args.env, "seed": args.seed, "tasks": args.n_tasks, "episodes": args.episodes}
     data["steps"] = args.steps_per_episode
+    train_cfg = dataclasses.asdict(cfg)
+    if not train_cfg["horizon_curriculum"]:  # keeps the keys of checkpoints cached before it
+        del train_cfg["horizon_curriculum"]
     payload = {
         "model": name,
-        "train": dataclasses.asdict(cfg),
+        "train": train_cfg,
         "metasym": dataclasses.asdict(metasym),
         "data": data,
         "init_seed": seed,
@@ -759,7 +778,7 @@ def report(result: dict[str, Any]) -> str:
         f"{cfg['query_episodes']} are scored at {cfg['windows_per_episode']} anchors each. "
         f"Training data: {cfg['n_tasks']} systems × {cfg['episodes']} episodes × "
         f"{cfg['steps_per_episode']} steps, {cfg['meta_steps']} meta-steps per model "
-        f"(query loss over {cfg['train_horizon'] or 4} steps, input noise "
+        f"(query loss over {_horizon_text(cfg)} steps, input noise "
         f"{cfg.get('train_noise') or 0:g} state stds). Error: RMS "
         "over anchors and state components of (prediction − truth)/σ, σ the state std of the "
         "training data (the same for every model); mean [95% interval] over systems × seeds.",

@@ -356,9 +356,9 @@ class ExperimentArgs(FlightOptions):
         resume: quadrotor: reuse vehicles that a previous run with the same settings,
             checkpoint and seed already flew (in `out`).
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
-            rti_fallback, rti_step_fractions, disturbance_gain: quadrotor: the flights'
-            online adaptation, RTI and offset-free settings (`FlightOptions`, as `demo`'s
-            flags; the defaults are the demo's).
+            rti_trust_repair, rti_fallback, rti_step_fractions, disturbance_gain:
+            quadrotor: the flights' online adaptation, RTI and offset-free settings
+            (`FlightOptions`, as `demo`'s flags; the defaults are the demo's).
     """
 
     envs: tuple[str, ...] = ("spring_mesh", "quantum")
@@ -427,7 +427,7 @@ def flight_flags(args: FlightOptions) -> str:
     (e.g. " --rti-trust-bounds --rti-fallback pd"), so a table names its exact command."""
     default = FlightOptions()
     out = ""
-    for name in ("online", "online_support", "rti_trust_bounds"):
+    for name in ("online", "online_support", "rti_trust_bounds", "rti_trust_repair"):
         value = getattr(args, name)
         if value != getattr(default, name):
             out += f" --{'' if value else 'no-'}{name.replace('_', '-')}"
@@ -665,7 +665,9 @@ def quadrotor_main(args: ExperimentArgs) -> None:
             + (", and the learned models' trusted region bounds the QP's states"
                if cfg.rti_trust_bounds
                else ", and the learned models' trusted region is judged after the solve, "
-               "not imposed as QP bounds")
+               "not imposed as QP bounds"
+               + ("; a plan that leaves it is solved once more with the region as QP bounds "
+                  "and flown if it then stays inside" if cfg.rti_trust_repair else ""))
             + ("; each RTI step is line-searched on its model's own rollout (step fractions "
                + ", ".join(f"{f:g}" for f in cfg.rti_step_fractions) + ")."
                if cfg.rti_step_fractions else ".")

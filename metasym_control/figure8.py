@@ -72,6 +72,7 @@ def make_quadrotor_mpc(
         horizon=cfg.horizon,
         mode="rti",
         trusted_constraints=cfg.rti_trust_bounds,
+        trust_repair=cfg.rti_trust_repair,
         step_fractions=fractions,
         disturbance_gain=cfg.disturbance_gain,
     )

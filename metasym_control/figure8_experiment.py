@@ -63,6 +63,8 @@ def flight_metrics(r: ClosedLoopResult, env: Any) -> dict[str, Any]:
 
     Returns:
         rmse_m (m), crashed (0/1), fallback_share (of the steps), fallbacks ({kind: steps}),
+        trust_repairs ({"flown": steps, "refused": steps}: RTI's bounded re-solves of
+        untrusted plans, `NMPCConfig.trust_repair`; absent where none was tried),
         effort_n (RMS over steps and motors of the applied thrust minus the reference
         (hover) thrust, N), act_ms (median `act` wall time, ms), adapt_s (median online
         adaptation wall time, s; NaN without one), error_m ((T+1,) tracking error over time).
@@ -78,11 +80,20 @@ def flight_metrics(r: ClosedLoopResult, env: Any) -> dict[str, Any]:
         "crashed": float(r.terminated),
         "fallback_share": len(fell) / len(kinds) if kinds else 0.0,
         "fallbacks": {k: fell.count(k) for k in sorted(set(fell))},
+        **_repairs(r.infos),
         "effort_n": effort,
         "act_ms": 1e3 * float(np.median(r.act_seconds)) if n else float("nan"),
         "adapt_s": float(np.median(r.adapt_seconds)) if r.adapt_seconds else float("nan"),
         "error_m": [round(float(e), 5) for e in err],
     }
+
+
+def _repairs(infos: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """{"trust_repairs": {outcome: steps}} over a flight's infos, or {} with no repair."""
+    outcomes = [str(i["trust_repair"]) for i in infos if "trust_repair" in i]
+    if not outcomes:
+        return {}
+    return {"trust_repairs": {k: outcomes.count(k) for k in ("flown", "refused")}}
 
 
 def adaptation_curve(

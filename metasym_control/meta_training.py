@@ -62,7 +62,12 @@ class MetaTrainConfig:
         inner_lr: inner step size.
         inner_optimizer: "sgd" or "adam" (functional, differentiable).
         second_order: differentiate through the inner gradients (else first-order MAML).
-        horizon: rollout length of the query loss (control steps).
+        horizon: rollout length of the query loss (control steps); with a curriculum, the
+            last stage's.
+        horizon_curriculum: query-loss horizons of the earlier stages of a horizon
+            curriculum, e.g. (4, 16) with `horizon` 64 trains a third of the outer steps on
+            each of 4, 16 and 64 steps (short losses first, while the one-step map is still
+            poor and long rollouts only diverge); () trains on `horizon` throughout.
         inner_horizon: rollout length of the support loss.
         batch_windows: windows drawn per support / query set per task (0: all).
         outer_lr: Adam step size of the outer loop.
@@ -89,6 +94,7 @@ class MetaTrainConfig:
     inner_optimizer: str = "adam"  # the default AdaptBudget optimizer, so training = use
     second_order: bool = False  # first-order is ~2x cheaper and nearly as good here
     horizon: int = 4  # multi-step query loss: long-horizon accuracy is the claim
+    horizon_curriculum: tuple[int, ...] = ()  # no curriculum by default (docs/metasym.md)
     inner_horizon: int = 1  # the default AdaptBudget horizon
     batch_windows: int = 64  # windows per set: keeps a step cheap on CPU
     outer_lr: float = 3e-3  # Adam on all parameters
@@ -106,10 +112,24 @@ class MetaTrainConfig:
             raise ValueError("MetaTrainConfig: steps, meta_batch and inner_steps must be >= 0")
         if self.support_episodes < 1 or self.horizon < 1 or self.inner_horizon < 1:
             raise ValueError("MetaTrainConfig: support_episodes, horizons must be >= 1")
+        if any(h < 1 for h in self.horizon_curriculum):
+            bad = self.horizon_curriculum
+            raise ValueError(f"MetaTrainConfig.horizon_curriculum: horizons must be >= 1: {bad}")
         if self.inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam': {self.inner_optimizer}")
         if not self.input_noise >= 0.0:
             raise ValueError(f"MetaTrainConfig.input_noise must be >= 0, got {self.input_noise}")
+
+    @property
+    def query_horizons(self) -> tuple[int, ...]:
+        """Every stage's query-loss horizon, in order (the last is `horizon`)."""
+        return (*self.horizon_curriculum, self.horizon)
+
+    def horizon_at(self, step: int) -> int:
+        """The query-loss horizon (steps) of outer step `step` (0-based): the stages split
+        `steps` into equal consecutive parts."""
+        stages = self.query_horizons
+        return stages[min(len(stages) - 1, step * len(stages) // max(self.steps, 1))]
 
     def matching(self, budget: AdaptBudget) -> MetaTrainConfig:
         """This config with its inner loop doing what `budget` does at adaptation time.
@@ -145,6 +165,8 @@ def validate_train_config(cfg: MetaTrainConfig, prefix: str = "--train.") -> Non
     at_least(prefix + "inner-steps", cfg.inner_steps, 0)
     positive(prefix + "inner-lr", cfg.inner_lr)
     at_least(prefix + "horizon", cfg.horizon, 1)
+    for h in cfg.horizon_curriculum:
+        at_least(prefix + "horizon-curriculum", h, 1)
     at_least(prefix + "inner-horizon", cfg.inner_horizon, 1)
     at_least(prefix + "batch-windows", cfg.batch_windows, 0)
     positive(prefix + "outer-lr", cfg.outer_lr)
@@ -152,10 +174,11 @@ def validate_train_config(cfg: MetaTrainConfig, prefix: str = "--train.") -> Non
 
 @dataclass
 class _TaskData:
-    """Windows of one task, per episode, for the support and the query horizons."""
+    """Windows of one task, per episode: support windows, and query windows per query-loss
+    horizon of the curriculum."""
 
     support: list[dict[str, np.ndarray]]
-    query: list[dict[str, np.ndarray]]
+    query: dict[int, list[dict[str, np.ndarray]]]
     time_split: bool
 
 
@@ -172,15 +195,18 @@ def _time_split(traj: Trajectory) -> tuple[Trajectory, Trajectory]:
 
 
 def _prepare(task: Trajectory, L: int, cfg: MetaTrainConfig) -> _TaskData:
+    horizons = sorted(set(cfg.query_horizons))
     if task.num > cfg.support_episodes:
         return _TaskData(
             _episode_windows(task, L, cfg.inner_horizon),
-            _episode_windows(task, L, cfg.horizon),
+            {h: _episode_windows(task, L, h) for h in horizons},
             False,
         )
     first, second = _time_split(task)
     return _TaskData(
-        [make_windows(first, L, cfg.inner_horizon)], [make_windows(second, L, cfg.horizon)], True
+        [make_windows(first, L, cfg.inner_horizon)],
+        {h: [make_windows(second, L, h)] for h in horizons},
+        True,
     )
 
 
@@ -258,7 +284,8 @@ def meta_train(
     n_total = _check_shards(ids, n_tasks_total, world)
     local = dict(zip(ids, (_prepare(t, model.history_len, config) for t in tasks)))
     for gid, td in local.items():
-        if not all(num_windows(w) for w in td.query) or not all(num_windows(w) for w in td.support):
+        queries = [w for ws in td.query.values() for w in ws]
+        if not all(num_windows(w) for w in queries) or not all(num_windows(w) for w in td.support):
             raise ValueError(f"task {gid} has an episode with too few transitions for a window")
     ref = next(iter(model.parameters()))
     dev, dtype = ref.device, ref.dtype
@@ -382,13 +409,14 @@ def _task_loss(
     """Query loss after the inner loop on one task; also the inner loss before and after
     (NaN unless `diagnostics`)."""
     rng = np.random.default_rng([config.seed, step, gid, 1])
+    query = td.query[config.horizon_at(step)]
     if td.time_split:
-        sup, qry = td.support[0], td.query[0]
+        sup, qry = td.support[0], query[0]
     else:
         perm = rng.permutation(len(td.support))
         k = config.support_episodes
         sup = _concat([td.support[i] for i in perm[:k]])
-        qry = _concat([td.query[i] for i in perm[k:]])
+        qry = _concat([query[i] for i in perm[k:]])
     seed = int(rng.integers(2**31))
     sup_fn = window_sampler(sup, config.batch_windows, seed, dev, dtype)
     nq = num_windows(qry)

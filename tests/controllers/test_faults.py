@@ -279,3 +279,43 @@ def test_a_soft_trusted_region_keeps_the_rti_qp_feasible(soft: bool) -> None:
     # the least possible excursion at the 2 m/s² action bound is v² / 2a = 0.0625 m
     assert 0.0 < beyond <= 0.0625 + 1e-3
     assert plan[-1, 0] < 1.0 + 1e-6  # back inside by the horizon's end
+
+
+class ShortWallModel(DoubleIntegrator):
+    """Trusted only for x <= 0.3 m, short of where the sine reference (amplitude 0.5 m) goes."""
+
+    trusted_lower = np.array([-10.0, -10.0, -5.0, -5.0])
+    trusted_upper = np.array([0.3, 10.0, 5.0, 5.0])
+
+
+@pytest.mark.parametrize("repair", [False, True])
+def test_trust_repair_flies_the_bounded_plan_instead_of_the_fallback(repair: bool) -> None:
+    """RTI with the region judged after the solve: the free plan tracks the reference past
+    the wall and is refused; with `trust_repair` the bounded re-solve stops short of the
+    wall and is flown (reported), without it the step goes to the fallback."""
+    cfg = NMPCConfig(horizon=10, trusted_constraints=False, trust_repair=repair)
+    ctrl = NMPC(ShortWallModel(), TASK, cfg)
+    ctrl.act(np.zeros(4), 0.0)
+    info = ctrl.last_info
+    if not repair:
+        assert (info["fault"], info["fallback"]) == ("untrusted", "safe_action")
+        assert "trust_repair" not in info and info["trust_repairs"] == {"flown": 0, "refused": 0}
+        return
+    assert (info["fault"], info["fallback"]) == ("none", "none")
+    assert info["trust_repair"] == "flown"
+    assert info["trust_repairs"] == {"flown": 1, "refused": 0}
+    plan = ctrl.last_plan
+    assert plan is not None and plan[:, 0].max() <= 0.3 + 1e-6
+    assert plan[:, 0].max() > 0.2  # it still goes towards the reference, up to the wall
+
+
+def test_a_trust_repair_that_cannot_keep_the_region_falls_back() -> None:
+    """At the wall moving out, no bounded plan exists: the re-solve is refused and reported,
+    and the fallback chain flies the step."""
+    cfg = NMPCConfig(horizon=10, trusted_constraints=False, trust_repair=True)
+    ctrl = NMPC(WallModel(), TASK, cfg)
+    ctrl.act(np.array([1.0, 0.0, 0.5, 0.0]), 0.0)
+    info = ctrl.last_info
+    assert info["trust_repair"] == "refused" and info["fallback"] == "safe_action"
+    assert info["fault"] in ("infeasible", "solver_failed")
+    assert info["trust_repairs"] == {"flown": 0, "refused": 1}

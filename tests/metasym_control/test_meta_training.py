@@ -162,6 +162,32 @@ def test_input_noise_perturbs_inputs_only_at_the_stated_scale_and_is_seeded() ->
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
 
 
+def test_horizon_curriculum_trains_each_stage_on_its_horizon() -> None:
+    """A curriculum (2 then 4 steps) trains its first half exactly as a plain 2-step run
+    and its second half otherwise; stages split the outer steps evenly."""
+    cfg = MetaTrainConfig(steps=6, horizon=64, horizon_curriculum=(4, 16))
+    assert [cfg.horizon_at(s) for s in range(6)] == [4, 4, 16, 16, 64, 64]
+    assert MetaTrainConfig(horizon=8).horizon_at(299) == 8
+    with pytest.raises(ValueError, match="horizon_curriculum"):
+        MetaTrainConfig(horizon_curriculum=(0, 4))
+    tasks = oscillator_family(3, 3, 12, "train", seed=3)
+    config = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
+    base = MetaTrainConfig(
+        steps=4, meta_batch=2, support_episodes=2, inner_steps=1, batch_windows=8, lr_decay=False
+    )
+
+    def weights(cfg: MetaTrainConfig, stop_at: int) -> torch.Tensor:
+        m = _model(config)
+        m.fit_normalization(tasks)
+        meta_train(m, tasks, cfg, progress=False, stop_at=stop_at)
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    curriculum = replace(base, horizon=4, horizon_curriculum=(2,))
+    short = replace(base, horizon=2)
+    assert torch.equal(weights(curriculum, 2), weights(short, 2))
+    assert not torch.equal(weights(curriculum, 4), weights(short, 4))
+
+
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     tasks = oscillator_family(3, 3, 12, "train", seed=3)
     config = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
