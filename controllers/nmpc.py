@@ -112,10 +112,10 @@ class NMPCConfig:
         trust_repair: "rti" mode without `trusted_constraints`: a plan refused as
             untrusted is solved once more from the same warm start with the region (widened
             to contain the measured state) as hard bounds in the QP, and that plan is flown
-            if it passes the same check; only then does the fallback chain take over. The
-            free QP keeps the model's whole reach on every step that does not need the
-            bounds (hard bounds on every QP tracked worse: docs/controllers.md), and a step
-            that does is still planned on the model instead of by the fallback. Reported
+            if it passes the same check; only then does the fallback chain take over (the
+            free QP keeps the model's whole reach on the steps that do not need the bounds).
+            Off by default: on the figure-8 the bounded plans were nearly always refused
+            and, re-linearised until they passed, tracked worse (docs/controllers.md). Reported
             per step in `info["trust_repair"]` ("flown" / "refused"), counted by outcome in
             `info["trust_repairs"]` since `reset()`.
         trust_penalty: the soft region's L1 weight per span of violation (large: the slack is
@@ -150,7 +150,7 @@ class NMPCConfig:
     use_state_bounds: bool = True
     trusted_constraints: bool = True
     soft_trust: bool = False  # measured worse with the adapted MetaSym (docs/controllers.md)
-    trust_repair: bool = False  # off: the plain check-then-fallback (the figure-8 turns it on)
+    trust_repair: bool = False  # measured worse on the figure-8 (docs/controllers.md)
     trust_penalty: float = 1e3  # far above the task cost's gradients: exact where feasible
     trust_tolerance: float = 0.05  # what the dynamics force out in a few steps, not more
     ipopt_max_iter: int = 100

@@ -30,7 +30,8 @@ class FlightOptions:
         rti_trust_repair: RTI without `rti_trust_bounds`: a plan that leaves the learned
             model's trusted region is solved once more with the region as hard QP bounds and
             flown if that plan stays inside (`NMPCConfig.trust_repair`); only then does
-            `rti_fallback` fly the step.
+            `rti_fallback` fly the step. Off: on the development draw the bounded plans were
+            nearly always refused, and flying them tracked worse (docs/controllers.md).
         rti_fallback: RTI: the controller that flies a step whose plan is refused: "pd"
             (the cascaded PD on the nominal physics) or "nominal_rti" (RTI on the nominal
             physics, itself falling back to the PD; docs/controllers.md). MPPI always has
@@ -55,7 +56,7 @@ class FlightOptions:
     online_anchor: Literal["current", "start"] = "current"
     online_holdout: int = 0
     rti_trust_bounds: bool = False
-    rti_trust_repair: bool = True
+    rti_trust_repair: bool = False  # measured worse (docs/controllers.md)
     rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
     rti_step_fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
     disturbance_gain: float = 0.0

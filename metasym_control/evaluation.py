@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -113,7 +114,11 @@ class EvalArgs:
         quick: the small size (minutes) for tests and trials; sizes given explicitly win.
         out: folder of the run: results.json, tables.md, plots, cached checkpoints (reused
             only when their configuration matches).
-        write_benchmarks: also write the tables as section "eval-<env>" of BENCHMARKS.md.
+        write_benchmarks: also write the tables as section "eval-<env>" of BENCHMARKS.md
+            (with `section`: "eval-<env>-<section>").
+        section: a name that keeps this run's BENCHMARKS.md section apart from the main
+            one of its system (e.g. "full" for a full-size run of some models); None: the
+            main section.
         seed: seed of the data (training, held-out) and of the first meta-training seed.
     """
 
@@ -140,6 +145,7 @@ class EvalArgs:
     quick: bool = False
     out: Path = Path("runs/eval")
     write_benchmarks: bool = False
+    section: str | None = None
     seed: int = 0
 
     def sized(self) -> EvalArgs:
@@ -184,6 +190,12 @@ class EvalArgs:
         at_least("--train-noise", self.train_noise, 0.0, optional=True)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--validation-systems", self.validation_systems, 2)
+        require(
+            self.section is None or re.fullmatch(r"[a-z0-9_-]+", self.section) is not None,
+            "--section",
+            "lower-case letters, digits, '-' or '_'",
+            self.section,
+        )
         at_least("--energy-steps", self.energy_steps, 1)
         at_least("--energy-systems", self.energy_systems, 1)
 
@@ -1054,5 +1066,6 @@ def eval_main(args: EvalArgs) -> dict[str, Any]:
     if args.write_benchmarks:
         from metasym_control.bench import write_section
 
-        write_section(f"eval-{args.env}", text)
+        suffix = f"-{args.section}" if args.section else ""
+        write_section(f"eval-{args.env}{suffix}", text)
     return result

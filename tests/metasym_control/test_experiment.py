@@ -342,7 +342,7 @@ def test_the_figure8_rti_falls_back_to_the_chosen_controller(fallback: str) -> N
     learned = make_quadrotor_mpc("rti", MLPModel(13, 4, 0.02), task, cfg)
     assert isinstance(learned, NMPC)
     assert learned.config.step_fractions == cfg.rti_step_fractions != ()
-    assert learned.config.trust_repair and not learned.config.trusted_constraints
+    assert not learned.config.trust_repair and not learned.config.trusted_constraints
     env.close()
 
 
@@ -370,7 +370,7 @@ def test_a_table_names_the_non_default_flight_flags() -> None:
         " --no-online --rti-trust-bounds --online-holdout 25 --rti-fallback pd"
     )
     assert flight_flags(ExperimentArgs(rti_step_fractions=())) == " --rti-step-fractions"
-    assert flight_flags(ExperimentArgs(rti_trust_repair=False)) == " --no-rti-trust-repair"
+    assert flight_flags(ExperimentArgs(rti_trust_repair=True)) == " --rti-trust-repair"
     line_search = ExperimentArgs(rti_step_fractions=(1.0, 0.5))
     assert flight_flags(line_search) == " --rti-step-fractions 1 0.5"
     assert line_search.flight_config().rti_step_fractions == (1.0, 0.5)
