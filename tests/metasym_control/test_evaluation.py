@@ -125,6 +125,26 @@ def test_cached_checkpoints_are_reused_only_for_the_same_configuration(tmp_path:
     learned_model("mlp", train, dataclasses.replace(args, meta_steps=2), 0, tmp_path)
     learned_model("mlp", train, args, 1, tmp_path)  # another seed
     assert len(list((tmp_path / "mlp").iterdir())) == 3
+    curriculum = dataclasses.replace(args, train_horizon=4, train_curriculum=(2,))
+    learned_model("mlp", train, curriculum, 0, tmp_path)  # another training loss
+    assert len(list((tmp_path / "mlp").iterdir())) == 4
+
+
+def test_a_named_run_writes_its_own_benchmarks_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metasym_control.bench as bench
+    from metasym_control.evaluation import eval_main
+
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("<!-- section:eval-toy -->\nmain run\n<!-- /section:eval-toy -->\n")
+    monkeypatch.setattr(bench, "BENCHMARKS_FILE", path)
+    args = EvalArgs(env="toy", models=("mlp",), out=tmp_path, write_benchmarks=True,
+                    section="full", **{**TINY, "meta_steps": 1})  # type: ignore[arg-type]  # fmt: skip
+    eval_main(args)
+    text = path.read_text()
+    assert "main run" in text  # the main section is left alone
+    assert "<!-- section:eval-toy-full -->" in text and "| mlp, 1-shot |" in text
 
 
 def test_errors_are_in_one_fixed_unit_and_constant_components_are_not_scored() -> None:
