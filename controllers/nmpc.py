@@ -401,9 +401,7 @@ class NMPC:
                 if duals is not None:
                     self._ipopt_duals = duals
             else:
-                w_sol, fault = self._solve_rti(w_init, x0, x_ref, u_ref, memory, info)
-                if fault == "none" and w_sol is not None and c.step_fractions:
-                    w_sol = self._line_search(w_init, w_sol, x0, x_ref, u_ref, memory, info)
+                w_sol, fault = self._plan_rti(w_init, x0, x_ref, u_ref, memory, info)
         except Exception as exc:  # a solver that raises is a failed solve, never a crash
             logger.warning("NMPC solve raised %s: %s", type(exc).__name__, exc)
             info["solver_error"] = f"{type(exc).__name__}: {exc}"
@@ -465,9 +463,7 @@ class NMPC:
         """
         w: np.ndarray | None = None
         try:
-            w, fault = self._solve_rti(w_init, x0, x_ref, u_ref, memory, {}, bounded=True)
-            if fault == "none" and w is not None and self.config.step_fractions:
-                w = self._line_search(w_init, w, x0, x_ref, u_ref, memory, {})
+            w, fault = self._plan_rti(w_init, x0, x_ref, u_ref, memory, {}, bounded=True)
         except Exception as exc:  # as in `act`: never raise
             logger.warning("NMPC bounded re-solve raised %s: %s", type(exc).__name__, exc)
             fault, w = "solver_failed", None
@@ -532,6 +528,23 @@ class NMPC:
         return self._layout.join(xs, us), kind
 
     # ------------------------------------------------------------------ RTI
+    def _plan_rti(
+        self,
+        w_init: np.ndarray,
+        x0: np.ndarray,
+        x_ref: np.ndarray,
+        u_ref: np.ndarray,
+        memory: Memory,
+        info: dict[str, Any],
+        bounded: bool = False,
+    ) -> tuple[np.ndarray | None, FaultKind]:
+        """`_solve_rti` (arguments as there), then the line search when `step_fractions` are
+        set: the step's plan w (nw,) or None, and the fault."""
+        w, fault = self._solve_rti(w_init, x0, x_ref, u_ref, memory, info, bounded)
+        if fault == "none" and w is not None and self.config.step_fractions:
+            w = self._line_search(w_init, w, x0, x_ref, u_ref, memory, info)
+        return w, fault
+
     def _line_search(
         self,
         w_init: np.ndarray,
