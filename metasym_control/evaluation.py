@@ -103,6 +103,8 @@ class EvalArgs:
             `--train-horizon 64`; (): none), the same for every learned model.
         train_noise: meta-training's input noise (`MetaTrainConfig.input_noise`, in state
             stds; None: the recipe's), the same for every learned model.
+        train_context_gap: meta-training's stale contexts (`MetaTrainConfig.context_gap`,
+            steps; None: the recipe's), the same for every learned model.
         windows_per_episode: anchors scored in each query episode (evenly spaced).
         search: first search each learned model's meta-training configuration
             (`SEARCH_SPACE`, four per model, one seed each) on validation systems from the
@@ -137,6 +139,7 @@ class EvalArgs:
     train_horizon: int | None = None
     train_curriculum: tuple[int, ...] = ()
     train_noise: float | None = None
+    train_context_gap: int | None = None
     windows_per_episode: int = 8
     search: bool = False
     validation_systems: int = 6
@@ -188,6 +191,7 @@ class EvalArgs:
         for h in self.train_curriculum:
             at_least("--train-curriculum", h, 1)
         at_least("--train-noise", self.train_noise, 0.0, optional=True)
+        at_least("--train-context-gap", self.train_context_gap, 0, optional=True)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--validation-systems", self.validation_systems, 2)
         require(
@@ -424,6 +428,12 @@ def _horizon_text(cfg: dict[str, Any]) -> str:
     return " → ".join(str(h) for h in (*cfg.get("train_curriculum", ()), last))
 
 
+def _gap_text(cfg: dict[str, Any]) -> str:
+    """ ", contexts up to G steps stale" for a run with stale training contexts, else ""."""
+    gap = cfg.get("train_context_gap")
+    return f", contexts up to {gap} steps stale" if gap else ""
+
+
 def _config_key(payload: dict[str, Any]) -> str:
     from metasym_control.params import jsonable
 
@@ -461,6 +471,8 @@ def learned_model(
         cfg = dataclasses.replace(cfg, horizon_curriculum=tuple(args.train_curriculum))
     if args.train_noise is not None:
         cfg = dataclasses.replace(cfg, input_noise=args.train_noise)
+    if args.train_context_gap is not None:
+        cfg = dataclasses.replace(cfg, context_gap=args.train_context_gap)
     if setting is not None:
         scaled = [max(1, round(h * setting["horizon"])) for h in cfg.query_horizons]
         cfg = dataclasses.replace(
@@ -476,8 +488,9 @@ def learned_model(
     data = {"env": args.env, "seed": args.seed, "tasks": args.n_tasks, "episodes": args.episodes}
     data["steps"] = args.steps_per_episode
     train_cfg = dataclasses.asdict(cfg)
-    if not train_cfg["horizon_curriculum"]:  # keeps the keys of checkpoints cached before it
-        del train_cfg["horizon_curriculum"]
+    for new in ("horizon_curriculum", "context_gap"):  # keeps older cached checkpoints' keys
+        if not train_cfg[new]:
+            del train_cfg[new]
     payload = {
         "model": name,
         "train": train_cfg,
@@ -791,7 +804,7 @@ def report(result: dict[str, Any]) -> str:
         f"Training data: {cfg['n_tasks']} systems × {cfg['episodes']} episodes × "
         f"{cfg['steps_per_episode']} steps, {cfg['meta_steps']} meta-steps per model "
         f"(query loss over {_horizon_text(cfg)} steps, input noise "
-        f"{cfg.get('train_noise') or 0:g} state stds). Error: RMS "
+        f"{cfg.get('train_noise') or 0:g} state stds{_gap_text(cfg)}). Error: RMS "
         "over anchors and state components of (prediction − truth)/σ, σ the state std of the "
         "training data (the same for every model); mean [95% interval] over systems × seeds.",
         "",

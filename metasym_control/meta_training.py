@@ -81,6 +81,12 @@ class MetaTrainConfig:
             history states, in units of the model's state std; the targets stay clean, so
             the model learns to steer a perturbed state back to the data (the model's own
             errors in a long rollout are such perturbations); 0: none.
+        context_gap: largest staleness of the query windows' history, steps: each query
+            window's history ends a drawn 0..context_gap steps before its start state (at
+            most as far as the episode allows), so the model learns to use the window as a
+            description of the system, not of the current state, as it must at step k of a
+            long rollout or an MPC plan, where the window is k steps old; 0: the history ends
+            at the start state.
         seed: seed of every draw (tasks, episodes, windows).
         checkpoint_every: outer steps between checkpoints (0: only at the end).
         log_every: outer steps between log records.
@@ -103,6 +109,7 @@ class MetaTrainConfig:
     aux: bool = True  # time-reversal losses of the encoder
     unadapted_weight: float = 0.0  # plain MAML by default; the shipped weights use 0.5
     input_noise: float = 0.0  # clean inputs by default (docs/metasym.md measures it)
+    context_gap: int = 0  # fresh windows by default (docs/metasym.md measures stale ones)
     seed: int = 0  # everything random derives from it
     checkpoint_every: int = 0  # end-only by default
     log_every: int = 10  # log records every 10 steps
@@ -119,6 +126,8 @@ class MetaTrainConfig:
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam': {self.inner_optimizer}")
         if not self.input_noise >= 0.0:
             raise ValueError(f"MetaTrainConfig.input_noise must be >= 0, got {self.input_noise}")
+        if self.context_gap < 0:
+            raise ValueError(f"MetaTrainConfig.context_gap must be >= 0, got {self.context_gap}")
 
     @property
     def query_horizons(self) -> tuple[int, ...]:
@@ -169,6 +178,7 @@ def validate_train_config(cfg: MetaTrainConfig, prefix: str = "--train.") -> Non
         at_least(prefix + "horizon-curriculum", h, 1)
     at_least(prefix + "inner-horizon", cfg.inner_horizon, 1)
     at_least(prefix + "batch-windows", cfg.batch_windows, 0)
+    at_least(prefix + "context-gap", cfg.context_gap, 0)
     positive(prefix + "outer-lr", cfg.outer_lr)
 
 
@@ -182,8 +192,10 @@ class _TaskData:
     time_split: bool
 
 
-def _episode_windows(traj: Trajectory, L: int, H: int) -> list[dict[str, np.ndarray]]:
-    return [make_windows(traj.subset([i]), L, H) for i in range(traj.num)]
+def _episode_windows(
+    traj: Trajectory, L: int, H: int, gap: int = 0, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    return [make_windows(traj.subset([i]), L, H, gap, seed + i) for i in range(traj.num)]
 
 
 def _time_split(traj: Trajectory) -> tuple[Trajectory, Trajectory]:
@@ -194,18 +206,21 @@ def _time_split(traj: Trajectory) -> tuple[Trajectory, Trajectory]:
     return first, second
 
 
-def _prepare(task: Trajectory, L: int, cfg: MetaTrainConfig) -> _TaskData:
+def _prepare(task: Trajectory, L: int, cfg: MetaTrainConfig, gid: int = 0) -> _TaskData:
+    """Support and query windows of one task (`gid`: its global index, seeds the stale
+    contexts of `cfg.context_gap`)."""
     horizons = sorted(set(cfg.query_horizons))
+    gap, seed = cfg.context_gap, cfg.seed * 1_000_003 + gid * 1009
     if task.num > cfg.support_episodes:
         return _TaskData(
             _episode_windows(task, L, cfg.inner_horizon),
-            {h: _episode_windows(task, L, h) for h in horizons},
+            {h: _episode_windows(task, L, h, gap, seed) for h in horizons},
             False,
         )
     first, second = _time_split(task)
     return _TaskData(
         [make_windows(first, L, cfg.inner_horizon)],
-        {h: [make_windows(second, L, h)] for h in horizons},
+        {h: [make_windows(second, L, h, gap, seed)] for h in horizons},
         True,
     )
 
@@ -282,7 +297,7 @@ def meta_train(
     if len(ids) != len(tasks) or len(set(ids)) != len(ids):
         raise ValueError("task_ids must be distinct, one per task")
     n_total = _check_shards(ids, n_tasks_total, world)
-    local = dict(zip(ids, (_prepare(t, model.history_len, config) for t in tasks)))
+    local = {g: _prepare(t, model.history_len, config, g) for g, t in zip(ids, tasks)}
     for gid, td in local.items():
         queries = [w for ws in td.query.values() for w in ws]
         if not all(num_windows(w) for w in queries) or not all(num_windows(w) for w in td.support):

@@ -19,17 +19,24 @@ from metasym_control.trajectory import Trajectory
 Batch = dict[str, torch.Tensor]
 
 
-def make_windows(traj: Trajectory, history_len: int, horizon: int) -> dict[str, np.ndarray]:
+def make_windows(
+    traj: Trajectory, history_len: int, horizon: int, gap: int = 0, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Every (history, future) window of a trajectory set, as numpy arrays.
 
     A window is anchored at a current state index c with c + horizon <= length: its history
     holds the `history_len` transitions before c (slots before the episode start are padded
     with the first state and marked invalid), its future the next `horizon` actions and states.
+    With `gap` > 0 each window's history ends g steps before c instead, g drawn uniformly
+    from 0..gap (at most c - L, so a full history stays full): a stale context, as a long
+    rollout or an MPC plan sees it g steps after its window.
 
     Args:
         traj: N trajectories.
         history_len: L.
         horizon: H, rollout length of the loss.
+        gap: largest staleness of the history, steps (0: the history ends at c).
+        seed: seed of the staleness draws.
 
     Returns:
         Dict with hs (B, L, nx), ha (B, L, nu), hv (B, L) bool, x0 (B, nx), ua (B, H, nu),
@@ -54,7 +61,11 @@ def make_windows(traj: Trajectory, history_len: int, horizon: int) -> dict[str, 
         }
     i: np.ndarray = np.concatenate(ii)
     c: np.ndarray = np.concatenate(cc)
-    hidx = c[:, None] - L + np.arange(L)[None, :]  # (B, L)
+    end = c
+    if gap > 0:
+        stale = np.random.default_rng(seed).integers(0, gap + 1, size=c.shape)
+        end = c - np.minimum(stale, np.maximum(c - L, 0))
+    hidx = end[:, None] - L + np.arange(L)[None, :]  # (B, L)
     hv = hidx >= 0
     hclip = np.maximum(hidx, 0)
     fidx = c[:, None] + np.arange(horizon)[None, :]  # (B, H)

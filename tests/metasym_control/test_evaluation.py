@@ -128,6 +128,10 @@ def test_cached_checkpoints_are_reused_only_for_the_same_configuration(tmp_path:
     curriculum = dataclasses.replace(args, train_horizon=4, train_curriculum=(2,))
     learned_model("mlp", train, curriculum, 0, tmp_path)  # another training loss
     assert len(list((tmp_path / "mlp").iterdir())) == 4
+    stale = dataclasses.replace(args, train_context_gap=4)
+    learned_model("mlp", train, stale, 0, tmp_path)  # stale training contexts
+    learned_model("mlp", train, dataclasses.replace(args, train_context_gap=0), 0, tmp_path)
+    assert len(list((tmp_path / "mlp").iterdir())) == 5  # a gap of 0 is the plain run
 
 
 def test_a_named_run_writes_its_own_benchmarks_section(

@@ -300,3 +300,44 @@ def test_cli_train_then_adapt_on_toy(tmp_path: Path) -> None:
         if not torch.equal(p, dict(model.named_parameters())[n])
     ]
     assert changed and set(changed) <= set(model.fast_weight_names())
+
+
+def test_stale_contexts_end_the_history_before_the_start() -> None:
+    """`make_windows(gap=G)`: each history ends 0..G steps before its start state, whole
+    histories stay whole, the futures are untouched, and G = 0 is the plain window; meta-
+    training with `context_gap` trains otherwise than without."""
+    traj = oscillator_family(1, 2, 40, "train", seed=5)[0]
+    clock = np.broadcast_to(np.arange(41.0)[None, :, None], traj.states.shape)
+    traj = replace(traj, states=np.ascontiguousarray(clock))  # a state is its time index
+    L, H, G = 3, 2, 10
+    plain = make_windows(traj, L, H)
+    assert all(np.array_equal(plain[k], make_windows(traj, L, H, 0, 7)[k]) for k in plain)
+    stale = make_windows(traj, L, H, G, seed=7)
+    for k in ("x0", "ua", "y"):
+        assert np.array_equal(stale[k], plain[k])
+    c = stale["x0"][:, 0].astype(int)
+    end = stale["hs"][:, -1, 0].astype(int) + 1  # the step after the history's last state
+    gap = c - end
+    assert np.array_equal(stale["hs"][c < L], plain["hs"][c < L])  # no room: fresh window
+    assert stale["hv"][c >= L].all()  # a full history stays full
+    assert np.all(gap[c >= L] >= 0) and np.all(gap[c >= L] <= np.minimum(G, c - L)[c >= L])
+    assert np.array_equal(
+        np.diff(stale["hs"][..., 0], axis=1)[c >= L], np.ones((int((c >= L).sum()), L - 1))
+    )
+    assert len(set(gap[c >= L].tolist())) > 5  # drawn, not one fixed offset
+    with pytest.raises(ValueError, match="context_gap"):
+        MetaTrainConfig(context_gap=-1)
+    tasks = oscillator_family(3, 3, 24, "train", seed=3)
+    config = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
+    base = MetaTrainConfig(
+        steps=2, meta_batch=2, support_episodes=2, inner_steps=1, batch_windows=8, lr_decay=False
+    )
+
+    def weights(cfg: MetaTrainConfig) -> torch.Tensor:
+        m = _model(config)
+        m.fit_normalization(tasks)
+        meta_train(m, tasks, cfg, progress=False)
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    assert torch.equal(weights(base), weights(replace(base, context_gap=0)))
+    assert not torch.equal(weights(base), weights(replace(base, context_gap=8)))
