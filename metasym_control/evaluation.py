@@ -105,6 +105,9 @@ class EvalArgs:
             stds; None: the recipe's), the same for every learned model.
         train_context_gap: meta-training's stale contexts (`MetaTrainConfig.context_gap`,
             steps; None: the recipe's), the same for every learned model.
+        metasym_width: MetaSym's decoder width (`MetaSymConfig.d_model`; None: the
+            recipe's); heads stay 16 wide.
+        metasym_mlp_ratio: MetaSym's decoder MLP width / d_model (None: the recipe's).
         windows_per_episode: anchors scored in each query episode (evenly spaced).
         search: first search each learned model's meta-training configuration
             (`SEARCH_SPACE`, four per model, one seed each) on validation systems from the
@@ -140,6 +143,8 @@ class EvalArgs:
     train_curriculum: tuple[int, ...] = ()
     train_noise: float | None = None
     train_context_gap: int | None = None
+    metasym_width: int | None = None
+    metasym_mlp_ratio: int | None = None
     windows_per_episode: int = 8
     search: bool = False
     validation_systems: int = 6
@@ -192,6 +197,11 @@ class EvalArgs:
             at_least("--train-curriculum", h, 1)
         at_least("--train-noise", self.train_noise, 0.0, optional=True)
         at_least("--train-context-gap", self.train_context_gap, 0, optional=True)
+        at_least("--metasym-width", self.metasym_width, 16, optional=True)
+        if self.metasym_width is not None:
+            w = self.metasym_width
+            require(w % 16 == 0, "--metasym-width", "a multiple of 16", w)
+        at_least("--metasym-mlp-ratio", self.metasym_mlp_ratio, 1, optional=True)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--validation-systems", self.validation_systems, 2)
         require(
@@ -428,7 +438,7 @@ def _horizon_text(cfg: dict[str, Any]) -> str:
     return " → ".join(str(h) for h in (*cfg.get("train_curriculum", ()), last))
 
 
-def _gap_text(cfg: dict[str, Any]) -> str:
+def _variant_text(cfg: dict[str, Any]) -> str:
     """ ", contexts up to G steps stale" for a run with stale training contexts, else ""."""
     gap = cfg.get("train_context_gap")
     return f", contexts up to {gap} steps stale" if gap else ""
@@ -485,6 +495,11 @@ def learned_model(
     metasym = recipe.metasym if recipe is not None else MetaSymConfig()
     if fast_set:
         metasym = dataclasses.replace(metasym, fast_set=fast_set)
+    if args.metasym_width is not None:
+        width = args.metasym_width
+        metasym = dataclasses.replace(metasym, d_model=width, n_heads=width // 16)
+    if args.metasym_mlp_ratio is not None:
+        metasym = dataclasses.replace(metasym, mlp_ratio=args.metasym_mlp_ratio)
     data = {"env": args.env, "seed": args.seed, "tasks": args.n_tasks, "episodes": args.episodes}
     data["steps"] = args.steps_per_episode
     train_cfg = dataclasses.asdict(cfg)
@@ -804,7 +819,7 @@ def report(result: dict[str, Any]) -> str:
         f"Training data: {cfg['n_tasks']} systems × {cfg['episodes']} episodes × "
         f"{cfg['steps_per_episode']} steps, {cfg['meta_steps']} meta-steps per model "
         f"(query loss over {_horizon_text(cfg)} steps, input noise "
-        f"{cfg.get('train_noise') or 0:g} state stds{_gap_text(cfg)}). Error: RMS "
+        f"{cfg.get('train_noise') or 0:g} state stds{_variant_text(cfg)}). Error: RMS "
         "over anchors and state components of (prediction − truth)/σ, σ the state std of the "
         "training data (the same for every model); mean [95% interval] over systems × seeds.",
         "",

@@ -205,3 +205,21 @@ def test_energy_drift_separates_conservative_from_drifting_predictors(tmp_path: 
     assert drifting["energy_drift"] > 0.01
     assert hold["energy_drift"] < 1e-12 and hold["position_error"] > 2 * exact["position_error"]
     assert torch.get_default_dtype() == torch.float32  # nothing above changed global state
+
+
+def test_metasym_size_options_build_that_size(tmp_path: Path) -> None:
+    """`--metasym-width` / `--metasym-mlp-ratio` size MetaSym's decoder (heads 16 wide) and
+    key its own checkpoint; a width that is not a multiple of 16 is refused."""
+    from metasym_control.evaluation import learned_model
+    from metasym_control.usage import UsageError
+
+    train = generate_tasks("toy", 2, 2, 20, "train", 0)
+    args = EvalArgs(env="toy", out=tmp_path, **{**TINY, "meta_steps": 1})  # type: ignore[arg-type]
+    sized = dataclasses.replace(args, metasym_width=32, metasym_mlp_ratio=3)
+    model, _ = learned_model("metasym", train, sized, 0, tmp_path)
+    assert (model.config.d_model, model.config.n_heads, model.config.mlp_ratio) == (32, 2, 3)
+    plain, _ = learned_model("metasym", train, args, 0, tmp_path)
+    assert plain.config.d_model != 32 or plain.config.mlp_ratio != 3
+    assert len(list((tmp_path / "metasym").iterdir())) == 2
+    with pytest.raises(UsageError, match="metasym-width"):
+        dataclasses.replace(args, metasym_width=40).validate()
