@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -350,6 +351,9 @@ class ExperimentArgs(FlightOptions):
         out: folder of the run: JSON summaries, markdown tables, plots, the quadrotor's
             video and per-vehicle results (what an interrupted run resumes from).
         benchmarks: BENCHMARKS.md to update (its experiment section), or None.
+        section: a name that keeps this run's BENCHMARKS.md sections apart from the main
+            ones ("experiment-<system>-<controller>...-<section>"), e.g. for a checkpoint
+            that is not shipped; None: the main sections.
         curve_systems: quadrotor: the first this many vehicles also fly MetaSym adapted on
             K = 0, 1, 2, 4 support flights (RMSE against K; 0: no curve).
         video: quadrotor: render vehicle 0's flight with the adapted MetaSym (MP4).
@@ -374,6 +378,7 @@ class ExperimentArgs(FlightOptions):
     stress: bool = True
     out: Path = Path("runs/experiment")
     benchmarks: Path | None = Path("BENCHMARKS.md")
+    section: str | None = None
     curve_systems: int = 4
     video: bool = True
     resume: bool = True
@@ -409,6 +414,10 @@ class ExperimentArgs(FlightOptions):
         at_least("--steps", self.steps, 1, optional=True)
         at_least("--samples", self.samples, 1, optional=True)
         at_least("--curve-systems", self.curve_systems, 0)
+        require(
+            self.section is None or re.fullmatch(r"[a-z0-9_-]+", self.section) is not None,
+            "--section", "lower-case letters, digits, '-' or '_'", self.section,
+        )  # fmt: skip
         if self.task is not None:
             require(len(self.envs) == 1, "--task", "used with exactly one --envs", self.envs)
             tasks = get_system(self.envs[0]).tasks
@@ -528,6 +537,16 @@ def experiment_tables(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _suffix(section: str | None) -> str:
+    """The BENCHMARKS.md section name's suffix: "-<section>", or "" for the main one."""
+    return f"-{section}" if section else ""
+
+
+def _titled(section: str | None) -> str:
+    """The section title's suffix: " (run <section>)", or "" for the main one."""
+    return f" (run {section})" if section else ""
+
+
 def report_experiment(
     summary: dict[str, Any],
     command: str,
@@ -535,6 +554,7 @@ def report_experiment(
     out: Path,
     benchmarks: Path | None,
     how: str = "",
+    section: str | None = None,
 ) -> str:
     """Print and write one system's experiment: `out/<system>_<controller>.{md,json}` and
     its own section of `benchmarks` (so systems run one at a time keep each other's).
@@ -546,6 +566,7 @@ def report_experiment(
         out: output folder.
         benchmarks: BENCHMARKS.md to update, or None.
         how: how the model was obtained (default: the MetaSym checkpoint).
+        section: suffix of the BENCHMARKS.md section's name (`ExperimentArgs.section`).
 
     Returns:
         The markdown body.
@@ -570,8 +591,8 @@ def report_experiment(
     stem.with_suffix(".md").write_text(body)
     if benchmarks is not None:
         write_section(
-            f"experiment-{system}-{controller}",
-            f"### Closed loop: {system}, {mpc}\n\n" + body,
+            f"experiment-{system}-{controller}{_suffix(section)}",
+            f"### Closed loop: {system}, {mpc}{_titled(section)}\n\n" + body,
             benchmarks,
         )
         print(f"updated {benchmarks}")
@@ -615,7 +636,11 @@ def experiment_main(args: ExperimentArgs) -> None:
             f"metasym-control experiment --envs {system} --systems {args.systems} "
             f"--controller {args.controller} --seed {args.seed}{extra}"
         )
-        report_experiment(summary, command, time.perf_counter() - t0, args.out, args.benchmarks)
+        command += "" if args.section is None else f" --section {args.section}"
+        report_experiment(
+            summary, command, time.perf_counter() - t0, args.out, args.benchmarks,
+            section=args.section,
+        )  # fmt: skip
 
 
 def quadrotor_main(args: ExperimentArgs) -> None:
@@ -658,6 +683,7 @@ def quadrotor_main(args: ExperimentArgs) -> None:
         extra = "" if args.samples is None else f" --samples {args.samples}"
         extra += "" if args.checkpoint is None else f" --checkpoint {args.checkpoint}"
         extra += flight_flags(args)
+        extra += "" if args.section is None else f" --section {args.section}"
         fallback_text = (
             ("a refused RTI step flies RTI on the nominal physics (its own refused steps the "
              "shipped cascaded PD)" if cfg.rti_fallback == "nominal_rti"
@@ -693,9 +719,10 @@ def quadrotor_main(args: ExperimentArgs) -> None:
         (args.out / f"{name}.md").write_text(body)
         print(f"table, plots{' and video' if args.video else ''}: {args.out}/{name}*")
         if args.benchmarks is not None:
-            key = "experiment-" + name.replace("_", "-")
+            key = "experiment-" + name.replace("_", "-") + _suffix(args.section)
+            head = f"### Closed loop: quadrotor figure-8, {title}, {mpc}{offset}"
             write_section(
-                key, f"### Closed loop: quadrotor figure-8, {title}, {mpc}{offset}\n\n" + body,
+                key, head + _titled(args.section) + "\n\n" + body,
                 args.benchmarks,
             )  # fmt: skip
             print(f"updated {args.benchmarks}")

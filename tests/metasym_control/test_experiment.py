@@ -71,6 +71,17 @@ def test_experiment_runs_end_to_end_and_writes_its_section(
     assert "<!-- section:experiment-quantum-mppi -->" in text
     assert "metasym-control experiment --envs quantum --systems 2" in text
     assert "MPPI + MetaSym (adapted)" in capsys.readouterr().out
+    # a named run (e.g. a checkpoint that is not shipped) keeps its own section
+    run_cli(
+        monkeypatch, "experiment", "--envs", "quantum", "--systems", "1", "--steps", "3",
+        "--samples", "8", "--out", str(tmp_path / "named"), "--benchmarks", str(bench),
+        "--section", "candidate",
+    )  # fmt: skip
+    named = bench.read_text()
+    assert named.startswith(text.split("<!-- /section:experiment-quantum-mppi -->")[0])
+    assert "<!-- section:experiment-quantum-mppi-candidate -->" in named
+    assert "(run candidate)" in named and "--systems 1 --controller mppi" in named
+    assert "--section candidate" in named
 
 
 @pytest.mark.parametrize("system", ["spring_mesh", "quantum"])
