@@ -49,6 +49,10 @@ class FlightOptions:
             predicts with an additive disturbance estimated online from its own one-step
             errors, with this gain per step; 0 (default): off, each model predicts alone
             (docs/controllers.md, "Offset-free MPC").
+        adapt_steps: Adam steps on the learned models' fast weights per adaptation (the
+            support flight's and every online one).
+        adapt_lr: their learning rate.
+        adapt_horizon: rollout length of the adaptation loss, control steps.
     """
 
     online: bool = True
@@ -60,6 +64,9 @@ class FlightOptions:
     rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
     rti_step_fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
     disturbance_gain: float = 0.0
+    adapt_steps: int = 30
+    adapt_lr: float = 3e-3
+    adapt_horizon: int = 4
 
 
 @dataclass(frozen=True)
@@ -99,9 +106,6 @@ class DemoConfig(FlightOptions):
             re-identified online (the near-oracle reference).
         include_unadapted: quadrotor: also fly MPC with the meta-trained MetaSym as shipped
             (no adaptation, offline or online).
-        adapt_steps: Adam steps on MetaSym's fast weights per adaptation.
-        adapt_lr: their learning rate.
-        adapt_horizon: rollout length of the adaptation loss, control steps.
         export_csv: also write every flown run as a CSV log (docs/user_data.md), the format
             `adapt --data` reads.
         task: the task of the non-quadrotor demos (None: the system's default; e.g. the
@@ -125,9 +129,6 @@ class DemoConfig(FlightOptions):
     include_mlp: bool = True
     include_identified: bool = False
     include_unadapted: bool = False
-    adapt_steps: int = 30
-    adapt_lr: float = 3e-3
-    adapt_horizon: int = 4
     export_csv: bool = False
     task: str | None = None
 

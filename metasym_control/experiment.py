@@ -360,7 +360,8 @@ class ExperimentArgs(FlightOptions):
         resume: quadrotor: reuse vehicles that a previous run with the same settings,
             checkpoint and seed already flew (in `out`).
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
-            rti_trust_repair, rti_fallback, rti_step_fractions, disturbance_gain:
+            rti_trust_repair, rti_fallback, rti_step_fractions, disturbance_gain,
+            adapt_steps, adapt_lr, adapt_horizon:
             quadrotor: the flights' online adaptation, RTI and offset-free settings
             (`FlightOptions`, as `demo`'s flags; the defaults are the demo's).
     """
@@ -446,8 +447,10 @@ def flight_flags(args: FlightOptions) -> str:
             out += f" --{name.replace('_', '-')} {value}"
     if args.rti_step_fractions != default.rti_step_fractions:
         out += " ".join([" --rti-step-fractions", *(f"{f:g}" for f in args.rti_step_fractions)])
-    if args.disturbance_gain != default.disturbance_gain:
-        out += f" --disturbance-gain {args.disturbance_gain:g}"
+    for name in ("disturbance_gain", "adapt_steps", "adapt_lr", "adapt_horizon"):
+        value = getattr(args, name)
+        if value != getattr(default, name):
+            out += f" --{name.replace('_', '-')} {value:g}"
     return out
 
 

@@ -385,6 +385,11 @@ def test_a_table_names_the_non_default_flight_flags() -> None:
     line_search = ExperimentArgs(rti_step_fractions=(1.0, 0.5))
     assert flight_flags(line_search) == " --rti-step-fractions 1 0.5"
     assert line_search.flight_config().rti_step_fractions == (1.0, 0.5)
+    # the adaptation budget of the support flight and the online updates
+    matched = ExperimentArgs(adapt_steps=3, adapt_lr=1e-2, adapt_horizon=1)
+    assert flight_flags(matched) == " --adapt-steps 3 --adapt-lr 0.01 --adapt-horizon 1"
+    budget = matched.flight_config().adapt_budget
+    assert (budget.inner_steps, budget.lr, budget.horizon) == (3, 1e-2, 1)
 
 
 def test_offset_free_flights_are_named_and_kept_apart() -> None:
