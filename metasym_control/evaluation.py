@@ -439,9 +439,16 @@ def _horizon_text(cfg: dict[str, Any]) -> str:
 
 
 def _variant_text(cfg: dict[str, Any]) -> str:
-    """ ", contexts up to G steps stale" for a run with stale training contexts, else ""."""
-    gap = cfg.get("train_context_gap")
-    return f", contexts up to {gap} steps stale" if gap else ""
+    """What a run changed beyond the recipe's training and size: stale training contexts,
+    MetaSym's decoder width and MLP ratio (e.g. ", contexts up to 32 steps stale"), or ""."""
+    parts = []
+    if cfg.get("train_context_gap"):
+        parts.append(f", contexts up to {cfg['train_context_gap']} steps stale")
+    if cfg.get("metasym_width"):
+        parts.append(f"; MetaSym's decoder {cfg['metasym_width']} wide")
+    if cfg.get("metasym_mlp_ratio"):
+        parts.append(f"; MetaSym's decoder MLP {cfg['metasym_mlp_ratio']}x its width")
+    return "".join(parts)
 
 
 def _config_key(payload: dict[str, Any]) -> str:

@@ -223,3 +223,11 @@ def test_metasym_size_options_build_that_size(tmp_path: Path) -> None:
     assert len(list((tmp_path / "metasym").iterdir())) == 2
     with pytest.raises(UsageError, match="metasym-width"):
         dataclasses.replace(args, metasym_width=40).validate()
+
+
+def test_the_table_header_names_a_run_beyond_the_recipe() -> None:
+    from metasym_control.evaluation import _variant_text
+
+    assert _variant_text({"train_context_gap": None, "metasym_width": None}) == ""
+    text = _variant_text({"train_context_gap": 32, "metasym_width": 64, "metasym_mlp_ratio": 4})
+    assert "32 steps stale" in text and "64 wide" in text and "4x its width" in text
