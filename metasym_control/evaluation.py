@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -167,7 +166,7 @@ class EvalArgs:
     def validate(self) -> None:
         """Check every option up front (`UsageError` naming the flag and its range)."""
         from metasym_control.systems import known_systems
-        from metasym_control.usage import at_least, require
+        from metasym_control.usage import at_least, require, section_name
 
         require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)
         known = ", ".join(("metasym", *(f"metasym:{s}" for s in FAST_SETS), *BASELINES))
@@ -204,12 +203,7 @@ class EvalArgs:
         at_least("--metasym-mlp-ratio", self.metasym_mlp_ratio, 1, optional=True)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--validation-systems", self.validation_systems, 2)
-        require(
-            self.section is None or re.fullmatch(r"[a-z0-9_-]+", self.section) is not None,
-            "--section",
-            "lower-case letters, digits, '-' or '_'",
-            self.section,
-        )
+        section_name(self.section)
         at_least("--energy-steps", self.energy_steps, 1)
         at_least("--energy-systems", self.energy_systems, 1)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -405,7 +404,7 @@ class ExperimentArgs(FlightOptions):
         """Check every option up front (`UsageError` naming the flag and its range)."""
         from metasym_control.checkpoint import checkpoint_paths
         from metasym_control.systems import known_systems
-        from metasym_control.usage import at_least, require
+        from metasym_control.usage import at_least, require, section_name
 
         require(len(self.envs) >= 1, "--envs", "at least one system", self.envs)
         for env in self.envs:
@@ -415,10 +414,7 @@ class ExperimentArgs(FlightOptions):
         at_least("--steps", self.steps, 1, optional=True)
         at_least("--samples", self.samples, 1, optional=True)
         at_least("--curve-systems", self.curve_systems, 0)
-        require(
-            self.section is None or re.fullmatch(r"[a-z0-9_-]+", self.section) is not None,
-            "--section", "lower-case letters, digits, '-' or '_'", self.section,
-        )  # fmt: skip
+        section_name(self.section)
         if self.task is not None:
             require(len(self.envs) == 1, "--task", "used with exactly one --envs", self.envs)
             tasks = get_system(self.envs[0]).tasks

@@ -32,3 +32,12 @@ def at_least(flag: str, value: float | None, low: float, optional: bool = False)
     if optional and value is None:
         return
     require(value is not None and value >= low, flag, f">= {low}", value)
+
+
+def section_name(value: str | None) -> None:
+    """Check `--section` (a BENCHMARKS.md section suffix): None, or lower-case letters,
+    digits, '-' or '_'."""
+    import re
+
+    ok = value is None or re.fullmatch(r"[a-z0-9_-]+", value) is not None
+    require(ok, "--section", "lower-case letters, digits, '-' or '_'", value)
