@@ -246,6 +246,23 @@ def _load_tensors(path: str | Path, meta: dict[str, Any]) -> dict[str, torch.Ten
     return tensors
 
 
+def model_digest(path: str | Path) -> str:
+    """A checkpoint's model identity: sha256 (16 hex digits) of its architecture and its
+    weights' names and bytes, without optimizer state or metadata, so the same model saved by
+    `train` and by `train-default` has one digest.
+
+    Raises:
+        CheckpointError: as `load_checkpoint` (missing, corrupt, another kind of file).
+    """
+    # the loaded model's own spec: a config saved before a field existed gets its default
+    model, _meta = load_checkpoint(path)
+    h = hashlib.sha256(json.dumps(model.spec(), sort_keys=True, default=str).encode())
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _renamed(key: str) -> str:
     """A format-1/2 weight name under today's name (`_RENAMED_BUFFERS`; other keys as is)."""
     prefix, _, leaf = key.rpartition(".")

@@ -647,10 +647,9 @@ def quadrotor_main(args: ExperimentArgs) -> None:
     stress set), per-system ratios to the oracle and the nominal model, the goals."""
 
     from metasym_control.bench import machine_description, write_section
-    from metasym_control.checkpoint import checkpoint_paths, load_checkpoint
+    from metasym_control.checkpoint import load_checkpoint, model_digest
     from metasym_control.figure8_experiment import (
         experiment_stem,
-        file_digest,
         quadrotor_experiment,
         quadrotor_tables,
     )
@@ -672,7 +671,7 @@ def quadrotor_main(args: ExperimentArgs) -> None:
             loader,
             stress=stress,
             out=args.out,
-            model_id=file_digest(checkpoint_paths(stem)[0]),
+            model_id=model_digest(stem),
             curve_systems=min(args.curve_systems, args.systems),
             video=args.video,
             resume=args.resume,

@@ -309,11 +309,6 @@ def _vehicle_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (a checkpoint's identity in the resume key); "" if absent."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else ""
-
-
 def experiment_stem(cfg: DemoConfig, stress: bool) -> str:
     """The run's file stem: "quadrotor_<mpc>", "_offset_free" for offset-free MPCs (a
     `disturbance_gain`), "_stress" for the stress set; its tables, plots and cache share it."""
@@ -346,8 +341,8 @@ def quadrotor_experiment(
         progress: bars over the vehicles and the flights.
         out: folder for `quadrotor_<controller>[_stress].{json,md}`, the per-vehicle cache
             and the plots (None: nothing written, nothing resumed).
-        model_id: identity of the meta-trained model (e.g. `file_digest` of its
-            checkpoint), part of the resume key.
+        model_id: identity of the meta-trained model (`checkpoint.model_digest` of its
+            checkpoint), part of the resume key (the checkpoint's path is not).
         curve_systems: the first this many vehicles also fly the RMSE-against-K curve.
         video: render vehicle 0's flight with the adapted MetaSym to `<stem>_flight.mp4`.
         resume: reuse vehicles already flown with the same key.
@@ -369,7 +364,9 @@ def quadrotor_experiment(
         flight_cfg = dataclasses.replace(cfg, seed=seed + i, video=video and i == 0)
         with_curve = i < curve_systems
         key = _vehicle_key(
-            {"params": p.to_dict(), "cfg": dataclasses.asdict(flight_cfg), "model": model_id,
+            # the model's identity is model_id, not the path it was loaded from
+            {"params": p.to_dict(), "cfg": {**dataclasses.asdict(flight_cfg), "checkpoint": None},
+             "model": model_id,
              "curve": list(CURVE_SHOTS) if with_curve else []}
         )  # fmt: skip
         path = cache / f"vehicle_{i}.json" if cache is not None else None

@@ -15,6 +15,7 @@ from metasym_control.checkpoint import (
     CheckpointError,
     checkpoint_paths,
     load_checkpoint,
+    model_digest,
     restore_into,
     save_checkpoint,
 )
@@ -83,6 +84,23 @@ def test_resume_restores_optimizer(tmp_path: Path) -> None:
     for k in s1:
         torch.testing.assert_close(s1[k]["exp_avg"], s2[k]["exp_avg"])
         assert float(s1[k]["step"]) == float(s2[k]["step"])
+
+
+def test_model_digest_is_the_models_identity_not_the_files(tmp_path: Path) -> None:
+    m = _metasym()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    m.decoder.head.weight.sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "with_optimizer", m, training={"step": 1}, optimizer=opt)
+    save_checkpoint(tmp_path / "weights_only", m, training={"recipe": "other"})
+    digest = model_digest(tmp_path / "weights_only")
+    assert model_digest(tmp_path / "with_optimizer.json") == digest
+    with torch.no_grad():
+        m.decoder.head.weight[0, 0] += 1e-6
+    save_checkpoint(tmp_path / "changed", m)
+    assert model_digest(tmp_path / "changed") != digest
+    with pytest.raises(CheckpointError):
+        model_digest(tmp_path / "absent")
 
 
 def test_corrupt_truncated_missing(tmp_path: Path) -> None:

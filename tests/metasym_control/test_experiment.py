@@ -265,6 +265,12 @@ def test_quadrotor_figure8_experiment_runs_end_to_end(
     monkeypatch.setattr(fx, "_fly_vehicle", no_flight)
     run_cli(monkeypatch, *argv)
     assert json.loads((tmp_path / "quadrotor_rti.json").read_text()) == before
+    # so does the same model saved elsewhere (the key holds its weights, not its path)
+    from metasym_control.checkpoint import load_checkpoint, save_checkpoint
+    from metasym_control.weights import DEFAULT_WEIGHTS
+
+    save_checkpoint(tmp_path / "copy" / "ck", load_checkpoint(DEFAULT_WEIGHTS)[0])
+    run_cli(monkeypatch, *argv, "--checkpoint", str(tmp_path / "copy" / "ck"))
     # another setting (here the flight's length) is not taken from the cache
     with pytest.raises(AssertionError, match="flown again"):
         run_cli(monkeypatch, *argv[:6], "0.2", *argv[7:])
