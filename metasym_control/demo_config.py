@@ -34,8 +34,12 @@ class FlightOptions:
             nearly always refused, and flying them tracked worse (docs/controllers.md).
         rti_fallback: RTI: the controller that flies a step whose plan is refused: "pd"
             (the cascaded PD on the nominal physics) or "nominal_rti" (RTI on the nominal
-            physics, itself falling back to the PD; docs/controllers.md). MPPI always has
-            the PD.
+            physics, itself falling back to the PD; docs/controllers.md). MPPI: see
+            `mppi_fallback`.
+        mppi_fallback: MPPI: the controller that flies a step on which no plan can be
+            trusted, "pd" or "nominal_rti" as `rti_fallback` (default "pd", the flights
+            the README's tables measured; the PD alone crashes half the stress set,
+            docs/controllers.md "A fallback that can fly a heavy vehicle").
         rti_step_fractions: RTI with a learned model: a line search on the model's own
             rollout (`NMPCConfig.step_fractions`); empty: the classic full step
             (docs/controllers.md: the learned models' RTI tracked better on 7 of 8
@@ -62,6 +66,7 @@ class FlightOptions:
     rti_trust_bounds: bool = False
     rti_trust_repair: bool = False  # measured worse (docs/controllers.md)
     rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
+    mppi_fallback: Literal["pd", "nominal_rti"] = "pd"
     rti_step_fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
     disturbance_gain: float = 0.0
     adapt_steps: int = 30
@@ -92,7 +97,8 @@ class DemoConfig(FlightOptions):
         horizon: MPC horizon, control steps of 0.02 s.
         samples: MPPI samples K.
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
-            rti_trust_repair, rti_fallback, rti_step_fractions, disturbance_gain: the
+            rti_trust_repair, rti_fallback, mppi_fallback, rti_step_fractions,
+            disturbance_gain: the
             figure-8 flights' options (`FlightOptions`, shared with `metasym-control experiment`).
         checkpoint: MetaSym checkpoint stem (None: the shipped default weights).
         out: folder for the plot, the video, the table and the JSON summary.
@@ -162,6 +168,12 @@ class DemoConfig(FlightOptions):
             "--rti-fallback",
             "pd or nominal_rti",
             self.rti_fallback,
+        )
+        require(
+            self.mppi_fallback in ("pd", "nominal_rti"),
+            "--mppi-fallback",
+            "pd or nominal_rti",
+            self.mppi_fallback,
         )
         require(
             all(0.0 < f <= 1.0 for f in self.rti_step_fractions),

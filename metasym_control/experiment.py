@@ -359,7 +359,8 @@ class ExperimentArgs(FlightOptions):
         resume: quadrotor: reuse vehicles that a previous run with the same settings,
             checkpoint and seed already flew (in `out`).
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
-            rti_trust_repair, rti_fallback, rti_step_fractions, disturbance_gain,
+            rti_trust_repair, rti_fallback, mppi_fallback, rti_step_fractions,
+            disturbance_gain,
             adapt_steps, adapt_lr, adapt_horizon:
             quadrotor: the flights' online adaptation, RTI and offset-free settings
             (`FlightOptions`, as `demo`'s flags; the defaults are the demo's).
@@ -437,7 +438,7 @@ def flight_flags(args: FlightOptions) -> str:
         value = getattr(args, name)
         if value != getattr(default, name):
             out += f" --{'' if value else 'no-'}{name.replace('_', '-')}"
-    for name in ("online_anchor", "online_holdout", "rti_fallback"):
+    for name in ("online_anchor", "online_holdout", "rti_fallback", "mppi_fallback"):
         value = getattr(args, name)
         if value != getattr(default, name):
             out += f" --{name.replace('_', '-')} {value}"
@@ -696,7 +697,10 @@ def quadrotor_main(args: ExperimentArgs) -> None:
                + ", ".join(f"{f:g}" for f in cfg.rti_step_fractions) + ")."
                if cfg.rti_step_fractions else ".")
             if args.controller == "rti"
-            else "every MPC falls back to the shipped cascaded PD when no plan can be trusted."
+            else "MPPI + MetaSym and the other MPCs fall back to "
+            + ("RTI on the nominal physics (its own refused steps the shipped cascaded PD)"
+               if cfg.mppi_fallback == "nominal_rti" else "the shipped cascaded PD")
+            + " when no plan can be trusted."
         ) + (
             f" Offset-free MPC: every MPC-flown model predicts with an additive disturbance "
             f"estimated from its own one-step errors (gain {cfg.disturbance_gain:g} a step)."

@@ -48,6 +48,17 @@ def make_quadrotor_mpc(
     fractions = () if callable(getattr(model, "casadi_step", None)) else cfg.rti_step_fractions
     make_fallback = get_system("quadrotor").fallback
     fallback = make_fallback(task, 0.02) if make_fallback is not None else None
+    chosen = cfg.rti_fallback if kind == "rti" else cfg.mppi_fallback
+    if chosen == "nominal_rti":
+        from metasym_control.envs.quadrotor import QuadrotorParams
+        from metasym_control.models.quadrotor_analytic import QuadrotorModel
+
+        # RTI on the nominal physics flew every held-out vehicle of the experiment (test
+        # range and stress set) without a crash; the nominal PD crashed on half the stress
+        # set, and a learned loop that fell back to it there went down with it
+        nominal = QuadrotorModel(QuadrotorParams(), substeps=4)
+        backup = NMPCConfig(horizon=cfg.horizon, mode="rti", disturbance_gain=cfg.disturbance_gain)
+        fallback = NMPC(nominal, task, backup, fallback=fallback)
     if kind == "mppi":
         mcfg = MPPIConfig(
             horizon=cfg.horizon,
@@ -58,16 +69,6 @@ def make_quadrotor_mpc(
             disturbance_gain=cfg.disturbance_gain,
         )
         return MPPI(model, task, mcfg, device=device, fallback=fallback)
-    if cfg.rti_fallback == "nominal_rti":
-        from metasym_control.envs.quadrotor import QuadrotorParams
-        from metasym_control.models.quadrotor_analytic import QuadrotorModel
-
-        # RTI on the nominal physics flew every held-out vehicle of the experiment (test
-        # range and stress set) without a crash; the nominal PD crashed on half the stress
-        # set, and a learned loop that fell back to it there went down with it
-        nominal = QuadrotorModel(QuadrotorParams(), substeps=4)
-        backup = NMPCConfig(horizon=cfg.horizon, mode="rti", disturbance_gain=cfg.disturbance_gain)
-        fallback = NMPC(nominal, task, backup, fallback=fallback)
     ncfg = NMPCConfig(
         horizon=cfg.horizon,
         mode="rti",
