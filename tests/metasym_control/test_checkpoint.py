@@ -70,11 +70,17 @@ def test_round_trip(tmp_path: Path) -> None:
     assert next(l32.parameters()).dtype == torch.float32
 
 
-def test_resume_restores_optimizer(tmp_path: Path) -> None:
+def _one_adam_step() -> tuple[MetaSym, torch.optim.Adam]:
+    """A model one Adam step into training, and its optimizer (with state to save)."""
     m = _metasym()
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     m.decoder.head.weight.sum().backward()
     opt.step()
+    return m, opt
+
+
+def test_resume_restores_optimizer(tmp_path: Path) -> None:
+    m, opt = _one_adam_step()
     save_checkpoint(tmp_path / "ck", m, training={"step": 1}, optimizer=opt)
     m2 = _metasym()
     opt2 = torch.optim.Adam(m2.parameters(), lr=1e-3)
@@ -87,10 +93,7 @@ def test_resume_restores_optimizer(tmp_path: Path) -> None:
 
 
 def test_model_digest_is_the_models_identity_not_the_files(tmp_path: Path) -> None:
-    m = _metasym()
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    m.decoder.head.weight.sum().backward()
-    opt.step()
+    m, opt = _one_adam_step()
     save_checkpoint(tmp_path / "with_optimizer", m, training={"step": 1}, optimizer=opt)
     save_checkpoint(tmp_path / "weights_only", m, training={"recipe": "other"})
     digest = model_digest(tmp_path / "weights_only")
