@@ -98,8 +98,8 @@ class DemoConfig(FlightOptions):
         samples: MPPI samples K.
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
             rti_trust_repair, rti_fallback, mppi_fallback, rti_step_fractions,
-            disturbance_gain: the
-            figure-8 flights' options (`FlightOptions`, shared with `metasym-control experiment`).
+            disturbance_gain: the figure-8 flights' options (`FlightOptions`, shared with
+            `metasym-control experiment`).
         checkpoint: MetaSym checkpoint stem (None: the shipped default weights).
         out: folder for the plot, the video, the table and the JSON summary.
         video: render a video of the MetaSym flight (software EGL rendering: ~0.03 s/frame).
@@ -163,18 +163,9 @@ class DemoConfig(FlightOptions):
             "0, or 10 to 99 steps (within the 100-step window, at least the 10-step check)",
             self.online_holdout,
         )
-        require(
-            self.rti_fallback in ("pd", "nominal_rti"),
-            "--rti-fallback",
-            "pd or nominal_rti",
-            self.rti_fallback,
-        )
-        require(
-            self.mppi_fallback in ("pd", "nominal_rti"),
-            "--mppi-fallback",
-            "pd or nominal_rti",
-            self.mppi_fallback,
-        )
+        for flag, value in (("--rti-fallback", self.rti_fallback),
+                            ("--mppi-fallback", self.mppi_fallback)):  # fmt: skip
+            require(value in ("pd", "nominal_rti"), flag, "pd or nominal_rti", value)
         require(
             all(0.0 < f <= 1.0 for f in self.rti_step_fractions),
             "--rti-step-fractions",
