@@ -37,9 +37,8 @@ class FlightOptions:
             physics, itself falling back to the PD; docs/controllers.md). MPPI: see
             `mppi_fallback`.
         mppi_fallback: MPPI: the controller that flies a step on which no plan can be
-            trusted, "pd" or "nominal_rti" as `rti_fallback` (default "pd", the flights
-            the README's tables measured; the PD alone crashes half the stress set,
-            docs/controllers.md "A fallback that can fly a heavy vehicle").
+            trusted, "nominal_rti" or "pd" as `rti_fallback` (the PD alone crashes half
+            the stress set; docs/controllers.md "A fallback that can fly a heavy vehicle").
         rti_step_fractions: RTI with a learned model: a line search on the model's own
             rollout (`NMPCConfig.step_fractions`); empty: the classic full step
             (docs/controllers.md: the learned models' RTI tracked better on 7 of 8
@@ -66,7 +65,7 @@ class FlightOptions:
     rti_trust_bounds: bool = False
     rti_trust_repair: bool = False  # measured worse (docs/controllers.md)
     rti_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
-    mppi_fallback: Literal["pd", "nominal_rti"] = "pd"
+    mppi_fallback: Literal["pd", "nominal_rti"] = "nominal_rti"
     rti_step_fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
     disturbance_gain: float = 0.0
     adapt_steps: int = 30

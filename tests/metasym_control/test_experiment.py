@@ -439,9 +439,7 @@ def test_a_table_names_the_non_default_flight_flags() -> None:
     )
     assert flight_flags(ExperimentArgs(rti_step_fractions=())) == " --rti-step-fractions"
     assert flight_flags(ExperimentArgs(rti_trust_repair=True)) == " --rti-trust-repair"
-    assert flight_flags(ExperimentArgs(mppi_fallback="nominal_rti")) == (
-        " --mppi-fallback nominal_rti"
-    )
+    assert flight_flags(ExperimentArgs(mppi_fallback="pd")) == " --mppi-fallback pd"
     line_search = ExperimentArgs(rti_step_fractions=(1.0, 0.5))
     assert flight_flags(line_search) == " --rti-step-fractions 1 0.5"
     assert line_search.flight_config().rti_step_fractions == (1.0, 0.5)
