@@ -56,6 +56,10 @@ class FlightOptions:
             support flight's and every online one).
         adapt_lr: their learning rate.
         adapt_horizon: rollout length of the adaptation loss, control steps.
+        adapt_free_offset: offset-free MPC only: the learned models' adaptations fit a free
+            constant offset beside the fast weights and drop it (`AdaptBudget.free_offset`),
+            leaving the constant to the observer (docs/controllers.md, "Adaptation against
+            the observer").
     """
 
     online: bool = True
@@ -71,6 +75,7 @@ class FlightOptions:
     adapt_steps: int = 30
     adapt_lr: float = 3e-3
     adapt_horizon: int = 4
+    adapt_free_offset: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,8 @@ class DemoConfig(FlightOptions):
         samples: MPPI samples K.
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
             rti_trust_repair, rti_fallback, mppi_fallback, rti_step_fractions,
-            disturbance_gain: the figure-8 flights' options (`FlightOptions`, shared with
+            disturbance_gain, adapt_steps, adapt_lr, adapt_horizon, adapt_free_offset: the
+            figure-8 flights' options (`FlightOptions`, shared with
             `metasym-control experiment`).
         checkpoint: MetaSym checkpoint stem (None: the shipped default weights).
         out: folder for the plot, the video, the table and the JSON summary.
@@ -187,6 +193,12 @@ class DemoConfig(FlightOptions):
         at_least("--adapt-steps", self.adapt_steps, 0)
         positive("--adapt-lr", self.adapt_lr)
         at_least("--adapt-horizon", self.adapt_horizon, 1)
+        require(
+            not self.adapt_free_offset or self.disturbance_gain > 0,
+            "--adapt-free-offset",
+            "offset-free MPC (--disturbance-gain > 0: its observer supplies the offset left out)",
+            self.adapt_free_offset,
+        )
         if self.checkpoint is not None:
             from metasym_control.checkpoint import checkpoint_paths
 
@@ -206,4 +218,5 @@ class DemoConfig(FlightOptions):
             optimizer="adam",
             horizon=self.adapt_horizon,
             seed=self.seed,
+            free_offset=self.adapt_free_offset,
         )

@@ -29,6 +29,12 @@ class AdaptBudget:
             step; 0 uses every window.
         horizon: rollout length of the adaptation loss, in control steps.
         seed: seed of the window draws, so adaptation is reproducible.
+        free_offset: learned models: fit a constant per-step offset d (nx,) together with
+            the fast weights (`x_{k+1} = f(x_k, u_k) + d` in the loss, d started at the
+            support's mean one-step error) and drop it afterwards, so the fast weights learn
+            only what a constant disturbance cannot explain. For offset-free MPC, whose
+            observer supplies the constant (`controllers/offset.py`); without an observer the
+            adapted model would miss it.
     """
 
     inner_steps: int = 10
@@ -37,6 +43,7 @@ class AdaptBudget:
     batch_windows: int = 0
     horizon: int = 1
     seed: int = 0
+    free_offset: bool = False
 
     def __post_init__(self) -> None:
         if self.inner_steps < 0:

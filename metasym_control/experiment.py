@@ -361,7 +361,7 @@ class ExperimentArgs(FlightOptions):
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
             rti_trust_repair, rti_fallback, mppi_fallback, rti_step_fractions,
             disturbance_gain,
-            adapt_steps, adapt_lr, adapt_horizon:
+            adapt_steps, adapt_lr, adapt_horizon, adapt_free_offset:
             quadrotor: the flights' online adaptation, RTI and offset-free settings
             (`FlightOptions`, as `demo`'s flags; the defaults are the demo's).
     """
@@ -434,7 +434,9 @@ def flight_flags(args: FlightOptions) -> str:
     (e.g. " --rti-trust-bounds --rti-fallback pd"), so a table names its exact command."""
     default = FlightOptions()
     out = ""
-    for name in ("online", "online_support", "rti_trust_bounds", "rti_trust_repair"):
+    bools = ("online", "online_support", "rti_trust_bounds", "rti_trust_repair",
+             "adapt_free_offset")  # fmt: skip
+    for name in bools:
         value = getattr(args, name)
         if value != getattr(default, name):
             out += f" --{'' if value else 'no-'}{name.replace('_', '-')}"
@@ -705,6 +707,9 @@ def quadrotor_main(args: ExperimentArgs) -> None:
             f" Offset-free MPC: every MPC-flown model predicts with an additive disturbance "
             f"estimated from its own one-step errors (gain {cfg.disturbance_gain:g} a step)."
             if cfg.disturbance_gain > 0 else ""
+        ) + (
+            " The learned models adapt with a free constant offset that they then drop, "
+            "leaving the constant to the observer." if cfg.adapt_free_offset else ""
         )  # fmt: skip
         body = (
             f"`metasym-control experiment --envs quadrotor --systems {args.systems} "

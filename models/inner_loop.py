@@ -11,7 +11,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from torch.func import functional_call
 
 from metasym_control.dynamics import AdaptBudget
 from metasym_control.trajectory import Trajectory
-from metasym_control.windows import Batch, make_windows, num_windows, window_sampler
+from metasym_control.windows import Batch, make_windows, num_windows, to_batch, window_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +155,15 @@ def adapt_model(model: ModuleT, support: Trajectory, budget: AdaptBudget) -> Mod
         raise ValueError(f"support data has no window of {budget.horizon} transitions")
     ref = next(iter(model.parameters()))
     batch_fn = window_sampler(windows, budget.batch_windows, budget.seed, ref.device, ref.dtype)
-    params = model_params(model)
+    names = model.fast_weight_names()
+    fitted: nn.Module = model
+    if budget.free_offset:
+        fitted = FreeOffset(model, mean_step_error(model, support))
+        names = [f"model.{n}" for n in names] + ["offset"]
     fast = inner_loop(
-        model,
-        params,
-        model.fast_weight_names(),
+        fitted,
+        model_params(fitted),
+        names,
         batch_fn,
         budget.inner_steps,
         budget.lr,
@@ -169,5 +173,52 @@ def adapt_model(model: ModuleT, support: Trajectory, budget: AdaptBudget) -> Mod
     with torch.no_grad():
         own = dict(adapted.named_parameters())
         for n, w in fast.items():
-            own[n].copy_(w.detach())
+            if n != "offset":  # the free offset is dropped
+                own[n.removeprefix("model.") if budget.free_offset else n].copy_(w.detach())
     return adapted
+
+
+class FreeOffset(nn.Module):
+    """The rollout loss of `model` plus a constant per-step offset: the fitted module of
+    `AdaptBudget.free_offset`.
+
+    Predicts `x_{k+1} = f(x_k, u_k) + d` step by step and scores it as the model's own
+    forward does (squared error in one-step-change stds, mean). The offset is a parameter in
+    those std units, so the inner optimiser moves every component alike.
+
+    Args:
+        model: a learned model (its `delta_std` buffer and `step`, `init_memory`).
+        offset: (nx,) the starting offset, state units.
+    """
+
+    def __init__(self, model: nn.Module, offset: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        std: Any = model.delta_std
+        self.offset = nn.Parameter(offset / std)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """The scalar loss of a batch of windows."""
+        m: Any = self.model
+        d = self.offset * m.delta_std
+        memory = m.init_memory(batch["hs"], batch["ha"], batch["hv"])
+        x, preds = batch["x0"], []
+        for k in range(batch["ua"].shape[-2]):
+            x, memory = m.step(x, batch["ua"][..., k, :], memory)
+            x = x + d
+            preds.append(x)
+        err = (torch.stack(preds, dim=-2) - batch["y"]) / m.delta_std
+        return err.pow(2).mean()
+
+
+def mean_step_error(model: nn.Module, data: Trajectory) -> torch.Tensor:
+    """(nx,) mean one-step prediction error (measured minus predicted, state units) of
+    `model` over `data`'s valid transitions."""
+    m: Any = model
+    ref = next(iter(model.parameters()))
+    windows = make_windows(data, m.history_len, 1)
+    b = to_batch(windows, None, ref.device, ref.dtype)
+    with torch.no_grad():
+        memory = m.init_memory(b["hs"], b["ha"], b["hv"])
+        y, _ = m.step(b["x0"], b["ua"][..., 0, :], memory)
+        return (b["y"][..., 0, :] - y).mean(dim=0)

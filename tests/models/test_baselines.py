@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,44 @@ def test_adapt_leaves_meta_parameters_and_fits(cls: type, tasks: list) -> None:
         e0, e1 = float(m(b)), float(a(b))
     assert e1 < 0.95 * e0, (e0, e1)
     assert np.isfinite(e1)
+
+
+def test_a_free_offset_leaves_a_constant_disturbance_out_of_the_fast_weights(tasks: list) -> None:
+    """Data from the model itself plus a constant per-step offset c: the plain adaptation
+    absorbs c into the fast weights, the free-offset one leaves it (to an observer)."""
+    from metasym_control.models.inner_loop import mean_step_error
+    from metasym_control.trajectory import Trajectory
+
+    m = _make(MLPModel, tasks, pretrain=10)
+    src = tasks[0]
+    c = 0.5 * m.delta_std.detach()
+    x = torch.as_tensor(src.states[:, 0])
+    u = torch.as_tensor(src.actions)
+    states = [x]
+    with torch.no_grad():
+        memory = m.init_memory(x[:, None][:, :0], u[:, :0])
+        for k in range(u.shape[1]):
+            x, memory = m.step(x, u[:, k], memory)
+            x = x + c
+            states.append(x)
+    data = Trajectory(
+        states=torch.stack(states, dim=1).numpy(),
+        actions=src.actions,
+        lengths=src.lengths,
+        terminated=src.terminated,
+        params=src.params,
+        dt=src.dt,
+        env_id=src.env_id,
+    )
+    torch.testing.assert_close(mean_step_error(m, data), c, rtol=1e-6, atol=1e-9)
+    budget = AdaptBudget(inner_steps=30, lr=1e-2, optimizer="adam")
+    plain = m.adapt(data, budget)
+    free = m.adapt(data, dataclasses.replace(budget, free_offset=True))
+    scale = float(torch.linalg.norm(c / m.delta_std))
+
+    def left(model: torch.nn.Module) -> float:
+        """Norm of the mean one-step error in one-step-change stds, over |c| in them."""
+        return float(torch.linalg.norm(mean_step_error(model, data) / m.delta_std)) / scale
+
+    assert left(plain) < 0.5, left(plain)  # absorbed
+    assert left(free) > 0.8, left(free)  # left to the observer
