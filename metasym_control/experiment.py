@@ -709,7 +709,7 @@ def quadrotor_main(args: ExperimentArgs) -> None:
             if cfg.disturbance_gain > 0 else ""
         ) + (
             " The learned models adapt with a free constant offset that they then drop, "
-            "leaving the constant to the observer." if cfg.adapt_free_offset else ""
+            "leaving the constant to the observer." if cfg.adapt_budget.free_offset else ""
         )  # fmt: skip
         body = (
             f"`metasym-control experiment --envs quadrotor --systems {args.systems} "

@@ -427,8 +427,6 @@ def test_the_experiment_passes_its_flight_options_to_every_flight() -> None:
         ExperimentArgs(envs=("quadrotor",), rti_step_fractions=(1.0, 0.0)).validate()
     with pytest.raises(UsageError, match="--mppi-fallback"):
         ExperimentArgs(envs=("quadrotor",), mppi_fallback="hover").validate()  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="--adapt-free-offset"):  # no observer to take it
-        ExperimentArgs(envs=("quadrotor",), adapt_free_offset=True).validate()
 
 
 def test_a_table_names_the_non_default_flight_flags() -> None:
@@ -442,9 +440,14 @@ def test_a_table_names_the_non_default_flight_flags() -> None:
     assert flight_flags(ExperimentArgs(rti_step_fractions=())) == " --rti-step-fractions"
     assert flight_flags(ExperimentArgs(rti_trust_repair=True)) == " --rti-trust-repair"
     assert flight_flags(ExperimentArgs(mppi_fallback="pd")) == " --mppi-fallback pd"
-    free = ExperimentArgs(disturbance_gain=0.3, adapt_free_offset=True)
-    assert flight_flags(free) == " --adapt-free-offset --disturbance-gain 0.3"
+    # the free offset: offset-free flights only, where an observer supplies it
+    free = ExperimentArgs(disturbance_gain=0.3)
+    assert flight_flags(free) == " --disturbance-gain 0.3"
     assert free.flight_config().adapt_budget.free_offset
+    assert not ExperimentArgs().flight_config().adapt_budget.free_offset
+    usual = ExperimentArgs(disturbance_gain=0.3, adapt_free_offset=False)
+    assert flight_flags(usual) == " --no-adapt-free-offset --disturbance-gain 0.3"
+    assert not usual.flight_config().adapt_budget.free_offset
     line_search = ExperimentArgs(rti_step_fractions=(1.0, 0.5))
     assert flight_flags(line_search) == " --rti-step-fractions 1 0.5"
     assert line_search.flight_config().rti_step_fractions == (1.0, 0.5)
