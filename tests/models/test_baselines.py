@@ -95,7 +95,6 @@ def test_a_free_offset_leaves_a_constant_disturbance_out_of_the_fast_weights(tas
     """Data from the model itself plus a constant per-step offset c: the plain adaptation
     absorbs c into the fast weights, the free-offset one leaves it (to an observer)."""
     from metasym_control.models.inner_loop import mean_step_error
-    from metasym_control.trajectory import Trajectory
 
     m = _make(MLPModel, tasks, pretrain=10)
     src = tasks[0]
@@ -109,15 +108,7 @@ def test_a_free_offset_leaves_a_constant_disturbance_out_of_the_fast_weights(tas
             x, memory = m.step(x, u[:, k], memory)
             x = x + c
             states.append(x)
-    data = Trajectory(
-        states=torch.stack(states, dim=1).numpy(),
-        actions=src.actions,
-        lengths=src.lengths,
-        terminated=src.terminated,
-        params=src.params,
-        dt=src.dt,
-        env_id=src.env_id,
-    )
+    data = dataclasses.replace(src, states=torch.stack(states, dim=1).numpy())
     torch.testing.assert_close(mean_step_error(m, data), c, rtol=1e-6, atol=1e-9)
     budget = AdaptBudget(inner_steps=30, lr=1e-2, optimizer="adam")
     plain = m.adapt(data, budget)
