@@ -15,7 +15,9 @@ from metasym_control.task import Task
 logger = logging.getLogger(__name__)
 
 FallbackKind = Literal["none", "shifted_plan", "controller", "safe_action"]
-FaultKind = Literal["none", "non_finite", "untrusted", "solver_failed", "infeasible"]
+FaultKind = Literal[
+    "none", "non_finite", "untrusted", "solver_failed", "infeasible", "unrecoverable"
+]
 
 
 def model_device_dtype(
@@ -136,6 +138,15 @@ def check_plan(
         if np.any(states < lo) or np.any(states > hi):
             return "untrusted"
     return "none"
+
+
+def unrecoverable(
+    task: Task, state: np.ndarray, fallback: Controller | None, supervise: bool
+) -> bool:
+    """Whether a supervised MPC hands this step to its fallback controller: `state` (nx,)
+    is one the task calls not recoverable (`Task.recoverable`) and there is a fallback
+    controller to fly it (the safe action, a fixed command, would not brake)."""
+    return supervise and fallback is not None and not task.recoverable(state)
 
 
 def safe_action(task: Task, t: float) -> np.ndarray:

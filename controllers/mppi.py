@@ -23,6 +23,7 @@ from metasym_control.controllers.common import (
     last_resort,
     model_device_dtype,
     trusted_bounds,
+    unrecoverable,
 )
 from metasym_control.controllers.objective import SequenceObjective
 from metasym_control.controllers.offset import (
@@ -88,6 +89,13 @@ class MPPIConfig:
             errors with this gain per step (0, default: off; then no wrapper, no cost).
             The rollouts then step one by one (no fused rollout).
         disturbance_index: the state components that carry d (None: all).
+        supervise: a step whose measured state the task calls not recoverable
+            (`Task.recoverable`: the quadrotor could no longer brake before the floor or a
+            wall) is flown by the fallback controller (fault "unrecoverable"), whatever the
+            model predicts; no effect without a fallback controller.
+        trust_tolerance: how far (a fraction of the trusted region's span per component) the
+            plan's prediction may leave the region (widened to contain the measured state)
+            and still be flown; the samples are weighed against the region itself.
     """
 
     horizon: int = 20
@@ -106,6 +114,8 @@ class MPPIConfig:
     profile: bool = False
     disturbance_gain: float = 0.0
     disturbance_index: tuple[int, ...] | None = None
+    supervise: bool = True
+    trust_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         check_disturbance_options("MPPIConfig", self.disturbance_gain, self.disturbance_index)
@@ -280,8 +290,13 @@ class MPPI:
             elif not np.all(np.isfinite(plan_u_np)):
                 fault = "non_finite"
             else:
-                fault = check_plan(plan_x_np, self._trust, np.asarray(state, np.float64))
-            if fault != "none":
+                x_now = np.asarray(state, np.float64)
+                fault = check_plan(plan_x_np, self._trust, x_now, self._tolerance())
+            if unrecoverable(self.task, state, self.fallback, c.supervise):
+                # the model planned this state as it planned the steps that led here
+                fault = "unrecoverable"
+                plan_u_np, plan_x_np, fallback = self._fallback(x0, window, t, None)
+            elif fault != "none":
                 plan_u_np, plan_x_np, fallback = self._fallback(
                     x0, window, t, warm if self._warm is not None else None
                 )
@@ -466,6 +481,13 @@ class MPPI:
             return _GraphedPlan(fn)
         return fn
 
+    def _tolerance(self) -> np.ndarray | None:
+        """How far (nx,) a plan may leave the trusted region (`trust_tolerance`), or None."""
+        if self.config.trust_tolerance <= 0 or self._trust is None:
+            return None
+        span = self._trust[1] - self._trust[0]
+        return self.config.trust_tolerance * np.where(np.isfinite(span), span, 0.0)
+
     def _fallback(
         self, x0: torch.Tensor, window: Window, t: float, warm: torch.Tensor | None
     ) -> tuple[np.ndarray, np.ndarray, FallbackKind]:
@@ -480,7 +502,7 @@ class MPPI:
                 xs = model.rollout(x0[None], warm[None], expand_memory(memory, (1,)))[0]
                 xs_np = xs.cpu().numpy()
                 state = x0.detach().cpu().double().numpy()
-                if check_plan(xs_np, self._trust, state) == "none":
+                if check_plan(xs_np, self._trust, state, self._tolerance()) == "none":
                     return warm.cpu().numpy(), xs_np, "shifted_plan"
             except Exception as exc:
                 logger.warning("MPPI: shifted-plan check raised %s: %s", type(exc).__name__, exc)

@@ -26,6 +26,7 @@ from metasym_control.controllers.common import (
     last_resort,
     model_device_dtype,
     trusted_bounds,
+    unrecoverable,
 )
 from metasym_control.controllers.linearization import (
     Linearizer,
@@ -135,6 +136,9 @@ class NMPCConfig:
             checks, d estimated from the model's one-step errors with this gain per step
             (0, default: off).
         disturbance_index: the state components that carry d (None: all).
+        supervise: a step whose measured state the task calls not recoverable
+            (`Task.recoverable`) is flown by the fallback controller (fault "unrecoverable"),
+            whatever the plan; no effect without a fallback controller (as `MPPIConfig`).
     """
 
     horizon: int = 20
@@ -161,6 +165,7 @@ class NMPCConfig:
     qp_feas_tol: float = 1e-4
     disturbance_gain: float = 0.0
     disturbance_index: tuple[int, ...] | None = None
+    supervise: bool = True
 
     def __post_init__(self) -> None:
         check_disturbance_options("NMPCConfig", self.disturbance_gain, self.disturbance_index)
@@ -413,7 +418,11 @@ class NMPC:
             fault = check_plan(xs[1:], self._trust, x0, self._tolerance())
         if fault == "untrusted" and self._repairable():
             w_sol, fault = self._repair(w_init, x0, x_ref, u_ref, memory, info)
-        if fault != "none" or w_sol is None:
+        if unrecoverable(self.task, x0, self.fallback, c.supervise):
+            # the model planned this state as it planned the steps that led here
+            fault = "unrecoverable"
+            w_sol, fallback = self._fallback(x0, t, memory, None)
+        elif fault != "none" or w_sol is None:
             w_sol, fallback = self._fallback(x0, t, memory, prev_shift)
         xs, us = self._layout.split(w_sol)
         if fallback in ("safe_action", "controller"):

@@ -61,6 +61,11 @@ class FlightOptions:
             it (`AdaptBudget.free_offset`), leaving the constant to the observer; it tracked
             better on a development draw and on the experiment's vehicles
             (docs/controllers.md, "Adaptation against the observer").
+        supervise: every MPC hands a step on which the vehicle could no longer brake
+            before the floor or a wall (`QuadrotorTask.recoverable`) to its fallback
+            (`MPPIConfig.supervise`, `NMPCConfig.supervise`); MPPI on the nominal physics
+            flew 13 heavy vehicles of the stress set into the floor without it
+            (docs/controllers.md, "A supervisor at the floor").
     """
 
     online: bool = True
@@ -77,6 +82,7 @@ class FlightOptions:
     adapt_lr: float = 3e-3
     adapt_horizon: int = 4
     adapt_free_offset: bool = True
+    supervise: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,8 @@ class DemoConfig(FlightOptions):
         samples: MPPI samples K.
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
             rti_trust_repair, rti_fallback, mppi_fallback, rti_step_fractions,
-            disturbance_gain, adapt_steps, adapt_lr, adapt_horizon, adapt_free_offset: the
+            disturbance_gain, adapt_steps, adapt_lr, adapt_horizon, adapt_free_offset,
+            supervise: the
             figure-8 flights' options (`FlightOptions`, shared with
             `metasym-control experiment`).
         checkpoint: MetaSym checkpoint stem (None: the shipped default weights).

@@ -361,7 +361,7 @@ class ExperimentArgs(FlightOptions):
         online, online_support, online_anchor, online_holdout, rti_trust_bounds,
             rti_trust_repair, rti_fallback, mppi_fallback, rti_step_fractions,
             disturbance_gain,
-            adapt_steps, adapt_lr, adapt_horizon, adapt_free_offset:
+            adapt_steps, adapt_lr, adapt_horizon, adapt_free_offset, supervise:
             quadrotor: the flights' online adaptation, RTI and offset-free settings
             (`FlightOptions`, as `demo`'s flags; the defaults are the demo's).
     """
@@ -435,7 +435,7 @@ def flight_flags(args: FlightOptions) -> str:
     default = FlightOptions()
     out = ""
     bools = ("online", "online_support", "rti_trust_bounds", "rti_trust_repair",
-             "adapt_free_offset")  # fmt: skip
+             "adapt_free_offset", "supervise")  # fmt: skip
     for name in bools:
         value = getattr(args, name)
         if value != getattr(default, name):

@@ -57,7 +57,13 @@ def make_quadrotor_mpc(
         # range and stress set) without a crash; the nominal PD crashed on half the stress
         # set, and a learned loop that fell back to it there went down with it
         nominal = QuadrotorModel(QuadrotorParams(), substeps=4)
-        backup = NMPCConfig(horizon=cfg.horizon, mode="rti", disturbance_gain=cfg.disturbance_gain)
+        # the backup flies the unrecoverable steps itself: its PD would not brake them
+        backup = NMPCConfig(
+            horizon=cfg.horizon,
+            mode="rti",
+            disturbance_gain=cfg.disturbance_gain,
+            supervise=False,
+        )
         fallback = NMPC(nominal, task, backup, fallback=fallback)
     if kind == "mppi":
         mcfg = MPPIConfig(
@@ -67,6 +73,7 @@ def make_quadrotor_mpc(
             noise_beta=1.0,
             seed=cfg.seed,
             disturbance_gain=cfg.disturbance_gain,
+            supervise=cfg.supervise,
         )
         return MPPI(model, task, mcfg, device=device, fallback=fallback)
     ncfg = NMPCConfig(
@@ -76,6 +83,7 @@ def make_quadrotor_mpc(
         trust_repair=cfg.rti_trust_repair,
         step_fractions=fractions,
         disturbance_gain=cfg.disturbance_gain,
+        supervise=cfg.supervise,
     )
     return NMPC(model, task, ncfg, fallback=fallback)
 

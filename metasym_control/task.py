@@ -89,6 +89,13 @@ class Task(ABC):
     def terminal_cost_casadi(self, x: Any, x_ref: Any) -> Any:
         """The same terminal cost on CasADi column vectors (nx,1), (nx,1)."""
 
+    def recoverable(self, state: np.ndarray) -> bool:
+        """Whether a controller can still stop the system from `state` (nx,) before it leaves
+        the task's safe set; the MPCs hand a step whose state is not recoverable to their
+        fallback controller (`MPPIConfig.supervise`, `NMPCConfig.supervise`). True unless a
+        task declares a safe set."""
+        return True
+
     def tracking_error(self, x: np.ndarray, x_ref: np.ndarray) -> np.ndarray:
         """Task-specific tracking error per stage, for RMSE tables.
 

@@ -37,6 +37,11 @@ class QuadrotorCostWeights:
 # Flight volume (m): leaving it terminates the episode.
 FLIGHT_LOWER = np.array([-4.0, -4.0, 0.05])
 FLIGHT_UPPER = np.array([4.0, 4.0, 5.0])
+# `QuadrotorTask.recoverable`: a vehicle with thrust-to-weight >= 1.5 (the experiment's
+# stress set) brakes a descent at >= 0.5 g; half of it leaves room for the fallback's
+# reaction and a tilted thrust axis
+RECOVERY_DECELERATION = 0.25 * 9.81  # m/s²
+RECOVERY_MARGIN = 0.1  # m
 
 
 class QuadrotorTask(Task):
@@ -123,6 +128,21 @@ class QuadrotorTask(Task):
         if self.state_dim == 17:
             hi[13:17] = self.thrust_bounds[1]
         return hi
+
+    def recoverable(self, state: np.ndarray) -> bool:
+        """Whether the vehicle at `state` (nx,) can stop inside the flight volume.
+
+        Along each axis, the distance to the wall it moves towards must exceed
+        `RECOVERY_MARGIN` plus its stopping distance v² / (2 a) at a = `RECOVERY_DECELERATION`.
+        A learned or nominal model that misjudges the vehicle's weight plans a descent it
+        cannot brake (MPPI on the nominal physics flew 13 heavy vehicles of the stress set
+        into the floor, docs/controllers.md); the MPC hands such a step to its fallback.
+        """
+        x = np.asarray(state, dtype=np.float64)
+        p, v = x[0:3], x[7:10]
+        stop = RECOVERY_MARGIN + v * v / (2.0 * RECOVERY_DECELERATION)
+        room = np.where(v < 0.0, p - FLIGHT_LOWER, FLIGHT_UPPER - p)
+        return bool(np.all(room > stop))
 
     # -- costs -------------------------------------------------------------------------
     def running_cost(

@@ -319,3 +319,28 @@ def test_a_trust_repair_that_cannot_keep_the_region_falls_back() -> None:
     assert info["trust_repair"] == "refused" and info["fallback"] == "safe_action"
     assert info["fault"] in ("infeasible", "solver_failed")
     assert info["trust_repairs"] == {"flown": 0, "refused": 1}
+
+
+def test_mppi_flies_a_plan_within_its_trust_tolerance() -> None:
+    """`trust_tolerance`: a plan may leave the trusted region by that fraction of its span
+    (here 0.5 × 0.6 m/s in speed) and still be flown; the strict check refuses such plans."""
+    cfg = MPPIConfig(horizon=10, num_samples=256, noise_sigma=0.5, trust_samples=False)
+    _, _, infos = simulate(MPPI(SpeedLimitModel(), TASK, cfg), X0, 10)
+    refused = sum(i["fault"] == "untrusted" for i in infos)
+    assert refused > 0
+    tolerant = MPPI(SpeedLimitModel(), TASK, MPPIConfig(**{**cfg.__dict__, "trust_tolerance": 0.5}))
+    speeds: list[tuple[float, float]] = []  # (flown plan's top speed, the region's reach)
+    act = tolerant.act
+
+    def recording_act(x: np.ndarray, *args: Any) -> np.ndarray:
+        u = act(x, *args)
+        if tolerant.last_info["fault"] == "none":
+            reach = max(0.3, *np.abs(x[2:]))  # widened to contain the measured state
+            speeds.append((float(np.abs(tolerant.last_plan[:, 2:]).max()), reach))
+        return u
+
+    tolerant.act = recording_act  # type: ignore[method-assign]
+    _, _, infos2 = simulate(tolerant, X0, 10)
+    assert sum(i["fault"] == "untrusted" for i in infos2) < refused
+    assert any(v > reach for v, reach in speeds)  # flown beyond the region itself ...
+    assert all(v <= reach + 0.5 * 0.6 + 1e-9 for v, reach in speeds)  # ... within the tolerance

@@ -355,6 +355,8 @@ def test_the_figure8_rti_falls_back_to_the_chosen_controller(fallback: str) -> N
         assert isinstance(ctrl.fallback, NMPC) and isinstance(ctrl.fallback.model, QuadrotorModel)
         assert ctrl.fallback.config.step_fractions == ()
         assert isinstance(ctrl.fallback.fallback, CascadedPD)
+        # the backup flies the unrecoverable steps itself, not on its PD
+        assert ctrl.config.supervise and not ctrl.fallback.config.supervise
     # a learned model gets the line search
     learned = make_quadrotor_mpc("rti", MLPModel(13, 4, 0.02), task, cfg)
     assert isinstance(learned, NMPC)
@@ -440,6 +442,9 @@ def test_a_table_names_the_non_default_flight_flags() -> None:
     assert flight_flags(ExperimentArgs(rti_step_fractions=())) == " --rti-step-fractions"
     assert flight_flags(ExperimentArgs(rti_trust_repair=True)) == " --rti-trust-repair"
     assert flight_flags(ExperimentArgs(mppi_fallback="pd")) == " --mppi-fallback pd"
+    unsupervised = ExperimentArgs(supervise=False)
+    assert flight_flags(unsupervised) == " --no-supervise"
+    assert not unsupervised.flight_config().supervise
     # the free offset: offset-free flights only, where an observer supplies it
     free = ExperimentArgs(disturbance_gain=0.3)
     assert flight_flags(free) == " --disturbance-gain 0.3"
