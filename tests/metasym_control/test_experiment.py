@@ -495,7 +495,8 @@ def test_offset_free_flights_are_named_and_kept_apart() -> None:
 
 def test_offset_free_mppi_keeps_a_heavy_vehicle_flying_on_the_nominal_physics() -> None:
     """The stress set's failure: MPPI on the nominal physics lets a 1.7x heavier vehicle in
-    wind sink into the ground; the offset-free MPPI learns the missing thrust and flies."""
+    wind sink into the ground; the offset-free MPPI learns the missing thrust and flies (both
+    unsupervised: the supervisor would keep the plain one up, tests/controllers)."""
     import dataclasses
 
     import gymnasium as gym
@@ -511,7 +512,7 @@ def test_offset_free_mppi_keeps_a_heavy_vehicle_flying_on_the_nominal_physics() 
     task = env.unwrapped.task  # type: ignore[attr-defined]
     runs = {}
     for gain in (0.0, 0.3):
-        cfg = dataclasses.replace(DemoConfig(), disturbance_gain=gain)
+        cfg = dataclasses.replace(DemoConfig(), disturbance_gain=gain, supervise=False)
         ctrl = make_quadrotor_mpc("mppi", QuadrotorModel(substeps=1), task, cfg)
         runs[gain] = run_closed_loop(env, ctrl, 200, seed=0)
     env.close()
