@@ -63,6 +63,7 @@ def flight_metrics(r: ClosedLoopResult, env: Any) -> dict[str, Any]:
 
     Returns:
         rmse_m (m), crashed (0/1), fallback_share (of the steps), fallbacks ({kind: steps}),
+        unrecoverable (steps the supervisor handed to the fallback, `MPPIConfig.supervise`),
         trust_repairs ({"flown": steps, "refused": steps}: RTI's bounded re-solves of
         untrusted plans, `NMPCConfig.trust_repair`; absent where none was tried),
         effort_n (RMS over steps and motors of the applied thrust minus the reference
@@ -80,6 +81,7 @@ def flight_metrics(r: ClosedLoopResult, env: Any) -> dict[str, Any]:
         "crashed": float(r.terminated),
         "fallback_share": len(fell) / len(kinds) if kinds else 0.0,
         "fallbacks": {k: fell.count(k) for k in sorted(set(fell))},
+        "unrecoverable": sum(i.get("fault") == "unrecoverable" for i in r.infos),
         **_repairs(r.infos),
         "effort_n": effort,
         "act_ms": 1e3 * float(np.median(r.act_seconds)) if n else float("nan"),
@@ -184,6 +186,8 @@ def summarise(runs: list[dict[str, dict[str, Any]]], controller: str) -> dict[st
             "fallback_median": float(np.median(fall)),
             "fallback_worst": float(np.max(fall)),
             "fallback_kinds": kinds,
+            # flights recorded before the supervisor existed count none
+            "unrecoverable": int(sum(r[m].get("unrecoverable", 0) for r in runs)),
             "effort_n": _nanmedian([r[m].get("effort_n", np.nan) for r in runs]),
             "act_ms": _nanmedian([r[m].get("act_ms", np.nan) for r in runs]),
             "adapt_s": _nanmedian([r[m].get("adapt_s", np.nan) for r in runs]),
@@ -243,6 +247,8 @@ def quadrotor_tables(summary: dict[str, Any]) -> str:
     for m, v in summary["methods"].items():
         lo, hi = v["rmse_interval"]
         kinds = ", ".join(f"{k} {c}" for k, c in v.get("fallback_kinds", {}).items()) or "—"
+        if v.get("unrecoverable", 0):
+            kinds += f" ({v['unrecoverable']} unrecoverable)"
         adapt = v.get("adapt_s", float("nan"))
         rows.append(
             [
@@ -281,7 +287,9 @@ def quadrotor_tables(summary: dict[str, Any]) -> str:
         ],
     )
     text = (
-        f"{table}\n\nEffort: RMS over steps and motors of thrust minus hover thrust. Act: "
+        f"{table}\n\nUnrecoverable: steps from which the vehicle could no longer brake before "
+        "the floor or a wall, flown by the fallback whatever the plan. "
+        "Effort: RMS over steps and motors of thrust minus hover thrust. Act: "
         "median wall time of one control step (the control period is 20 ms). Online "
         "adaptation: median wall time of one re-adaptation (the loop swaps the result in 5 "
         f"steps later).\n\n{goals}"

@@ -240,6 +240,7 @@ def test_quadrotor_figure8_experiment_runs_end_to_end(
         adapted = summary["methods"]["RTI + MetaSym (adapted)"]
         assert adapted["act_ms"] > 0 and adapted["effort_n"] > 0
         assert isinstance(adapted["fallback_kinds"], dict)
+        assert adapted["unrecoverable"] == 0  # a 0.3 s flight stays far from the floor
         # the RMSE-against-K curve: K = 0, 1, 2, 4 support flights on the first vehicle
         assert summary["curve"]["systems"] == 1
         assert list(summary["curve"]["median"]) == ["0", "1", "2", "4"]
