@@ -520,3 +520,40 @@ def test_offset_free_mppi_keeps_a_heavy_vehicle_flying_on_the_nominal_physics() 
     assert runs[0.0].terminated  # down within 4 s
     assert not runs[0.3].terminated and len(runs[0.3].actions) == 200
     assert runs[0.3].tracking_rmse(env.unwrapped) < 0.25
+
+
+def test_the_table_counts_the_steps_the_supervisor_handed_over() -> None:
+    """Per method, the steps flown by the fallback because the vehicle could no longer brake
+    (fault "unrecoverable") are summed over the vehicles and named beside the kinds;
+    vehicles recorded before the count existed count none."""
+    from metasym_control.figure8 import method_names
+    from metasym_control.figure8_experiment import PD, quadrotor_tables, summarise
+
+    names = [PD, *method_names("mppi")]
+
+    def flight(rmse: float, fallbacks: dict[str, int], unrecoverable: int | None) -> dict:
+        m = {
+            "rmse_m": rmse,
+            "crashed": 0.0,
+            "fallback_share": sum(fallbacks.values()) / 400,
+            "fallbacks": fallbacks,
+            "effort_n": 0.2,
+            "act_ms": 20.0,
+            "adapt_s": float("nan"),
+        }
+        return m if unrecoverable is None else {**m, "unrecoverable": unrecoverable}
+
+    supervised = {n: flight(0.1, {}, 0) for n in names}
+    supervised[names[1]] = flight(0.2, {"controller": 12}, 12)
+    older = {n: flight(0.1, {}, None) for n in names}  # recorded before the count
+    older[names[1]] = flight(0.3, {"controller": 5}, None)
+    runs = [supervised, older]
+    summary = summarise(runs, "mppi")
+    assert summary["methods"][names[1]]["unrecoverable"] == 12
+    assert summary["methods"][names[2]]["unrecoverable"] == 0
+    table = quadrotor_tables(summary)
+    row = next(line for line in table.splitlines() if line.startswith(f"| {names[1]} |"))
+    assert "controller 17 (12 unrecoverable)" in row
+    assert "unrecoverable" not in next(
+        line for line in table.splitlines() if line.startswith(f"| {names[2]} |")
+    )
