@@ -140,6 +140,18 @@ def check_plan(
     return "none"
 
 
+def region_tolerance(
+    bounds: tuple[np.ndarray, np.ndarray] | None, fraction: float
+) -> np.ndarray | None:
+    """How far (nx,) a plan may leave the trusted region `bounds` and still be flown:
+    `fraction` of the region's span per component (0 where a side is unbounded); None (not
+    at all) without a region or with `fraction` <= 0."""
+    if bounds is None or fraction <= 0:
+        return None
+    span = bounds[1] - bounds[0]
+    return fraction * np.where(np.isfinite(span), span, 0.0)
+
+
 def unrecoverable(
     task: Task, state: np.ndarray, fallback: Controller | None, supervise: bool
 ) -> bool:

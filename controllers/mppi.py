@@ -22,6 +22,7 @@ from metasym_control.controllers.common import (
     history_window,
     last_resort,
     model_device_dtype,
+    region_tolerance,
     trusted_bounds,
     unrecoverable,
 )
@@ -483,10 +484,7 @@ class MPPI:
 
     def _tolerance(self) -> np.ndarray | None:
         """How far (nx,) a plan may leave the trusted region (`trust_tolerance`), or None."""
-        if self.config.trust_tolerance <= 0 or self._trust is None:
-            return None
-        span = self._trust[1] - self._trust[0]
-        return self.config.trust_tolerance * np.where(np.isfinite(span), span, 0.0)
+        return region_tolerance(self._trust, self.config.trust_tolerance)
 
     def _fallback(
         self, x0: torch.Tensor, window: Window, t: float, warm: torch.Tensor | None

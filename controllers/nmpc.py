@@ -25,6 +25,7 @@ from metasym_control.controllers.common import (
     history_memory,
     last_resort,
     model_device_dtype,
+    region_tolerance,
     trusted_bounds,
     unrecoverable,
 )
@@ -487,9 +488,7 @@ class NMPC:
     def _tolerance(self) -> np.ndarray | None:
         """How far (nx,) a plan may leave the trusted region: `trust_tolerance` of its span
         with the soft region, else None (not at all)."""
-        if not self._soft or self._trust is None:
-            return None
-        return self.config.trust_tolerance * (self._trust[1] - self._trust[0])
+        return region_tolerance(self._trust, self.config.trust_tolerance) if self._soft else None
 
     # ------------------------------------------------------------------ warm starts, fallback
     def _shifted_warm(self, u_ref: np.ndarray) -> np.ndarray:
