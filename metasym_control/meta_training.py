@@ -87,6 +87,11 @@ class MetaTrainConfig:
             description of the system, not of the current state, as it must at step k of a
             long rollout or an MPC plan, where the window is k steps old; 0: the history ends
             at the start state.
+        short_context: fraction of the query windows whose history is cut to its last m
+            transitions, m drawn uniformly from 0..L-1 (m = 0: an empty window, as at a
+            closed loop's first step, where the model must predict before its window has
+            seen the system; full windows are otherwise the rule, and a window-reading model
+            is then least accurate exactly where a flight starts); 0: none.
         seed: seed of every draw (tasks, episodes, windows).
         checkpoint_every: outer steps between checkpoints (0: only at the end).
         log_every: outer steps between log records.
@@ -110,6 +115,7 @@ class MetaTrainConfig:
     unadapted_weight: float = 0.0  # plain MAML by default; the shipped weights use 0.5
     input_noise: float = 0.0  # clean inputs by default (docs/metasym.md measures it)
     context_gap: int = 0  # fresh windows by default (docs/metasym.md measures stale ones)
+    short_context: float = 0.0  # full windows by default (docs/metasym.md measures short ones)
     seed: int = 0  # everything random derives from it
     checkpoint_every: int = 0  # end-only by default
     log_every: int = 10  # log records every 10 steps
@@ -128,6 +134,9 @@ class MetaTrainConfig:
             raise ValueError(f"MetaTrainConfig.input_noise must be >= 0, got {self.input_noise}")
         if self.context_gap < 0:
             raise ValueError(f"MetaTrainConfig.context_gap must be >= 0, got {self.context_gap}")
+        if not 0.0 <= self.short_context <= 1.0:
+            frac = self.short_context
+            raise ValueError(f"MetaTrainConfig.short_context must be in [0, 1], got {frac}")
 
     @property
     def query_horizons(self) -> tuple[int, ...]:
@@ -179,6 +188,8 @@ def validate_train_config(cfg: MetaTrainConfig, prefix: str = "--train.") -> Non
     at_least(prefix + "inner-horizon", cfg.inner_horizon, 1)
     at_least(prefix + "batch-windows", cfg.batch_windows, 0)
     at_least(prefix + "context-gap", cfg.context_gap, 0)
+    if not 0.0 <= cfg.short_context <= 1.0:
+        raise ValueError(f"{prefix}short-context must be in [0, 1], got {cfg.short_context}")
     positive(prefix + "outer-lr", cfg.outer_lr)
 
 
@@ -441,6 +452,8 @@ def _task_loss(
     qbatch = to_batch(qry, qidx, dev, dtype)
     if config.input_noise > 0:
         qbatch = _perturbed(qbatch, model.state_std, config.input_noise, rng)
+    if config.short_context > 0:
+        qbatch = _shortened(qbatch, config.short_context, rng)
     params = model_params(model, detach=False)  # meta-gradients flow into every parameter
     fast = inner_loop(
         model,
@@ -475,6 +488,26 @@ def _perturbed(
         x = batch[key]
         eps = torch.as_tensor(rng.standard_normal(tuple(x.shape)), device=x.device, dtype=x.dtype)
         out[key] = x + eps * (scale * std.to(x.dtype))
+    return out
+
+
+def _shortened(
+    batch: dict[str, torch.Tensor], fraction: float, rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
+    """`batch` with a drawn `fraction` of its windows' histories (hv (B, L)) cut to their last
+    m transitions, m uniform in 0..L-1; cut slots are marked invalid, their actions zeroed as
+    `make_windows` pads. Drawn from `rng` (seeded per task and step)."""
+    hv = batch["hv"]
+    n, length = int(hv.shape[0]), int(hv.shape[1])
+    if length == 0 or n == 0:
+        return batch
+    picked = rng.random(n) < fraction
+    kept = rng.integers(0, length, size=n)
+    cut = np.where(picked, length - kept, 0)  # invalid slots at the front
+    keep = torch.as_tensor(np.arange(length)[None, :] >= cut[:, None], device=hv.device)
+    out = dict(batch)
+    out["hv"] = hv & keep
+    out["ha"] = torch.where(out["hv"][..., None], batch["ha"], torch.zeros_like(batch["ha"]))
     return out
 
 

@@ -231,3 +231,28 @@ def test_the_table_header_names_a_run_beyond_the_recipe() -> None:
     assert _variant_text({"train_context_gap": None, "metasym_width": None}) == ""
     text = _variant_text({"train_context_gap": 32, "metasym_width": 64, "metasym_mlp_ratio": 4})
     assert "32 steps stale" in text and "64 wide" in text and "4x its width" in text
+
+
+def test_the_goals_are_read_for_every_metasym_row_by_name() -> None:
+    """Each MetaSym row (the default and a fast-set variant) gets its own verdicts, against
+    the learned baselines' means and the trivial predictors."""
+    from metasym_control.evaluation import HOLD, MEAN, goals
+
+    def row(mean: float, lo: float, hi: float) -> dict[str, list[tuple[float, float, float]]]:
+        return {"at": [(mean, lo, hi)] * 3, "upto": [(mean, lo, hi)] * 3}
+
+    agg = {
+        ("metasym", 3): row(1.0, 0.9, 1.1),
+        ("metasym:meta_attention_head", 3): row(0.5, 0.4, 0.6),
+        ("mlp", 3): row(0.7, 0.5, 0.9),
+        (HOLD, 0): row(0.8, 0.7, 0.9),
+        (MEAN, 0): row(0.9, 0.8, 1.0),
+    }
+    text = goals({"config": {"horizons": [1, 50, 100]}}, agg, 3)
+    default, head = text.split("Goals (read off this run) for ")[1:]
+    assert default.startswith("metasym:") and head.startswith("metasym:meta_attention_head:")
+    assert "H = 50: MetaSym's interval top 1.1" in default and "not met (not below: mlp)" in default
+    assert head.count(": met") == 3  # 50, 100 and the longest H (0.5 below 0.8 and 0.9)
+    assert goals({"config": {"horizons": [1]}}, {("mlp", 3): row(1, 1, 1)}, 3).startswith(
+        "Goals: no MetaSym row"
+    )

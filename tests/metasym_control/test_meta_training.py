@@ -341,3 +341,44 @@ def test_stale_contexts_end_the_history_before_the_start() -> None:
 
     assert torch.equal(weights(base), weights(replace(base, context_gap=0)))
     assert not torch.equal(weights(base), weights(replace(base, context_gap=8)))
+
+
+def test_short_contexts_keep_a_drawn_suffix_of_the_history() -> None:
+    """`short_context`: the drawn windows keep only their last 0..L-1 transitions (valid slots
+    a suffix, cut actions zero), the rest and every future are untouched, the draw is seeded,
+    and meta-training with it trains otherwise than without."""
+    from metasym_control.meta_training import _shortened
+
+    n, length = 4000, 4
+    batch = {
+        "hv": torch.ones(n, length, dtype=torch.bool),
+        "ha": torch.ones(n, length, 2, dtype=torch.float64),
+        "hs": torch.ones(n, length, 3, dtype=torch.float64),
+        "x0": torch.zeros(n, 3, dtype=torch.float64),
+    }
+    out = _shortened(batch, 0.25, np.random.default_rng(0))
+    kept = out["hv"].sum(1)
+    cut = kept < length
+    assert 0.2 < float(cut.double().mean()) < 0.3  # the stated fraction, drawn
+    assert set(kept[cut].tolist()) == set(range(length))  # 0..L-1 transitions kept
+    assert torch.equal(out["hv"], out["hv"].flip(1).cummin(1).values.flip(1))  # a suffix
+    assert torch.equal(out["ha"].sum(-1) > 0, out["hv"])  # cut actions zeroed
+    assert out["x0"] is batch["x0"] and out["hs"] is batch["hs"]
+    assert torch.equal(out["hv"], _shortened(batch, 0.25, np.random.default_rng(0))["hv"])
+    with pytest.raises(ValueError, match="short_context"):
+        MetaTrainConfig(short_context=1.5)
+    tasks = oscillator_family(3, 3, 24, "train", seed=3)
+    config = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
+    base = MetaTrainConfig(
+        steps=2, meta_batch=2, support_episodes=2, inner_steps=1, batch_windows=8, lr_decay=False
+    )
+
+    def weights(cfg: MetaTrainConfig) -> torch.Tensor:
+        m = _model(config)
+        m.fit_normalization(tasks)
+        meta_train(m, tasks, cfg, progress=False)
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    assert torch.equal(weights(base), weights(replace(base, short_context=0.0)))
+    short = weights(replace(base, short_context=1.0))
+    assert torch.isfinite(short).all() and not torch.equal(weights(base), short)
