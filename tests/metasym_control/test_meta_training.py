@@ -42,6 +42,21 @@ def _train_from_scratch(config: MetaSymConfig, support: Trajectory, budget: Adap
     return m
 
 
+# a tiny meta-training run whose weights tell whether an option changed the training
+_TINY_TRAIN = MetaTrainConfig(
+    steps=2, meta_batch=2, support_episodes=2, inner_steps=1, batch_windows=8, lr_decay=False
+)
+
+
+def _tiny_trained_weights(cfg: MetaTrainConfig) -> torch.Tensor:
+    """All parameters, flattened, of a tiny MetaSym meta-trained with `cfg` on 3 oscillators."""
+    tasks = oscillator_family(3, 3, 24, "train", seed=3)
+    m = _model(MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4))
+    m.fit_normalization(tasks)
+    meta_train(m, tasks, cfg, progress=False)
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
 @pytest.mark.slow
 def test_learning_happens_on_oscillators() -> None:
     """Issue 5's claims on held-out (test-range) oscillators, 3-shot, 20-step rollouts:
@@ -327,18 +342,8 @@ def test_stale_contexts_end_the_history_before_the_start() -> None:
     assert len(set(gap[c >= L].tolist())) > 5  # drawn, not one fixed offset
     with pytest.raises(ValueError, match="context_gap"):
         MetaTrainConfig(context_gap=-1)
-    tasks = oscillator_family(3, 3, 24, "train", seed=3)
-    config = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
-    base = MetaTrainConfig(
-        steps=2, meta_batch=2, support_episodes=2, inner_steps=1, batch_windows=8, lr_decay=False
-    )
-
-    def weights(cfg: MetaTrainConfig) -> torch.Tensor:
-        m = _model(config)
-        m.fit_normalization(tasks)
-        meta_train(m, tasks, cfg, progress=False)
-        return torch.cat([p.detach().flatten() for p in m.parameters()])
-
+    base = _TINY_TRAIN
+    weights = _tiny_trained_weights
     assert torch.equal(weights(base), weights(replace(base, context_gap=0)))
     assert not torch.equal(weights(base), weights(replace(base, context_gap=8)))
 
@@ -367,18 +372,8 @@ def test_short_contexts_keep_a_drawn_suffix_of_the_history() -> None:
     assert torch.equal(out["hv"], _shortened(batch, 0.25, np.random.default_rng(0))["hv"])
     with pytest.raises(ValueError, match="short_context"):
         MetaTrainConfig(short_context=1.5)
-    tasks = oscillator_family(3, 3, 24, "train", seed=3)
-    config = MetaSymConfig(history_len=2, d_model=8, n_heads=1, encoder_width=4)
-    base = MetaTrainConfig(
-        steps=2, meta_batch=2, support_episodes=2, inner_steps=1, batch_windows=8, lr_decay=False
-    )
-
-    def weights(cfg: MetaTrainConfig) -> torch.Tensor:
-        m = _model(config)
-        m.fit_normalization(tasks)
-        meta_train(m, tasks, cfg, progress=False)
-        return torch.cat([p.detach().flatten() for p in m.parameters()])
-
+    base = _TINY_TRAIN
+    weights = _tiny_trained_weights
     assert torch.equal(weights(base), weights(replace(base, short_context=0.0)))
     short = weights(replace(base, short_context=1.0))
     assert torch.isfinite(short).all() and not torch.equal(weights(base), short)
