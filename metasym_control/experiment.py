@@ -344,6 +344,8 @@ class ExperimentArgs(FlightOptions):
         samples: MPPI samples (None: each system's default).
         seconds: length of the quadrotor's figure-8 flights, s.
         stress: also fly the quadrotor's stress set (as many vehicles as `systems`).
+        test_range: fly the quadrotor's held-out test range (`--no-test-range` with
+            `--stress`: the stress set alone, e.g. to add it to a run of the test range).
         checkpoint: a MetaSym checkpoint stem instead of the shipped one (one env only).
         task: the task (None: each system's default, e.g. the mesh's "settle"; one env only).
         export_csv: also write every flown run as a CSV log into `out/logs/`.
@@ -377,6 +379,7 @@ class ExperimentArgs(FlightOptions):
     export_csv: bool = False
     seconds: float = 8.0
     stress: bool = True
+    test_range: bool = True
     out: Path = Path("runs/experiment")
     benchmarks: Path | None = Path("BENCHMARKS.md")
     section: str | None = None
@@ -415,6 +418,8 @@ class ExperimentArgs(FlightOptions):
         at_least("--steps", self.steps, 1, optional=True)
         at_least("--samples", self.samples, 1, optional=True)
         at_least("--curve-systems", self.curve_systems, 0)
+        nothing = "used with --stress (else nothing is flown)"
+        require(self.test_range or self.stress, "--no-test-range", nothing, "--no-stress")
         section_name(self.section)
         if self.task is not None:
             require(len(self.envs) == 1, "--task", "used with exactly one --envs", self.envs)
@@ -665,7 +670,9 @@ def quadrotor_main(args: ExperimentArgs) -> None:
 
     cfg = args.flight_config()
     mpc = MPC_NAMES[args.controller]
-    sets = [("held-out (test range)", False)] + ([("stress set", True)] if args.stress else [])
+    sets = ([("held-out (test range)", False)] if args.test_range else []) + (
+        [("stress set", True)] if args.stress else []
+    )
     for title, stress in sets:
         summary = quadrotor_experiment(
             args.systems,

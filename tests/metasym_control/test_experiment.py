@@ -430,6 +430,9 @@ def test_the_experiment_passes_its_flight_options_to_every_flight() -> None:
         ExperimentArgs(envs=("quadrotor",), rti_step_fractions=(1.0, 0.0)).validate()
     with pytest.raises(UsageError, match="--mppi-fallback"):
         ExperimentArgs(envs=("quadrotor",), mppi_fallback="hover").validate()  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="--no-test-range"):
+        ExperimentArgs(envs=("quadrotor",), test_range=False, stress=False).validate()
+    ExperimentArgs(envs=("quadrotor",), test_range=False, stress=True).validate()
 
 
 def test_a_table_names_the_non_default_flight_flags() -> None:
