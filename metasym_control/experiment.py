@@ -691,6 +691,10 @@ def quadrotor_main(args: ExperimentArgs) -> None:
         extra = "" if args.samples is None else f" --samples {args.samples}"
         extra += "" if args.checkpoint is None else f" --checkpoint {args.checkpoint}"
         extra += flight_flags(args)
+        extra += "" if args.stress else " --no-stress"
+        extra += "" if args.test_range else " --no-test-range"
+        curves = args.curve_systems
+        extra += "" if curves == ExperimentArgs.curve_systems else f" --curve-systems {curves}"
         extra += "" if args.section is None else f" --section {args.section}"
         fallback_text = (
             ("a refused RTI step flies RTI on the nominal physics (its own refused steps the "

@@ -254,6 +254,7 @@ def test_quadrotor_figure8_experiment_runs_end_to_end(
         assert np.hypot(*p["wind"][:2]) <= 0.25 * 9.81 * p["mass"] + 1e-9
     text = bench.read_text()
     assert "section:experiment-quadrotor-rti-stress" in text
+    assert "--controller rti --seed 100 --seconds 0.3 --samples 16 --curve-systems 1`" in text
 
     # an interrupted run resumes: the same command flies no vehicle again
     import metasym_control.figure8_experiment as fx
