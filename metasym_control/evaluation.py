@@ -107,6 +107,8 @@ class EvalArgs:
         metasym_width: MetaSym's decoder width (`MetaSymConfig.d_model`; None: the
             recipe's); heads stay 16 wide.
         metasym_mlp_ratio: MetaSym's decoder MLP width / d_model (None: the recipe's).
+        metasym_attitude: MetaSym's encoder also takes the rotation's local chart and
+            angular momentum (`MetaSymConfig.canonical_attitude`; systems with a rotation).
         windows_per_episode: anchors scored in each query episode (evenly spaced).
         search: first search each learned model's meta-training configuration
             (`SEARCH_SPACE`, four per model, one seed each) on validation systems from the
@@ -144,6 +146,7 @@ class EvalArgs:
     train_context_gap: int | None = None
     metasym_width: int | None = None
     metasym_mlp_ratio: int | None = None
+    metasym_attitude: bool = False
     windows_per_episode: int = 8
     search: bool = False
     validation_systems: int = 6
@@ -165,7 +168,7 @@ class EvalArgs:
 
     def validate(self) -> None:
         """Check every option up front (`UsageError` naming the flag and its range)."""
-        from metasym_control.systems import known_systems
+        from metasym_control.systems import get_system, known_systems
         from metasym_control.usage import at_least, require, section_name
 
         require(self.env in known_systems(), "--env", f"one of {known_systems()}", self.env)
@@ -201,6 +204,9 @@ class EvalArgs:
             w = self.metasym_width
             require(w % 16 == 0, "--metasym-width", "a multiple of 16", w)
         at_least("--metasym-mlp-ratio", self.metasym_mlp_ratio, 1, optional=True)
+        if self.metasym_attitude:
+            rotates = get_system(self.env).attitude_coordinates is not None
+            require(rotates, "--metasym-attitude", "a system with a rotation (quadrotor)", self.env)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--validation-systems", self.validation_systems, 2)
         section_name(self.section)
@@ -442,6 +448,8 @@ def _variant_text(cfg: dict[str, Any]) -> str:
         parts.append(f"; MetaSym's decoder {cfg['metasym_width']} wide")
     if cfg.get("metasym_mlp_ratio"):
         parts.append(f"; MetaSym's decoder MLP {cfg['metasym_mlp_ratio']}x its width")
+    if cfg.get("metasym_attitude"):
+        parts.append("; MetaSym's encoder also on the attitude and angular momentum")
     return "".join(parts)
 
 
@@ -501,16 +509,21 @@ def learned_model(
         metasym = dataclasses.replace(metasym, d_model=width, n_heads=width // 16)
     if args.metasym_mlp_ratio is not None:
         metasym = dataclasses.replace(metasym, mlp_ratio=args.metasym_mlp_ratio)
+    if args.metasym_attitude:
+        metasym = dataclasses.replace(metasym, canonical_attitude=True)
     data = {"env": args.env, "seed": args.seed, "tasks": args.n_tasks, "episodes": args.episodes}
     data["steps"] = args.steps_per_episode
     train_cfg = dataclasses.asdict(cfg)
     for new in ("horizon_curriculum", "context_gap"):  # keeps older cached checkpoints' keys
         if not train_cfg[new]:
             del train_cfg[new]
+    metasym_cfg = dataclasses.asdict(metasym)
+    if not metasym_cfg["canonical_attitude"]:  # keeps older cached checkpoints' keys
+        del metasym_cfg["canonical_attitude"]
     payload = {
         "model": name,
         "train": train_cfg,
-        "metasym": dataclasses.asdict(metasym),
+        "metasym": metasym_cfg,
         "data": data,
         "init_seed": seed,
     }

@@ -83,6 +83,9 @@ class SystemEntry:
         analytic_model: `(params, dt) -> DynamicsModel` from physics; with the nominal
             parameters it is the nominal model, with the true ones the oracle.
         coordinates: `state_dim -> CoordinateMap`, the canonical (q, p) of the state.
+        attitude_coordinates: optional `state_dim -> CoordinateMap` that also pairs a local
+            chart of the rotation with the angular momentum (MetaSym's
+            `canonical_attitude`); None: the system has no rotation.
         state_range: `params -> (low, high)`, (nx,) each: the physical range of every state
             component (data outside it is refused as mis-scaled).
         tasks: the env's task names, the default first.
@@ -113,6 +116,7 @@ class SystemEntry:
     coordinates: Callable[[int], CoordinateMap]
     state_range: Callable[[SystemParams], tuple[np.ndarray, np.ndarray]]
     analytic_model: Callable[[SystemParams, float], DynamicsModel] | None = None
+    attitude_coordinates: Callable[[int], CoordinateMap] | None = None
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     tasks: tuple[str, ...] = ()
     task_kwarg: str = "task"
@@ -184,6 +188,7 @@ def _quadrotor_entry() -> SystemEntry:
         exploration=explore,
         analytic_model=analytic,
         coordinates=quadrotor_coordinates,
+        attitude_coordinates=lambda n: quadrotor_coordinates(n, attitude=True),
         state_range=state_range,
         tasks=("hover", "figure8", "waypoints"),
         mpc=MPCDefaults(horizon=20, samples=256, noise_sigma=0.15, temperature=0.1),
@@ -438,10 +443,22 @@ def model_for_data(
     Args:
         kind: a model kind of `metasym_control.models.registry.make_model`.
         data: a trajectory set of a registered system.
-        metasym: MetaSym's config (MetaSym kinds only; default if None).
+        metasym: MetaSym's config (MetaSym kinds only; default if None); its
+            `canonical_attitude` picks the system's attitude map.
         device, dtype: of the parameters.
+
+    Raises:
+        ValueError: `canonical_attitude` for a system without a rotation.
     """
     coords = coordinates_for_env(data.env_id, data.state_dim)
+    if metasym is not None and metasym.canonical_attitude:
+        entry = system_of(data.env_id, data.state_dim)
+        if entry is None or entry.attitude_coordinates is None:
+            raise ValueError(
+                f"MetaSymConfig.canonical_attitude: {data.env_id!r} has no attitude "
+                "coordinates (only systems with a rotation, the quadrotor, do)"
+            )
+        coords = entry.attitude_coordinates(data.state_dim)
     return make_model(
         kind, data.env_id, data.state_dim, data.action_dim, data.dt, coords, metasym, device, dtype
     )

@@ -29,8 +29,9 @@ class CoordinateMap:
         state_dim: nx.
         q_index: indices of the generalised coordinates (d of them).
         p_index: indices of the conjugate momenta (d of them, paired with `q_index`).
-        p_scale: factor from the stored component to the momentum (a nominal mass, kg); 1 if
-            the state already holds momenta.
+        p_scale: factor from the stored component to the momentum (a nominal mass, kg), one
+            for every pair or one per pair (d of them: a mass for a velocity, a moment of
+            inertia for a body rate); 1 if the state already holds momenta.
         quaternion_index: start of a unit quaternion (w, x, y, z) renormalised after each
             predicted step with w >= 0, or -1 for none.
     """
@@ -39,7 +40,7 @@ class CoordinateMap:
     state_dim: int
     q_index: tuple[int, ...]
     p_index: tuple[int, ...]
-    p_scale: float = 1.0
+    p_scale: float | tuple[float, ...] = 1.0
     quaternion_index: int = -1
     rest_index: tuple[int, ...] = field(init=False)
 
@@ -54,12 +55,24 @@ class CoordinateMap:
             raise ValueError(
                 f"CoordinateMap: indices must be distinct and in [0, {self.state_dim})"
             )
-        if not self.p_scale > 0:
+        if isinstance(self.p_scale, tuple) and len(self.p_scale) != len(self.q_index):
+            raise ValueError(
+                f"CoordinateMap.p_scale: {len(self.q_index)} per-pair factors expected, got "
+                f"{len(self.p_scale)}"
+            )
+        if not all(s > 0 for s in self.p_scales):
             raise ValueError(f"CoordinateMap.p_scale must be > 0, got {self.p_scale}")
         if self.quaternion_index >= 0 and self.quaternion_index + 4 > self.state_dim:
             raise ValueError("CoordinateMap.quaternion_index out of range")
         rest = tuple(i for i in range(self.state_dim) if i not in set(used))
         object.__setattr__(self, "rest_index", rest)
+
+    @property
+    def p_scales(self) -> tuple[float, ...]:
+        """The momentum factor of every pair, (d,): `p_scale` spread over the pairs."""
+        if isinstance(self.p_scale, tuple):
+            return self.p_scale
+        return (float(self.p_scale),) * len(self.q_index)
 
     @property
     def dim_q(self) -> int:
@@ -73,19 +86,20 @@ class CoordinateMap:
             "state_dim": self.state_dim,
             "q_index": list(self.q_index),
             "p_index": list(self.p_index),
-            "p_scale": self.p_scale,
+            "p_scale": list(self.p_scale) if isinstance(self.p_scale, tuple) else self.p_scale,
             "quaternion_index": self.quaternion_index,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CoordinateMap:
         """Rebuild a map written by `to_dict`."""
+        scale = data["p_scale"]
         return cls(
             kind=str(data["kind"]),
             state_dim=int(data["state_dim"]),
             q_index=tuple(int(i) for i in data["q_index"]),
             p_index=tuple(int(i) for i in data["p_index"]),
-            p_scale=float(data["p_scale"]),
+            p_scale=tuple(float(v) for v in scale) if isinstance(scale, list) else float(scale),
             quaternion_index=int(data["quaternion_index"]),
         )
 
@@ -99,14 +113,18 @@ class CoordinateMap:
         z = x.index_select(-1, idx)
         if self.p_scale != 1.0:
             d = self.dim_q
-            z = torch.cat([z[..., :d], z[..., d:] * self.p_scale], dim=-1)
+            z = torch.cat([z[..., :d], z[..., d:] * self._p_tensor(z)], dim=-1)
         return z
+
+    def _p_tensor(self, like: torch.Tensor) -> torch.Tensor:
+        """`p_scales` as a (d,) tensor of `like`'s dtype and device."""
+        return torch.tensor(self.p_scales, dtype=like.dtype, device=like.device)
 
     def canonical_delta_to_state(self, dz: torch.Tensor) -> torch.Tensor:
         """A change of (q, p) (..., 2d) as a change of the state (..., nx), zero on `rest`."""
         d = self.dim_q
         if self.p_scale != 1.0:
-            dz = torch.cat([dz[..., :d], dz[..., d:] / self.p_scale], dim=-1)
+            dz = torch.cat([dz[..., :d], dz[..., d:] / self._p_tensor(dz)], dim=-1)
         out = dz.new_zeros(*dz.shape[:-1], self.state_dim)
         idx = torch.as_tensor(self.canonical_index(), device=dz.device)
         return out.index_copy(-1, idx, dz)
@@ -177,25 +195,41 @@ def project_density(x: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 def quadrotor_coordinates(
-    state_dim: int = 13, mass: float = QUADROTOR_NOMINAL_MASS
+    state_dim: int = 13, mass: float = QUADROTOR_NOMINAL_MASS, attitude: bool = False
 ) -> CoordinateMap:
     """Quadrotor: q = position (m), p = nominal mass x linear velocity (kg m/s).
 
-    Rigid-body rotation has no global canonical pair, so the encoder takes the translation
-    and the decoder the rotation (quaternion, body rates) and rotor thrusts.
+    Rigid-body rotation has no global canonical pair, so by default the encoder takes the
+    translation and the decoder the rotation (quaternion, body rates) and rotor thrusts.
+    With `attitude`, the encoder also takes a local chart of the rotation: q = the
+    quaternion's vector part (x, y, z), p = 2 J ω with J the nominal X2's diagonal inertia
+    (kg m²) and ω the body rates (rad/s). For small tilts (q ≈ θ / 2, θ the rotation vector)
+    that pair is canonical (the Lagrangian ½ θ'ᵀ J θ' = 2 q'ᵀ J q' gives p = 4 J q' = 2 J ω); the
+    quaternion's w, the gyroscopic coupling and the torques stay with the decoder.
 
     Args:
         state_dim: 13, or 17 with the motor-lag thrust states.
         mass: nominal mass (kg) turning velocity into momentum.
+        attitude: also pair the attitude chart with the angular momentum.
     """
     if state_dim not in (13, 17):
         raise ValueError(f"quadrotor state_dim must be 13 or 17, got {state_dim}")
+    if not attitude:
+        return CoordinateMap(
+            kind="quadrotor",
+            state_dim=state_dim,
+            q_index=(0, 1, 2),
+            p_index=(7, 8, 9),
+            p_scale=mass,
+            quaternion_index=3,
+        )
+    inertia = tuple(2.0 * j for j in QuadrotorParams().inertia)
     return CoordinateMap(
         kind="quadrotor",
         state_dim=state_dim,
-        q_index=(0, 1, 2),
-        p_index=(7, 8, 9),
-        p_scale=mass,
+        q_index=(0, 1, 2, 4, 5, 6),
+        p_index=(7, 8, 9, 10, 11, 12),
+        p_scale=(mass, mass, mass, *inertia),
         quaternion_index=3,
     )
 

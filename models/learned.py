@@ -148,7 +148,7 @@ class LearnedModel(nn.Module):
             return
         idx = self.canonical_index
         pscale = torch.ones(2 * c.dim_q, dtype=self.state_mean.dtype, device=idx.device)
-        pscale[c.dim_q :] = c.p_scale
+        pscale[c.dim_q :] = torch.as_tensor(c.p_scales, dtype=pscale.dtype, device=idx.device)
         mean = self.state_mean[idx] * pscale
         std = self.state_std[idx] * pscale
         sq, sp = std[: c.dim_q], std[c.dim_q :]

@@ -61,6 +61,9 @@ class MetaSymConfig:
         encoder_linear_pairs: how many (see `SymplecticConfig.linear_pairs`).
         encoder_init_scale: scale of the encoder's initial fields (small: near identity).
         fast_set: which parameters adapt per system (the ablation knob).
+        canonical_attitude: the encoder also takes the rotation's local chart and angular
+            momentum (the coordinate map must hold them: `model_for_data` picks the system's
+            attitude map, e.g. `quadrotor_coordinates(nx, attitude=True)`).
         reversal_weight: weight of ||Φ_-dt(x_{k+1}) - x_k||^2 in the training loss.
         roundtrip_weight: weight of ||Φ_-dt(Φ_dt(x_k)) - x_k||^2 in the training loss.
     """
@@ -79,6 +82,7 @@ class MetaSymConfig:
     encoder_linear_pairs: int = 1  # more where modes turn far in a control step (the mesh)
     encoder_init_scale: float = 0.01  # start near Φ = id, like the decoder's zero head
     fast_set: str = "meta_attention"  # the paper's choice: adapt the meta-attention only
+    canonical_attitude: bool = False  # measured in docs/metasym.md; translation only by default
     reversal_weight: float = 0.1  # time reversal keeps energy drift down without dominating
     roundtrip_weight: float = 0.1  # Φ_-dt∘Φ_dt = id: the backward flow is the inverse
 
@@ -89,6 +93,12 @@ class MetaSymConfig:
             raise ValueError(f"MetaSymConfig.fast_set unknown: {self.fast_set!r}")
         if self.d_model % self.n_heads:
             raise ValueError("MetaSymConfig.d_model must be divisible by n_heads")
+
+
+def _has_attitude_pair(coords: CoordinateMap) -> bool:
+    """Whether `coords` pairs a quaternion's vector part (x, y, z) with momenta."""
+    i = coords.quaternion_index
+    return i >= 0 and {i + 1, i + 2, i + 3} <= set(coords.q_index)
 
 
 class MetaSym(LearnedModel):
@@ -131,6 +141,12 @@ class MetaSym(LearnedModel):
         if coords is None:
             raise ValueError(
                 "MetaSym needs a CoordinateMap (see metasym_control.models.coordinates)"
+            )
+        if cfg.canonical_attitude and not _has_attitude_pair(coords):
+            raise ValueError(
+                "MetaSymConfig.canonical_attitude needs a coordinate map whose q holds the "
+                "quaternion's vector part (e.g. quadrotor_coordinates(nx, attitude=True)); got "
+                f"q_index {coords.q_index}"
             )
         super().__init__(state_dim, action_dim, dt, cfg.history_len, coords, env_id)
         self.config = cfg

@@ -9,6 +9,7 @@ from perturbed import perturb
 from torch.func import jacrev, vmap
 
 from metasym_control.dynamics import AdaptBudget, DynamicsModel, expand_memory, rollout_by_steps
+from metasym_control.envs.quadrotor.params import QuadrotorParams
 from metasym_control.envs.toy_oscillator import TOY_DT, TOY_ENV_ID, oscillator_family
 from metasym_control.models.coordinates import (
     generic_coordinates,
@@ -264,6 +265,71 @@ def test_coordinate_maps() -> None:
         coordinates_for_env("Pendulum-v1", 3)
     with pytest.raises(ValueError):
         generic_coordinates(4, [0, 1], [1, 2])
+
+
+def test_the_attitude_map_pairs_the_quaternion_with_angular_momentum() -> None:
+    """`quadrotor_coordinates(attitude=True)`: q = (position, quaternion x y z), p = (m v,
+    2 J ω) with one factor per pair; it survives `to_dict`, and a MetaSym asked for the
+    attitude pair refuses a map without it."""
+    from metasym_control.models.coordinates import CoordinateMap
+
+    qc = quadrotor_coordinates(13, attitude=True)
+    assert qc.q_index == (0, 1, 2, 4, 5, 6) and qc.p_index == (7, 8, 9, 10, 11, 12)
+    assert qc.rest_index == (3,)
+    assert quadrotor_coordinates(17, attitude=True).rest_index == (3, 13, 14, 15, 16)
+    inertia = QuadrotorParams().inertia
+    assert qc.p_scales == pytest.approx((*[QuadrotorParams().mass] * 3, *(2 * j for j in inertia)))
+    x = torch.randn(4, 13, dtype=torch.float64)
+    z = qc.to_canonical(x)
+    momentum = x[:, 10:13] * 2 * torch.tensor(inertia, dtype=torch.float64)
+    torch.testing.assert_close(z[:, 9:], momentum)
+    torch.testing.assert_close(qc.canonical_delta_to_state(z)[:, 10:13], x[:, 10:13])
+    assert CoordinateMap.from_dict(qc.to_dict()) == qc
+    plain = quadrotor_coordinates(13)
+    assert CoordinateMap.from_dict(plain.to_dict()) == plain
+    with pytest.raises(ValueError, match="per-pair"):
+        generic_coordinates(4, [0, 1], [2, 3], p_scale=(1.0,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="canonical_attitude"):
+        MetaSym(13, 4, 0.02, MetaSymConfig(canonical_attitude=True), plain)
+
+
+def test_the_attitude_pair_is_symplectic_in_physical_coordinates() -> None:
+    """With per-pair momentum factors and each component's own data scale, the encoder's
+    flow is exactly symplectic in (position, quaternion xyz; m v, 2 J ω)."""
+    torch.manual_seed(0)
+    qc = quadrotor_coordinates(13, attitude=True)
+    m = perturb(MetaSym(13, 4, 0.02, MetaSymConfig(d_model=16), qc), 0.5)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # unequal scales, as in flight data
+        m.state_mean.copy_(torch.randn(13, generator=g, dtype=torch.float64))
+        m.state_std.copy_(torch.rand(13, generator=g, dtype=torch.float64) * 3 + 0.01)
+    m._on_normalization()
+    rest = torch.randn(13, generator=g, dtype=torch.float64)
+    rest[list(qc.canonical_index())] = 0.0
+
+    def phys_flow(p: torch.Tensor) -> torch.Tensor:
+        x = rest + qc.canonical_delta_to_state(p)
+        return qc.to_canonical(x + m._encode(x)[1])
+
+    om = symplectic_form(6)
+    for seed in range(3):
+        p = torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        j = jacrev(phys_flow)(p)
+        assert (j - torch.eye(12, dtype=torch.float64)).abs().max() > 1e-3  # not the identity
+        assert (j.T @ om @ j - om).abs().max() / max(1.0, float(j.detach().pow(2).sum())) < 1e-10
+
+
+def test_model_for_data_builds_the_attitude_map_where_asked() -> None:
+    from metasym_control.generate import generate_tasks
+    from metasym_control.systems import model_for_data
+
+    quad = generate_tasks("quadrotor", 1, 1, 12, "train", 0)[0]
+    m = model_for_data("metasym", quad, MetaSymConfig(d_model=16, canonical_attitude=True))
+    assert isinstance(m, MetaSym) and m.coords.dim_q == 6
+    assert model_for_data("metasym", quad, MetaSymConfig(d_model=16)).coords.dim_q == 3
+    toy = generate_tasks("toy", 1, 1, 12, "train", 0)[0]
+    with pytest.raises(ValueError, match="no attitude"):
+        model_for_data("metasym", toy, MetaSymConfig(d_model=16, canonical_attitude=True))
 
 
 def test_quadrotor_model_keeps_unit_quaternion() -> None:
