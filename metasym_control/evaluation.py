@@ -502,6 +502,7 @@ def learned_model(
         )
     kind, _, fast_set = name.partition(":")
     metasym = recipe.metasym if recipe is not None else MetaSymConfig()
+    unchanged = metasym  # what a baseline's key holds: MetaSym's options do not retrain it
     if fast_set:
         metasym = dataclasses.replace(metasym, fast_set=fast_set)
     if args.metasym_width is not None:
@@ -517,7 +518,7 @@ def learned_model(
     for new in ("horizon_curriculum", "context_gap"):  # keeps older cached checkpoints' keys
         if not train_cfg[new]:
             del train_cfg[new]
-    metasym_cfg = dataclasses.asdict(metasym)
+    metasym_cfg = dataclasses.asdict(metasym if kind == "metasym" else unchanged)
     if not metasym_cfg["canonical_attitude"]:  # keeps older cached checkpoints' keys
         del metasym_cfg["canonical_attitude"]
     payload = {

@@ -222,6 +222,10 @@ def test_metasym_size_options_build_that_size(tmp_path: Path) -> None:
     plain, _ = learned_model("metasym", train, args, 0, tmp_path)
     assert plain.config.d_model != 32 or plain.config.mlp_ratio != 3
     assert len(list((tmp_path / "metasym").iterdir())) == 2
+    # MetaSym's options leave a baseline's checkpoint as it is (reused, not retrained)
+    learned_model("mlp", train, args, 0, tmp_path)
+    learned_model("mlp", train, sized, 0, tmp_path)
+    assert len(list((tmp_path / "mlp").iterdir())) == 1
     with pytest.raises(UsageError, match="metasym-width"):
         dataclasses.replace(args, metasym_width=40).validate()
 
