@@ -323,9 +323,15 @@ def test_model_for_data_builds_the_attitude_map_where_asked() -> None:
     from metasym_control.generate import generate_tasks
     from metasym_control.systems import model_for_data
 
-    quad = generate_tasks("quadrotor", 1, 1, 12, "train", 0)[0]
-    m = model_for_data("metasym", quad, MetaSymConfig(d_model=16, canonical_attitude=True))
+    quad = generate_tasks("quadrotor", 1, 1, 20, "train", 0)[0]
+    # the head adapts too: a fresh decoder's zero head leaves the meta-attention no gradient
+    cfg = MetaSymConfig(d_model=16, canonical_attitude=True, fast_set="meta_attention_head")
+    m = model_for_data("metasym", quad, cfg)
     assert isinstance(m, MetaSym) and m.coords.dim_q == 6
+    m.fit_normalization([quad])  # normalisation and adaptation run through the six pairs
+    adapted = m.adapt(quad, AdaptBudget(inner_steps=3))
+    changed = [not torch.equal(a, b) for a, b in zip(adapted.parameters(), m.parameters())]
+    assert any(changed)
     assert model_for_data("metasym", quad, MetaSymConfig(d_model=16)).coords.dim_q == 3
     toy = generate_tasks("toy", 1, 1, 12, "train", 0)[0]
     with pytest.raises(ValueError, match="no attitude"):
