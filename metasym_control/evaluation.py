@@ -453,6 +453,15 @@ def _variant_text(cfg: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _without_unset(config: Any, later: tuple[str, ...]) -> dict[str, Any]:
+    """`dataclasses.asdict(config)` without those of the `later` fields that are unset."""
+    out = dataclasses.asdict(config)
+    for name in later:
+        if not out[name]:
+            del out[name]
+    return out
+
+
 def _config_key(payload: dict[str, Any]) -> str:
     from metasym_control.params import jsonable
 
@@ -514,13 +523,11 @@ def learned_model(
         metasym = dataclasses.replace(metasym, canonical_attitude=True)
     data = {"env": args.env, "seed": args.seed, "tasks": args.n_tasks, "episodes": args.episodes}
     data["steps"] = args.steps_per_episode
-    train_cfg = dataclasses.asdict(cfg)
-    for new in ("horizon_curriculum", "context_gap"):  # keeps older cached checkpoints' keys
-        if not train_cfg[new]:
-            del train_cfg[new]
-    metasym_cfg = dataclasses.asdict(metasym if kind == "metasym" else unchanged)
-    if not metasym_cfg["canonical_attitude"]:  # keeps older cached checkpoints' keys
-        del metasym_cfg["canonical_attitude"]
+    # options added later leave the key when off, so older cached checkpoints stay keyed
+    train_cfg = _without_unset(cfg, ("horizon_curriculum", "context_gap"))
+    metasym_cfg = _without_unset(
+        metasym if kind == "metasym" else unchanged, ("canonical_attitude",)
+    )
     payload = {
         "model": name,
         "train": train_cfg,
