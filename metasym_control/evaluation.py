@@ -109,6 +109,8 @@ class EvalArgs:
         metasym_mlp_ratio: MetaSym's decoder MLP width / d_model (None: the recipe's).
         metasym_attitude: MetaSym's encoder also takes the rotation's local chart and
             angular momentum (`MetaSymConfig.canonical_attitude`; systems with a rotation).
+        metasym_kinematic_attitude: MetaSym's quaternion follows its predicted body rates
+            exactly (`MetaSymConfig.kinematic_attitude`; systems with a rotation).
         windows_per_episode: anchors scored in each query episode (evenly spaced).
         search: first search each learned model's meta-training configuration
             (`SEARCH_SPACE`, four per model, one seed each) on validation systems from the
@@ -147,6 +149,7 @@ class EvalArgs:
     metasym_width: int | None = None
     metasym_mlp_ratio: int | None = None
     metasym_attitude: bool = False
+    metasym_kinematic_attitude: bool = False
     windows_per_episode: int = 8
     search: bool = False
     validation_systems: int = 6
@@ -207,6 +210,11 @@ class EvalArgs:
         if self.metasym_attitude:
             rotates = get_system(self.env).attitude_coordinates is not None
             require(rotates, "--metasym-attitude", "a system with a rotation (quadrotor)", self.env)
+        if self.metasym_kinematic_attitude:
+            rotates = get_system(self.env).attitude_coordinates is not None
+            flag = "--metasym-kinematic-attitude"
+            require(rotates, flag, "a system with a rotation (quadrotor)", self.env)
+            require(not self.metasym_attitude, flag, "not with --metasym-attitude", True)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--validation-systems", self.validation_systems, 2)
         section_name(self.section)
@@ -450,6 +458,8 @@ def _variant_text(cfg: dict[str, Any]) -> str:
         parts.append(f"; MetaSym's decoder MLP {cfg['metasym_mlp_ratio']}x its width")
     if cfg.get("metasym_attitude"):
         parts.append("; MetaSym's encoder also on the attitude and angular momentum")
+    if cfg.get("metasym_kinematic_attitude"):
+        parts.append("; MetaSym's attitude carried by its body rates")
     return "".join(parts)
 
 
@@ -521,12 +531,14 @@ def learned_model(
         metasym = dataclasses.replace(metasym, mlp_ratio=args.metasym_mlp_ratio)
     if args.metasym_attitude:
         metasym = dataclasses.replace(metasym, canonical_attitude=True)
+    if args.metasym_kinematic_attitude:
+        metasym = dataclasses.replace(metasym, kinematic_attitude=True)
     data = {"env": args.env, "seed": args.seed, "tasks": args.n_tasks, "episodes": args.episodes}
     data["steps"] = args.steps_per_episode
     # options added later leave the key when off, so older cached checkpoints stay keyed
     train_cfg = _without_unset(cfg, ("horizon_curriculum", "context_gap"))
     metasym_cfg = _without_unset(
-        metasym if kind == "metasym" else unchanged, ("canonical_attitude",)
+        metasym if kind == "metasym" else unchanged, ("canonical_attitude", "kinematic_attitude")
     )
     payload = {
         "model": name,

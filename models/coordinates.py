@@ -34,6 +34,8 @@ class CoordinateMap:
             inertia for a body rate); 1 if the state already holds momenta.
         quaternion_index: start of a unit quaternion (w, x, y, z) renormalised after each
             predicted step with w >= 0, or -1 for none.
+        rate_index: start of the body-frame angular velocity (3,), rad/s, that turns the
+            quaternion (q̇ = ½ q ⊗ (0, ω)), or -1 for none (see `carry_attitude`).
     """
 
     kind: str
@@ -42,6 +44,7 @@ class CoordinateMap:
     p_index: tuple[int, ...]
     p_scale: float | tuple[float, ...] = 1.0
     quaternion_index: int = -1
+    rate_index: int = -1
     rest_index: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +53,7 @@ class CoordinateMap:
                 f"CoordinateMap: q_index ({len(self.q_index)}) and p_index "
                 f"({len(self.p_index)}) must be non-empty and of equal length"
             )
+        nx = self.state_dim
         used = list(self.q_index) + list(self.p_index)
         if len(set(used)) != len(used) or min(used) < 0 or max(used) >= self.state_dim:
             raise ValueError(
@@ -64,6 +68,8 @@ class CoordinateMap:
             raise ValueError(f"CoordinateMap.p_scale must be > 0, got {self.p_scale}")
         if self.quaternion_index >= 0 and self.quaternion_index + 4 > self.state_dim:
             raise ValueError("CoordinateMap.quaternion_index out of range")
+        if self.rate_index >= 0 and (self.quaternion_index < 0 or self.rate_index + 3 > nx):
+            raise ValueError("CoordinateMap.rate_index needs a quaternion and 3 rates in range")
         rest = tuple(i for i in range(self.state_dim) if i not in set(used))
         object.__setattr__(self, "rest_index", rest)
 
@@ -88,6 +94,7 @@ class CoordinateMap:
             "p_index": list(self.p_index),
             "p_scale": list(self.p_scale) if isinstance(self.p_scale, tuple) else self.p_scale,
             "quaternion_index": self.quaternion_index,
+            "rate_index": self.rate_index,
         }
 
     @classmethod
@@ -101,6 +108,7 @@ class CoordinateMap:
             p_index=tuple(int(i) for i in data["p_index"]),
             p_scale=tuple(float(v) for v in scale) if isinstance(scale, list) else float(scale),
             quaternion_index=int(data["quaternion_index"]),
+            rate_index=int(data.get("rate_index", -1)),  # maps written before it had none
         )
 
     def canonical_index(self) -> list[int]:
@@ -128,6 +136,29 @@ class CoordinateMap:
         out = dz.new_zeros(*dz.shape[:-1], self.state_dim)
         idx = torch.as_tensor(self.canonical_index(), device=dz.device)
         return out.index_copy(-1, idx, dz)
+
+    def carry_attitude(self, x: torch.Tensor, x_next: torch.Tensor, dt: float) -> torch.Tensor:
+        """`x_next` (..., nx) with its quaternion replaced by x's turned through the step's
+        mean body rate: q' = q ⊗ exp(½ dt (ω + ω') / 2), the exact rotation kinematics
+        (second order in the step; 1e-4 of a quadrotor step's quaternion change at 50 Hz).
+
+        Args:
+            x: (..., nx) the state at the start of the step.
+            x_next: (..., nx) a predicted next state (its body rate ω' is used).
+            dt: the step, s.
+
+        Raises:
+            ValueError: the map has no quaternion or no body rate.
+        """
+        i, j = self.quaternion_index, self.rate_index
+        if i < 0 or j < 0:
+            raise ValueError(f"CoordinateMap {self.kind!r} has no quaternion and body rate")
+        half = (0.25 * dt) * (x[..., j : j + 3] + x_next[..., j : j + 3])  # (..., 3) rad
+        # the angle's square root is kept off zero so its gradient stays finite at rest
+        angle = torch.sqrt(half.pow(2).sum(-1, keepdim=True) + 1e-30)
+        q = x[..., i : i + 4]
+        turned = torch.cos(angle) * q + (2.0 * torch.sin(angle) / angle) * quaternion_rate(q, half)
+        return torch.cat([x_next[..., :i], turned, x_next[..., i + 4 :]], dim=-1)
 
     @property
     def density_levels(self) -> int:
@@ -222,6 +253,7 @@ def quadrotor_coordinates(
             p_index=(7, 8, 9),
             p_scale=mass,
             quaternion_index=3,
+            rate_index=10,
         )
     inertia = tuple(2.0 * j for j in QuadrotorParams().inertia)
     return CoordinateMap(
@@ -231,6 +263,23 @@ def quadrotor_coordinates(
         p_index=(7, 8, 9, 10, 11, 12),
         p_scale=(mass, mass, mass, *inertia),
         quaternion_index=3,
+        rate_index=10,
+    )
+
+
+def quaternion_rate(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """q̇ = ½ q ⊗ (0, ω) written out elementwise: unit quaternion q (..., 4) (w, x, y, z),
+    body rate ω (..., 3) rad/s -> (..., 4) 1/s."""
+    qw, qx, qy, qz = q.unbind(-1)
+    a, b, c = w.unbind(-1)
+    return 0.5 * torch.stack(
+        [
+            -qx * a - qy * b - qz * c,
+            qw * a + qy * c - qz * b,
+            qw * b + qz * a - qx * c,
+            qw * c + qx * b - qy * a,
+        ],
+        -1,
     )
 
 

@@ -73,6 +73,8 @@ def unsupported_reason(model: FoldedModel, x: torch.Tensor) -> str | None:
         return f"the fused rollout runs float32 only, got {x.dtype}"
     if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return f"the fused rollout needs a CUDA device (or TRITON_INTERPRET=1), got {x.device}"
+    if getattr(getattr(model, "config", None), "kinematic_attitude", False):
+        return "the fused rollout does not carry the attitude by the body rates"
     return stream_form_reason(model.fold_layout)
 
 

@@ -64,6 +64,10 @@ class MetaSymConfig:
         canonical_attitude: the encoder also takes the rotation's local chart and angular
             momentum (the coordinate map must hold them: `model_for_data` picks the system's
             attitude map, e.g. `quadrotor_coordinates(nx, attitude=True)`).
+        kinematic_attitude: the predicted quaternion is not the decoder's but the previous
+            one turned through the step's mean body rate (`CoordinateMap.carry_attitude`):
+            the rotation kinematics exact, the decoder predicts only the body rates' change
+            (the map must have a quaternion and body rates).
         reversal_weight: weight of ||Φ_-dt(x_{k+1}) - x_k||^2 in the training loss.
         roundtrip_weight: weight of ||Φ_-dt(Φ_dt(x_k)) - x_k||^2 in the training loss.
     """
@@ -83,6 +87,7 @@ class MetaSymConfig:
     encoder_init_scale: float = 0.01  # start near Φ = id, like the decoder's zero head
     fast_set: str = "meta_attention"  # the paper's choice: adapt the meta-attention only
     canonical_attitude: bool = False  # measured in docs/metasym.md; translation only by default
+    kinematic_attitude: bool = False  # measured in docs/metasym.md; off in format-1 checkpoints
     reversal_weight: float = 0.1  # time reversal keeps energy drift down without dominating
     roundtrip_weight: float = 0.1  # Φ_-dt∘Φ_dt = id: the backward flow is the inverse
 
@@ -147,6 +152,16 @@ class MetaSym(LearnedModel):
                 "MetaSymConfig.canonical_attitude needs a coordinate map whose q holds the "
                 "quaternion's vector part (e.g. quadrotor_coordinates(nx, attitude=True)); got "
                 f"q_index {coords.q_index}"
+            )
+        if cfg.kinematic_attitude and (coords.quaternion_index < 0 or coords.rate_index < 0):
+            raise ValueError(
+                "MetaSymConfig.kinematic_attitude needs a coordinate map with a quaternion and "
+                f"body rates (quaternion_index, rate_index); the {coords.kind!r} map has none"
+            )
+        if cfg.kinematic_attitude and cfg.canonical_attitude:
+            raise ValueError(
+                "MetaSymConfig: kinematic_attitude would overwrite the encoder's attitude "
+                "chart (canonical_attitude); choose one"
             )
         super().__init__(state_dim, action_dim, dt, cfg.history_len, coords, env_id)
         self.config = cfg
@@ -297,7 +312,7 @@ class MetaSym(LearnedModel):
         pu = torch.matmul(ua, fold["fold_wu"]) + fold["fold_b"]  # (B, T, N)
         xs = []
         for k in range(T):
-            x = self.coords.postprocess(step_folded(self.fold_layout, x, None, fold, pu[:, k]))
+            x = self._finish(x, step_folded(self.fold_layout, x, None, fold, pu[:, k]))
             xs.append(x)
         return torch.stack(xs, dim=1).view(*lead, T, nx)
 
@@ -327,12 +342,19 @@ class MetaSym(LearnedModel):
         # the chain (not the kernel's stream form), where it is the faster path
         if fold is not None and "fold_b" in fold and self._use_fold(x2, x2.shape[0]):
             x_next = step_folded(self.fold_layout, x2, u2, fold)
-            return self.coords.postprocess(x_next).view(*lead, self.state_dim), memory
+            return self._finish(x2, x_next).view(*lead, self.state_dim), memory
         e, dx = self._encode(x2)  # (B, 2d), (B, nx)
         tok = torch.cat([self.norm_state(x2), self.norm_action(u2), e], dim=-1)
         r, memory = self.decoder.step(tok.view(*lead, -1), memory)  # (..., nx)
         x_next = torch.addcmul(x2 + dx, self.delta_std, r.reshape(x2.shape))
-        return self.coords.postprocess(x_next).view(*lead, self.state_dim), memory
+        return self._finish(x2, x_next).view(*lead, self.state_dim), memory
+
+    def _finish(self, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
+        """The step's last stage, (B, nx), (B, nx) -> (B, nx): the attitude carried by the
+        body rates (`kinematic_attitude`), then the map's projection onto the states."""
+        if self.config.kinematic_attitude:
+            x_next = self.coords.carry_attitude(x, x_next, self.dt)
+        return self.coords.postprocess(x_next)
 
     # ---------------------------------------------------------------- training
     def auxiliary_loss(self, batch: Batch) -> torch.Tensor:

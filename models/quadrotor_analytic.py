@@ -11,6 +11,7 @@ import torch
 
 from metasym_control.dynamics import AdaptBudget, DynamicsModel, Memory, rollout_by_steps
 from metasym_control.envs.quadrotor.params import QuadrotorParams
+from metasym_control.models.coordinates import quaternion_rate
 from metasym_control.trajectory import Trajectory
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ class QuadrotorModel:
         zb = _body_z_poly(q) if fused else _body_z_torch(q)  # (..., 3) third column of R(q)
         acc = zb * thrust_over_m + c.c0
         wdot = (tau - torch.linalg.cross(w, c.inertia * w, dim=-1)) * c.inv_inertia
-        q_rate = _quat_rate_poly(q, w) if fused else _quat_rate_torch(q, w)
+        q_rate = quaternion_rate(q, w) if fused else _quat_rate_torch(q, w)
         parts = [v, q_rate, acc, wdot]
         if self.lag:
             parts.append((c.t_cmd - s[..., 13:17]) * (1.0 / self.params.motor_tau))
@@ -671,21 +672,6 @@ def _body_z_poly(q: torch.Tensor) -> torch.Tensor:
     w, x, y, z = q.unbind(-1)
     return torch.stack(
         [2.0 * (x * z + w * y), 2.0 * (y * z - w * x), 1.0 - 2.0 * (x * x + y * y)], -1
-    )
-
-
-def _quat_rate_poly(q: torch.Tensor, om: torch.Tensor) -> torch.Tensor:
-    """`_quat_rate_torch` written out elementwise: q (..., 4), ω (..., 3) -> (..., 4)."""
-    w, x, y, z = q.unbind(-1)
-    a, b, c = om.unbind(-1)
-    return 0.5 * torch.stack(
-        [
-            -x * a - y * b - z * c,
-            w * a + y * c - z * b,
-            w * b + z * a - x * c,
-            w * c + x * b - y * a,
-        ],
-        -1,
     )
 
 

@@ -233,20 +233,26 @@ def test_metasym_size_options_build_that_size(tmp_path: Path) -> None:
 def test_the_attitude_option_is_refused_without_a_rotation_and_keeps_default_keys(
     tmp_path: Path,
 ) -> None:
-    """`--metasym-attitude` needs a system with a rotation; off, the cached checkpoints'
-    keys are the ones from before the option existed (no `canonical_attitude` in them)."""
+    """`--metasym-attitude` and `--metasym-kinematic-attitude` need a system with a rotation
+    (and not each other); off, the cached checkpoints' keys are the ones from before the
+    options existed (neither field in them)."""
     from metasym_control.evaluation import learned_model
     from metasym_control.usage import UsageError
 
     with pytest.raises(UsageError, match="metasym-attitude"):
         EvalArgs(env="spring_mesh", metasym_attitude=True).validate()
     EvalArgs(env="quadrotor", metasym_attitude=True).validate()
+    with pytest.raises(UsageError, match="metasym-kinematic-attitude"):
+        EvalArgs(env="spring_mesh", metasym_kinematic_attitude=True).validate()
+    with pytest.raises(UsageError, match="metasym-kinematic-attitude"):
+        EvalArgs(env="quadrotor", metasym_kinematic_attitude=True, metasym_attitude=True).validate()
+    EvalArgs(env="quadrotor", metasym_kinematic_attitude=True).validate()
     train = generate_tasks("toy", 2, 2, 20, "train", 0)
     args = EvalArgs(env="toy", out=tmp_path, **{**TINY, "meta_steps": 1})  # type: ignore[arg-type]
     learned_model("metasym", train, args, 0, tmp_path)
     (saved,) = (tmp_path / "metasym").glob("*/model.json")
     keyed = json.loads(saved.read_text())["training"]["config"]["metasym"]
-    assert "canonical_attitude" not in keyed
+    assert "canonical_attitude" not in keyed and "kinematic_attitude" not in keyed
 
 
 def test_the_table_header_names_a_run_beyond_the_recipe() -> None:
@@ -256,6 +262,7 @@ def test_the_table_header_names_a_run_beyond_the_recipe() -> None:
     text = _variant_text({"train_context_gap": 32, "metasym_width": 64, "metasym_mlp_ratio": 4})
     assert "32 steps stale" in text and "64 wide" in text and "4x its width" in text
     assert "attitude" in _variant_text({"metasym_attitude": True})
+    assert "body rates" in _variant_text({"metasym_kinematic_attitude": True})
 
 
 def test_the_goals_are_read_for_every_metasym_row_by_name() -> None:

@@ -338,6 +338,69 @@ def test_model_for_data_builds_the_attitude_map_where_asked() -> None:
         model_for_data("metasym", toy, MetaSymConfig(d_model=16, canonical_attitude=True))
 
 
+def test_carry_attitude_turns_the_quaternion_by_the_mean_body_rate() -> None:
+    """`CoordinateMap.carry_attitude`: a steady yaw rate turns the quaternion by exactly
+    ω dt about body z; on flown quadrotor data the carried quaternion matches MuJoCo's to
+    1 % of a step's change (the rates are body-frame: the world frame would miss it)."""
+    from metasym_control.generate import generate_tasks
+
+    qc = quadrotor_coordinates(13)
+    assert qc.rate_index == 10 and quadrotor_coordinates(13, attitude=True).rate_index == 10
+    x = torch.zeros(2, 13, dtype=torch.float64)
+    x[:, 3] = 1.0
+    x[:, 12] = 2.0  # rad/s about z
+    turned = qc.carry_attitude(x, x, 0.05)[0, 3:7]
+    expected = torch.tensor([np.cos(0.05), 0.0, 0.0, np.sin(0.05)], dtype=torch.float64)
+    torch.testing.assert_close(turned, expected)
+    rest = x.clone()
+    rest[:, 10:] = 0.0
+    torch.testing.assert_close(qc.carry_attitude(rest, rest, 0.05), rest)
+    task = generate_tasks("quadrotor", 1, 2, 60, "test", 3)[0]
+    s = torch.as_tensor(task.states[:, :41])  # (2, 41, 13)
+    carried = qc.carry_attitude(s[:, :-1], s[:, 1:], task.dt)[..., 3:7]
+    step = (s[:, 1:, 3:7] - s[:, :-1, 3:7]).pow(2).mean().sqrt()
+    assert (carried - s[:, 1:, 3:7]).pow(2).mean().sqrt() < 0.01 * step
+    with pytest.raises(ValueError, match="body rate"):
+        spring_mesh_coordinates(8).carry_attitude(x[:, :8], x[:, :8], 0.05)
+
+
+def test_kinematic_attitude_leaves_the_quaternion_to_the_body_rates() -> None:
+    """With `kinematic_attitude` MetaSym's predicted quaternion is the carried one, on the
+    general and the folded step alike: the decoder's quaternion outputs change nothing, its
+    body-rate outputs do; a map without body rates is refused."""
+    torch.manual_seed(0)
+    cfg = MetaSymConfig(d_model=16, kinematic_attitude=True)
+    m = MetaSym(13, 4, 0.02, cfg, quadrotor_coordinates(13))
+    torch.nn.init.normal_(m.decoder.head.weight, std=0.3)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 13, generator=g, dtype=torch.float64)
+    x[:, 3:7] = torch.nn.functional.normalize(x[:, 3:7], dim=-1).abs()
+    u = torch.rand(5, 4, generator=g, dtype=torch.float64) * 2 - 1
+    hs = torch.randn(8, 13, generator=g, dtype=torch.float64)
+    ha = torch.rand(8, 4, generator=g, dtype=torch.float64) * 2 - 1
+    steps = []
+    for mode in ("never", "always"):
+        m.fold_mode = mode
+        y, _ = m.step(x, u, m.init_memory(hs, ha))
+        torch.testing.assert_close(y[:, 3:7], m.coords.carry_attitude(x, y, 0.02)[:, 3:7])
+        steps.append(y)
+    torch.testing.assert_close(steps[0], steps[1])
+    m.fold_mode = "never"
+    with torch.no_grad():
+        m.decoder.head.weight[3:7] += 1.0  # the quaternion rows
+    y_q, _ = m.step(x, u, m.init_memory(hs, ha))
+    torch.testing.assert_close(y_q, steps[0])
+    with torch.no_grad():
+        m.decoder.head.weight[10:13] += 1.0  # the body-rate rows turn the attitude
+    y_w, _ = m.step(x, u, m.init_memory(hs, ha))
+    assert (y_w[:, 3:7] - steps[0][:, 3:7]).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="body rates"):
+        MetaSym(8, 4, 0.1, cfg, spring_mesh_coordinates(8))
+    attitude_pair = MetaSymConfig(kinematic_attitude=True, canonical_attitude=True)
+    with pytest.raises(ValueError, match="choose one"):
+        MetaSym(13, 4, 0.02, attitude_pair, quadrotor_coordinates(13, attitude=True))
+
+
 def test_quadrotor_model_keeps_unit_quaternion() -> None:
     m = MetaSym(13, 4, 0.02, MetaSymConfig(d_model=16), quadrotor_coordinates(13))
     torch.nn.init.normal_(m.decoder.head.weight, std=0.5)
