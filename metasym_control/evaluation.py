@@ -207,13 +207,13 @@ class EvalArgs:
             w = self.metasym_width
             require(w % 16 == 0, "--metasym-width", "a multiple of 16", w)
         at_least("--metasym-mlp-ratio", self.metasym_mlp_ratio, 1, optional=True)
+        rotates = get_system(self.env).attitude_coordinates is not None
+        rotation = "a system with a rotation (quadrotor)"
         if self.metasym_attitude:
-            rotates = get_system(self.env).attitude_coordinates is not None
-            require(rotates, "--metasym-attitude", "a system with a rotation (quadrotor)", self.env)
+            require(rotates, "--metasym-attitude", rotation, self.env)
         if self.metasym_kinematic_attitude:
-            rotates = get_system(self.env).attitude_coordinates is not None
             flag = "--metasym-kinematic-attitude"
-            require(rotates, flag, "a system with a rotation (quadrotor)", self.env)
+            require(rotates, flag, rotation, self.env)
             require(not self.metasym_attitude, flag, "not with --metasym-attitude", True)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--validation-systems", self.validation_systems, 2)

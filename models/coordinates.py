@@ -53,7 +53,6 @@ class CoordinateMap:
                 f"CoordinateMap: q_index ({len(self.q_index)}) and p_index "
                 f"({len(self.p_index)}) must be non-empty and of equal length"
             )
-        nx = self.state_dim
         used = list(self.q_index) + list(self.p_index)
         if len(set(used)) != len(used) or min(used) < 0 or max(used) >= self.state_dim:
             raise ValueError(
@@ -68,7 +67,8 @@ class CoordinateMap:
             raise ValueError(f"CoordinateMap.p_scale must be > 0, got {self.p_scale}")
         if self.quaternion_index >= 0 and self.quaternion_index + 4 > self.state_dim:
             raise ValueError("CoordinateMap.quaternion_index out of range")
-        if self.rate_index >= 0 and (self.quaternion_index < 0 or self.rate_index + 3 > nx):
+        rates_fit = self.quaternion_index >= 0 and self.rate_index + 3 <= self.state_dim
+        if self.rate_index >= 0 and not rates_fit:
             raise ValueError("CoordinateMap.rate_index needs a quaternion and 3 rates in range")
         rest = tuple(i for i in range(self.state_dim) if i not in set(used))
         object.__setattr__(self, "rest_index", rest)
