@@ -255,6 +255,26 @@ def test_the_attitude_option_is_refused_without_a_rotation_and_keeps_default_key
     assert "canonical_attitude" not in keyed and "kinematic_attitude" not in keyed
 
 
+def test_the_protocol_trains_the_default_recipe_not_the_shipped_variant(tmp_path: Path) -> None:
+    """The shipped quadrotor checkpoint adapts the head and sees stale contexts; the protocol's
+    MetaSym keeps the default fast set and fresh contexts (those are flags), so its tables
+    and cached keys do not move when a shipped recipe does."""
+    from metasym_control.evaluation import learned_model
+    from metasym_control.pretrained import RECIPES
+
+    shipped = RECIPES[("quadrotor", "metasym")]
+    assert (shipped.metasym.fast_set, shipped.train.context_gap) == ("meta_attention_head", 32)
+    train = generate_tasks("quadrotor", 2, 2, 20, "train", 0)
+    args = EvalArgs(env="quadrotor", out=tmp_path, **{**TINY, "meta_steps": 1})  # type: ignore[arg-type]
+    model, _ = learned_model("metasym", train, args, 0, tmp_path)
+    assert model.config.fast_set == "meta_attention"
+    (saved,) = (tmp_path / "metasym").glob("*/model.json")
+    keyed = json.loads(saved.read_text())["training"]["config"]
+    assert "context_gap" not in keyed["train"] and keyed["metasym"]["fast_set"] == "meta_attention"
+    head, _ = learned_model("metasym:meta_attention_head", train, args, 0, tmp_path)
+    assert head.config.fast_set == "meta_attention_head"
+
+
 def test_the_table_header_names_a_run_beyond_the_recipe() -> None:
     from metasym_control.evaluation import _variant_text
 
