@@ -111,6 +111,8 @@ class EvalArgs:
             angular momentum (`MetaSymConfig.canonical_attitude`; systems with a rotation).
         metasym_kinematic_attitude: MetaSym's quaternion follows its predicted body rates
             exactly (`MetaSymConfig.kinematic_attitude`; systems with a rotation).
+        metasym_body_force: MetaSym's decoder also predicts a body-frame velocity change,
+            turned with the vehicle (`MetaSymConfig.body_force`; systems with a rotation).
         windows_per_episode: anchors scored in each query episode (evenly spaced).
         search: first search each learned model's meta-training configuration
             (`SEARCH_SPACE`, four per model, one seed each) on validation systems from the
@@ -150,6 +152,7 @@ class EvalArgs:
     metasym_mlp_ratio: int | None = None
     metasym_attitude: bool = False
     metasym_kinematic_attitude: bool = False
+    metasym_body_force: bool = False
     windows_per_episode: int = 8
     search: bool = False
     validation_systems: int = 6
@@ -215,6 +218,8 @@ class EvalArgs:
             flag = "--metasym-kinematic-attitude"
             require(rotates, flag, rotation, self.env)
             require(not self.metasym_attitude, flag, "not with --metasym-attitude", True)
+        if self.metasym_body_force:
+            require(rotates, "--metasym-body-force", rotation, self.env)
         at_least("--windows-per-episode", self.windows_per_episode, 1)
         at_least("--validation-systems", self.validation_systems, 2)
         section_name(self.section)
@@ -460,6 +465,8 @@ def _variant_text(cfg: dict[str, Any]) -> str:
         parts.append("; MetaSym's encoder also on the attitude and angular momentum")
     if cfg.get("metasym_kinematic_attitude"):
         parts.append("; MetaSym's attitude carried by its body rates")
+    if cfg.get("metasym_body_force"):
+        parts.append("; MetaSym's decoder with a body-frame force")
     return "".join(parts)
 
 
@@ -535,12 +542,15 @@ def learned_model(
         metasym = dataclasses.replace(metasym, canonical_attitude=True)
     if args.metasym_kinematic_attitude:
         metasym = dataclasses.replace(metasym, kinematic_attitude=True)
+    if args.metasym_body_force:
+        metasym = dataclasses.replace(metasym, body_force=True)
     data = {"env": args.env, "seed": args.seed, "tasks": args.n_tasks, "episodes": args.episodes}
     data["steps"] = args.steps_per_episode
     # options added later leave the key when off, so older cached checkpoints stay keyed
     train_cfg = _without_unset(cfg, ("horizon_curriculum", "context_gap"))
     metasym_cfg = _without_unset(
-        metasym if kind == "metasym" else unchanged, ("canonical_attitude", "kinematic_attitude")
+        metasym if kind == "metasym" else unchanged,
+        ("canonical_attitude", "kinematic_attitude", "body_force"),
     )
     payload = {
         "model": name,

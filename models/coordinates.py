@@ -36,6 +36,8 @@ class CoordinateMap:
             predicted step with w >= 0, or -1 for none.
         rate_index: start of the body-frame angular velocity (3,), rad/s, that turns the
             quaternion (q̇ = ½ q ⊗ (0, ω)), or -1 for none (see `carry_attitude`).
+        velocity_index: start of the world-frame linear velocity (3,), m/s, that a
+            body-frame force changes (see `body_to_world`), or -1 for none.
     """
 
     kind: str
@@ -45,6 +47,7 @@ class CoordinateMap:
     p_scale: float | tuple[float, ...] = 1.0
     quaternion_index: int = -1
     rate_index: int = -1
+    velocity_index: int = -1
     rest_index: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,11 @@ class CoordinateMap:
         rates_fit = self.quaternion_index >= 0 and self.rate_index + 3 <= self.state_dim
         if self.rate_index >= 0 and not rates_fit:
             raise ValueError("CoordinateMap.rate_index needs a quaternion and 3 rates in range")
+        velocity_fits = self.quaternion_index >= 0 and self.velocity_index + 3 <= self.state_dim
+        if self.velocity_index >= 0 and not velocity_fits:
+            raise ValueError(
+                "CoordinateMap.velocity_index needs a quaternion and 3 velocities in range"
+            )
         rest = tuple(i for i in range(self.state_dim) if i not in set(used))
         object.__setattr__(self, "rest_index", rest)
 
@@ -95,6 +103,7 @@ class CoordinateMap:
             "p_scale": list(self.p_scale) if isinstance(self.p_scale, tuple) else self.p_scale,
             "quaternion_index": self.quaternion_index,
             "rate_index": self.rate_index,
+            "velocity_index": self.velocity_index,
         }
 
     @classmethod
@@ -108,7 +117,9 @@ class CoordinateMap:
             p_index=tuple(int(i) for i in data["p_index"]),
             p_scale=tuple(float(v) for v in scale) if isinstance(scale, list) else float(scale),
             quaternion_index=int(data["quaternion_index"]),
-            rate_index=int(data.get("rate_index", -1)),  # maps written before it had none
+            # maps written before these existed had neither
+            rate_index=int(data.get("rate_index", -1)),
+            velocity_index=int(data.get("velocity_index", -1)),
         )
 
     def canonical_index(self) -> list[int]:
@@ -159,6 +170,27 @@ class CoordinateMap:
         q = x[..., i : i + 4]
         turned = torch.cos(angle) * q + (2.0 * torch.sin(angle) / angle) * quaternion_rate(q, half)
         return torch.cat([x_next[..., :i], turned, x_next[..., i + 4 :]], dim=-1)
+
+    def body_to_world(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        """A body-frame vector in the world frame at x's attitude: R(q) vec.
+
+        Args:
+            x: (..., nx) states holding a unit quaternion (w, x, y, z) at `quaternion_index`.
+            vec: (..., 3) body-frame vectors (any unit).
+
+        Returns:
+            (..., 3) the same vectors in the world frame (same unit).
+
+        Raises:
+            ValueError: the map has no quaternion.
+        """
+        i = self.quaternion_index
+        if i < 0:
+            raise ValueError(f"CoordinateMap {self.kind!r} has no quaternion")
+        w, u = x[..., i : i + 1], x[..., i + 1 : i + 4]
+        u, vec = torch.broadcast_tensors(u, vec)
+        t = 2.0 * torch.linalg.cross(u, vec)  # v' = v + w t + u x t (Rodrigues, unit q)
+        return vec + w * t + torch.linalg.cross(u, t)
 
     @property
     def density_levels(self) -> int:
@@ -254,6 +286,7 @@ def quadrotor_coordinates(
             p_scale=mass,
             quaternion_index=3,
             rate_index=10,
+            velocity_index=7,
         )
     inertia = tuple(2.0 * j for j in QuadrotorParams().inertia)
     return CoordinateMap(
@@ -264,6 +297,7 @@ def quadrotor_coordinates(
         p_scale=(mass, mass, mass, *inertia),
         quaternion_index=3,
         rate_index=10,
+        velocity_index=7,
     )
 
 

@@ -75,6 +75,8 @@ def unsupported_reason(model: FoldedModel, x: torch.Tensor) -> str | None:
         return f"the fused rollout needs a CUDA device (or TRITON_INTERPRET=1), got {x.device}"
     if getattr(getattr(model, "config", None), "kinematic_attitude", False):
         return "the fused rollout does not carry the attitude by the body rates"
+    if getattr(getattr(model, "config", None), "body_force", False):
+        return "the fused rollout has no body-frame force (MetaSymConfig.body_force)"
     return stream_form_reason(model.fold_layout)
 
 

@@ -68,6 +68,11 @@ class MetaSymConfig:
             one turned through the step's mean body rate (`CoordinateMap.carry_attitude`):
             the rotation kinematics exact, the decoder predicts only the body rates' change
             (the map must have a quaternion and body rates).
+        body_force: the decoder also predicts a velocity change in the body frame, rotated
+            into the world frame by the step's starting attitude (`CoordinateMap.body_to_world`)
+            and added to its world-frame one: the rotors' thrust turns with the vehicle
+            exactly, so a tilt beyond the training data's needs no extrapolation (the map
+            must have a quaternion and a velocity; the step is then never folded).
         reversal_weight: weight of ||Φ_-dt(x_{k+1}) - x_k||^2 in the training loss.
         roundtrip_weight: weight of ||Φ_-dt(Φ_dt(x_k)) - x_k||^2 in the training loss.
     """
@@ -88,6 +93,7 @@ class MetaSymConfig:
     fast_set: str = "meta_attention"  # the paper's choice: adapt the meta-attention only
     canonical_attitude: bool = False  # measured in docs/metasym.md; translation only by default
     kinematic_attitude: bool = False  # measured in docs/metasym.md; off in format-1 checkpoints
+    body_force: bool = False  # off in format-1 checkpoints (docs/metasym.md)
     reversal_weight: float = 0.1  # time reversal keeps energy drift down without dominating
     roundtrip_weight: float = 0.1  # Φ_-dt∘Φ_dt = id: the backward flow is the inverse
 
@@ -158,6 +164,11 @@ class MetaSym(LearnedModel):
                 "MetaSymConfig.kinematic_attitude needs a coordinate map with a quaternion and "
                 f"body rates (quaternion_index, rate_index); the {coords.kind!r} map has none"
             )
+        if cfg.body_force and coords.velocity_index < 0:
+            raise ValueError(
+                "MetaSymConfig.body_force needs a coordinate map with a quaternion and a "
+                f"world-frame velocity (velocity_index); the {coords.kind!r} map has none"
+            )
         if cfg.kinematic_attitude and cfg.canonical_attitude:
             raise ValueError(
                 "MetaSymConfig: kinematic_attitude would overwrite the encoder's attitude "
@@ -181,7 +192,7 @@ class MetaSym(LearnedModel):
         )
         self.decoder = ActiveDecoder(
             token_dim=state_dim + action_dim + 2 * d,
-            out_dim=state_dim,
+            out_dim=state_dim + (3 if cfg.body_force else 0),
             history_len=cfg.history_len,
             config=DecoderConfig(
                 cfg.d_model,
@@ -258,7 +269,8 @@ class MetaSym(LearnedModel):
             valid = torch.ones(states.shape[:-1], dtype=torch.bool, device=states.device)
         e, _ = self._encode(states)
         memory = self.decoder.encode_prefix(self._token(states, actions, e), valid.bool())
-        if states.dim() == 2 and self.config.own_context == 0 and self._should_fold():
+        foldable = self.config.own_context == 0 and not self.config.body_force
+        if states.dim() == 2 and foldable and self._should_fold():
             # the kernel's stream form where the rollout runs the kernel, else the chain
             stream_form = self._kernel_for(self.decoder.head.weight) != "torch"
             memory.update(fold_step(self, memory, stream_form))
@@ -345,9 +357,22 @@ class MetaSym(LearnedModel):
             return self._finish(x2, x_next).view(*lead, self.state_dim), memory
         e, dx = self._encode(x2)  # (B, 2d), (B, nx)
         tok = torch.cat([self.norm_state(x2), self.norm_action(u2), e], dim=-1)
-        r, memory = self.decoder.step(tok.view(*lead, -1), memory)  # (..., nx)
-        x_next = torch.addcmul(x2 + dx, self.delta_std, r.reshape(x2.shape))
+        r, memory = self.decoder.step(tok.view(*lead, -1), memory)  # (..., nx [+ 3])
+        r = r.reshape(x2.shape[0], -1)
+        x_next = torch.addcmul(x2 + dx, self.delta_std, r[:, : self.state_dim])
+        if self.config.body_force:
+            x_next = x_next + self._body_change(x2, r[:, self.state_dim :])
         return self._finish(x2, x_next).view(*lead, self.state_dim), memory
+
+    def _body_change(self, x: torch.Tensor, r_body: torch.Tensor) -> torch.Tensor:
+        """The state change (B, nx) of the decoder's body-frame outputs r_body (B, 3): a
+        velocity change R(q) s r_body, s the RMS of the velocity's one-step-change stds (one
+        scale for all three axes, so the rotation stays a rotation)."""
+        i = self.coords.velocity_index
+        scale = self.delta_std[i : i + 3].pow(2).mean().sqrt()
+        dv = self.coords.body_to_world(x, scale * r_body)  # (B, 3) m/s
+        out = torch.zeros_like(x)
+        return torch.cat([out[:, :i], dv, out[:, i + 3 :]], dim=-1)
 
     def _finish(self, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
         """The step's last stage, (B, nx), (B, nx) -> (B, nx): the attitude carried by the

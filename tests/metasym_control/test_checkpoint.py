@@ -23,7 +23,6 @@ from metasym_control.envs.toy_oscillator import TOY_DT, TOY_ENV_ID, oscillator_f
 from metasym_control.models.baselines import MLPModel
 from metasym_control.models.metasym import MetaSym, MetaSymConfig
 from metasym_control.systems import coordinates_for_env
-from metasym_control.weights import DEFAULT_WEIGHTS
 
 # the canonical buffers' names in format 1 and 2 checkpoints
 OLD_BUFFER_NAMES = {
@@ -35,6 +34,10 @@ OLD_BUFFER_NAMES = {
     "canonical_offset": "can_sub",
     "canonical_to_state": "can_out",
 }
+
+# a checkpoint written by the library's first format (the quadrotor weights shipped until
+# 2026-12-07), kept so that reading it stays tested
+FORMAT_1_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "format1_metasym_quadrotor"
 
 
 def _metasym() -> MetaSym:
@@ -240,12 +243,11 @@ def test_format_2_buffer_names_load_under_their_new_names(tmp_path: Path) -> Non
         load_checkpoint(wpath)
 
 
-def test_shipped_weights_load_with_consistent_canonical_buffers() -> None:
-    """The shipped checkpoint (format 1, `can_*` names) loads, and each renamed buffer holds
-    what its name says: recomputing them from the normalisation gives the same values."""
-    if not DEFAULT_WEIGHTS.with_suffix(".safetensors").exists():
-        pytest.skip("no shipped weights in this checkout")
-    m, meta = load_checkpoint(DEFAULT_WEIGHTS, expect_class="MetaSym")
+def test_format_1_weights_load_with_consistent_canonical_buffers() -> None:
+    """The quadrotor checkpoint shipped until 2026-12-07 (format 1, `can_*` names, kept as a
+    fixture) loads, and each renamed buffer holds what its name says: recomputing them from
+    the normalisation gives the same values."""
+    m, meta = load_checkpoint(FORMAT_1_WEIGHTS, expect_class="MetaSym")
     assert meta["format_version"] == 1
     saved = {k: v.clone() for k, v in m.state_dict().items() if k in OLD_BUFFER_NAMES}
     assert set(saved) == set(OLD_BUFFER_NAMES)

@@ -247,19 +247,22 @@ def test_the_attitude_option_is_refused_without_a_rotation_and_keeps_default_key
     with pytest.raises(UsageError, match="metasym-kinematic-attitude"):
         EvalArgs(env="quadrotor", metasym_kinematic_attitude=True, metasym_attitude=True).validate()
     EvalArgs(env="quadrotor", metasym_kinematic_attitude=True).validate()
+    with pytest.raises(UsageError, match="metasym-body-force"):
+        EvalArgs(env="quantum", metasym_body_force=True).validate()
+    EvalArgs(env="quadrotor", metasym_body_force=True).validate()
     train = generate_tasks("toy", 2, 2, 20, "train", 0)
     args = EvalArgs(env="toy", out=tmp_path, **{**TINY, "meta_steps": 1})  # type: ignore[arg-type]
     learned_model("metasym", train, args, 0, tmp_path)
     (saved,) = (tmp_path / "metasym").glob("*/model.json")
     keyed = json.loads(saved.read_text())["training"]["config"]["metasym"]
-    assert "canonical_attitude" not in keyed and "kinematic_attitude" not in keyed
+    assert not {"canonical_attitude", "kinematic_attitude", "body_force"} & set(keyed)
 
 
 def test_the_protocol_trains_the_default_recipe_not_the_shipped_variant(tmp_path: Path) -> None:
     """The shipped quadrotor checkpoint adapts the head and sees stale contexts; the protocol's
     MetaSym keeps the default fast set and fresh contexts (those are flags), so its tables
     and cached keys do not move when a shipped recipe does."""
-    from metasym_control.evaluation import learned_model
+    from metasym_control.evaluation import _variant_text, learned_model
     from metasym_control.pretrained import RECIPES
 
     shipped = RECIPES[("quadrotor", "metasym")]
@@ -273,6 +276,11 @@ def test_the_protocol_trains_the_default_recipe_not_the_shipped_variant(tmp_path
     assert "context_gap" not in keyed["train"] and keyed["metasym"]["fast_set"] == "meta_attention"
     head, _ = learned_model("metasym:meta_attention_head", train, args, 0, tmp_path)
     assert head.config.fast_set == "meta_attention_head"
+    # the body-frame force trains and adapts through the same path
+    forced = dataclasses.replace(args, metasym_body_force=True)
+    model, _ = learned_model("metasym", train, forced, 0, tmp_path)
+    assert model.config.body_force and model.decoder.head.weight.shape[0] == 13 + 3
+    assert "body-frame force" in _variant_text({"metasym_body_force": True})
 
 
 def test_the_table_header_names_a_run_beyond_the_recipe() -> None:

@@ -458,3 +458,64 @@ def test_the_empty_fast_set_adapts_nothing_and_meta_trains() -> None:
         a = model.rollout(x, u, model.init_memory(hs, ha, hv))
         b = adapted.rollout(x, u, adapted.init_memory(hs, ha, hv))
     torch.testing.assert_close(a, b)
+
+
+def _rotation_matrix(q: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) of unit quaternions (..., 4) (w, x, y, z), the textbook formula."""
+    w, x, y, z = q.unbind(-1)
+    rows = [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ]
+    return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
+
+def test_body_to_world_is_the_quaternions_rotation() -> None:
+    qc = quadrotor_coordinates(13)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 13, generator=g, dtype=torch.float64)
+    x[:, 3:7] = torch.nn.functional.normalize(x[:, 3:7], dim=-1)
+    v = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    expected = (_rotation_matrix(x[:, 3:7]) @ v[..., None])[..., 0]
+    torch.testing.assert_close(qc.body_to_world(x, v), expected)
+    with pytest.raises(ValueError, match="no quaternion"):
+        spring_mesh_coordinates(8).body_to_world(x[:, :8], v)
+    # a map written before the velocity index existed reads as none
+    old = {k: val for k, val in qc.to_dict().items() if k != "velocity_index"}
+    assert type(qc).from_dict(old).velocity_index == -1
+
+
+def test_body_force_turns_with_the_vehicle() -> None:
+    """With `body_force` the decoder's three extra outputs are a velocity change in the body
+    frame: a tilted vehicle gets the level one's change turned by its tilt (a thrust turns
+    with the vehicle), the world-frame outputs stay as they are; the step is never folded,
+    the rollout is repeated steps, and a map without a velocity is refused."""
+    torch.manual_seed(0)
+    cfg = MetaSymConfig(d_model=16, body_force=True)
+    m = MetaSym(13, 4, 0.02, cfg, quadrotor_coordinates(13))
+    assert m.decoder.head.weight.shape[0] == 16
+    with torch.no_grad():
+        m.decoder.head.weight.zero_()
+        m.decoder.head.bias.zero_()
+        m.decoder.head.bias[13:] = torch.tensor([0.0, 0.0, 1.0])  # along the body's z axis
+    angle = 0.7  # about the body's x axis, beyond any training tilt
+    x = torch.zeros(2, 13, dtype=torch.float64)
+    x[0, 3] = 1.0
+    x[1, 3], x[1, 4] = np.cos(angle / 2), np.sin(angle / 2)
+    hs, ha = torch.zeros(8, 13, dtype=torch.float64), torch.zeros(8, 4, dtype=torch.float64)
+    u = torch.zeros(2, 4, dtype=torch.float64)
+    y, _ = m.step(x, u, m.init_memory(hs, ha))
+    scale = m.delta_std[7:10].pow(2).mean().sqrt()
+    turned = scale * torch.tensor([0.0, -np.sin(angle), np.cos(angle) - 1.0], dtype=torch.float64)
+    torch.testing.assert_close(y[1, 7:10] - y[0, 7:10], turned)  # the encoder's part is alike
+    torch.testing.assert_close(y[1, :3], y[0, :3])
+    # the general path everywhere: no folded memory, the rollout equals repeated steps
+    torch.nn.init.normal_(m.decoder.head.weight, std=0.3)
+    m.fold_mode = "always"
+    memory = m.init_memory(hs, ha)
+    assert "fold_b" not in memory
+    us = torch.rand(2, 5, 4, dtype=torch.float64) * 2 - 1
+    torch.testing.assert_close(m.rollout(x, us, memory), rollout_by_steps(m, x, us, memory))
+    with pytest.raises(ValueError, match="velocity"):
+        MetaSym(8, 4, 0.1, cfg, spring_mesh_coordinates(8))
