@@ -246,6 +246,14 @@ def _load_tensors(path: str | Path, meta: dict[str, Any]) -> dict[str, torch.Ten
     return tensors
 
 
+# spec fields added after models were flown, left out of `model_digest` at these (their
+# defaults), so an older model keeps its digest and its flown results stay reusable
+_LATER_SPEC_FIELDS: dict[str, dict[str, Any]] = {
+    "config": {"body_force": False},
+    "coords": {"velocity_index": -1},
+}
+
+
 def model_digest(path: str | Path) -> str:
     """A checkpoint's model identity: sha256 (16 hex digits) of its architecture and its
     weights' names and bytes, without optimizer state or metadata, so the same model saved by
@@ -256,7 +264,12 @@ def model_digest(path: str | Path) -> str:
     """
     # the loaded model's own spec: a config saved before a field existed gets its default
     model, _meta = load_checkpoint(path)
-    h = hashlib.sha256(json.dumps(model.spec(), sort_keys=True, default=str).encode())
+    spec = model.spec()
+    for part, later in _LATER_SPEC_FIELDS.items():
+        entries = spec.get(part)
+        if isinstance(entries, dict):
+            spec[part] = {k: v for k, v in entries.items() if later.get(k, object()) != v}
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
     for key, value in sorted(model.state_dict().items()):
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
