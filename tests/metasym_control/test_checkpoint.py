@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -111,7 +110,7 @@ def test_model_digest_is_the_models_identity_not_the_files(tmp_path: Path) -> No
         model_digest(tmp_path / "absent")
 
 
-def test_a_field_added_later_leaves_older_models_digest_as_it_was() -> None:
+def test_a_field_added_later_leaves_older_models_digest_as_it_was(tmp_path: Path) -> None:
     """A checkpoint written before `body_force` and `velocity_index` existed has the digest it
     had then (its flown experiment vehicles stay reusable), and the option on changes it."""
     from metasym_control.models.coordinates import quadrotor_coordinates
@@ -123,26 +122,25 @@ def test_a_field_added_later_leaves_older_models_digest_as_it_was() -> None:
     forced = MetaSym(
         13, 4, 0.02, MetaSymConfig(d_model=16, body_force=True), quadrotor_coordinates(13)
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
-        save_checkpoint(base / "now", m)
-        digest = model_digest(base / "now")
-        meta = json.loads((base / "now.json").read_text())
-        del meta["model"]["config"]["body_force"]
-        del meta["model"]["coords"]["velocity_index"]
-        (base / "now.json").write_text(json.dumps(meta))
-        assert model_digest(base / "now") == digest
-        # what the digest was before the fields existed: the spec without them
-        spec = m.spec()
-        del spec["config"]["body_force"]
-        del spec["coords"]["velocity_index"]
-        h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
-        for key, value in sorted(m.state_dict().items()):
-            h.update(key.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes())
-        assert digest == h.hexdigest()[:16]
-        save_checkpoint(base / "forced", forced)
-        assert model_digest(base / "forced") != digest
+    base = tmp_path
+    save_checkpoint(base / "now", m)
+    digest = model_digest(base / "now")
+    meta = json.loads((base / "now.json").read_text())
+    del meta["model"]["config"]["body_force"]
+    del meta["model"]["coords"]["velocity_index"]
+    (base / "now.json").write_text(json.dumps(meta))
+    assert model_digest(base / "now") == digest
+    # what the digest was before the fields existed: the spec without them
+    spec = m.spec()
+    del spec["config"]["body_force"]
+    del spec["coords"]["velocity_index"]
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
+    for key, value in sorted(m.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    assert digest == h.hexdigest()[:16]
+    save_checkpoint(base / "forced", forced)
+    assert model_digest(base / "forced") != digest
 
 
 def test_corrupt_truncated_missing(tmp_path: Path) -> None:
