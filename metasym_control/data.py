@@ -32,6 +32,8 @@ class BatchPolicy(Protocol):
 
 
 PolicyFactory = Callable[[Sequence[SystemParams], int], BatchPolicy]
+# (chunk_params, seed, dt) -> BatchPolicy: a system's exploration (`SystemEntry.exploration`)
+ExplorationFactory = Callable[[Sequence[SystemParams], int, float], BatchPolicy]
 
 
 def collect_trajectories(

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from metasym_control.data import collect_trajectories
+from metasym_control.data import ExplorationFactory, collect_trajectories
 from metasym_control.params import Split, SystemParams
 from metasym_control.systems import SystemEntry, get_system
 from metasym_control.trajectory import Trajectory
@@ -37,6 +37,7 @@ def generate_data(
     num_envs: int = 8,
     progress: bool = False,
     env_overrides: dict[str, Any] | None = None,
+    exploration: ExplorationFactory | None = None,
 ) -> Trajectory:
     """Exploration data of a registered system on Gymnasium vector environments.
 
@@ -56,6 +57,8 @@ def generate_data(
         num_envs: sub-environments per vector environment.
         progress: tqdm bar.
         env_overrides: constructor arguments on top of the entry's `env_kwargs`.
+        exploration: `(chunk_params, seed, dt) -> BatchPolicy` flying the data instead of
+            the entry's own `exploration` (e.g. a quadrotor policy with other settings).
 
     Returns:
         `Trajectory` of n_tasks · episodes episodes (task-major), `meta["system"]` = the name.
@@ -77,8 +80,10 @@ def generate_data(
         dt = float(probe.unwrapped.dt)
         probe.close()
 
+        explore = entry.exploration if exploration is None else exploration
+
         def policy(chunk: Sequence[SystemParams], policy_seed: int) -> Any:
-            return entry.exploration(chunk, policy_seed, dt)
+            return explore(chunk, policy_seed, dt)
 
         traj = collect_trajectories(
             entry.env_id,
@@ -106,11 +111,13 @@ def generate_tasks(
     split: Split,
     seed: int,
     progress: bool = False,
+    exploration: ExplorationFactory | None = None,
 ) -> list[Trajectory]:
     """`generate_data` split into one `Trajectory` per system (meta-training's tasks)."""
-    return split_by_task(
-        generate_data(system, n_tasks, episodes, steps, split, seed, progress=progress)
+    data = generate_data(
+        system, n_tasks, episodes, steps, split, seed, progress=progress, exploration=exploration
     )
+    return split_by_task(data)
 
 
 @dataclass(frozen=True)

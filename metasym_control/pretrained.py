@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from metasym_control.checkpoint import load_checkpoint, save_checkpoint
+from metasym_control.exploration import ExplorationConfig
 from metasym_control.meta_training import MetaTrainConfig
 from metasym_control.models.learned import LearnedModel
 from metasym_control.models.metasym import MetaSymConfig
@@ -50,6 +51,7 @@ class Recipe:
         steps_per_episode: transitions per episode.
         train: meta-training settings.
         metasym: MetaSym's architecture (MetaSym kinds).
+        exploration: the quadrotor's exploration settings for its generated data.
     """
 
     system: str
@@ -59,6 +61,7 @@ class Recipe:
     steps_per_episode: int
     train: MetaTrainConfig = DEFAULT_TRAIN
     metasym: MetaSymConfig = dataclasses.field(default_factory=MetaSymConfig)
+    exploration: ExplorationConfig = dataclasses.field(default_factory=ExplorationConfig)
 
 
 # every shipped checkpoint; each trains in well under 20 minutes on 2 CPU cores
@@ -168,6 +171,7 @@ def train_recipe(
             dtype="float32",
             metasym=recipe.metasym,
             train=train,
+            exploration=recipe.exploration,
         )
         model = run_training(targs)
         log = json.loads((Path(tmp) / "log.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -11,7 +12,9 @@ from typing import Literal
 import torch
 
 from metasym_control.checkpoint import checkpoint_system, load_checkpoint, save_checkpoint
+from metasym_control.data import ExplorationFactory
 from metasym_control.dynamics import AdaptBudget
+from metasym_control.exploration import ExplorationConfig, QuadrotorExplorationPolicy
 from metasym_control.generate import generate_tasks, split_by_task
 from metasym_control.meta_training import (
     MetaTrainConfig,
@@ -24,6 +27,7 @@ from metasym_control.meta_training import (
 from metasym_control.models.learned import LearnedModel
 from metasym_control.models.metasym import MetaSymConfig
 from metasym_control.models.registry import ModelKind
+from metasym_control.params import SystemParams
 from metasym_control.systems import get_system, model_for_data, system_of
 from metasym_control.trajectory import Trajectory
 from metasym_control.weights import DEFAULT_WEIGHTS
@@ -51,6 +55,9 @@ class TrainArgs:
         progress: progress bars.
         metasym: MetaSym architecture.
         train: meta-training settings.
+        exploration: quadrotor only: the exploration policy's settings for the generated
+            data (the default is the policy every other data of the project is flown with,
+            the held-out vehicles' support flights included); other systems keep the default.
     """
 
     env: str = "quadrotor"
@@ -67,6 +74,7 @@ class TrainArgs:
     progress: bool = True
     metasym: MetaSymConfig = field(default_factory=MetaSymConfig)
     train: MetaTrainConfig = field(default_factory=MetaTrainConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
 
     def validate(self) -> None:
         """Check every option up front (`UsageError` naming the flag and its range)."""
@@ -85,6 +93,26 @@ class TrainArgs:
         at_least("--episodes", self.episodes, 1)
         at_least("--steps-per-episode", self.steps_per_episode, 1, optional=True)
         validate_train_config(self.train)
+        if self.exploration != ExplorationConfig():
+            require(
+                self.env == "quadrotor" and self.data is None, "--exploration.*",
+                "the quadrotor's generated data only (not with --data)", self.env,
+            )  # fmt: skip
+            require(
+                self.exploration.ref_bandwidth > 0 and self.exploration.noise_tau > 0,
+                "--exploration.ref-bandwidth / --exploration.noise-tau", "> 0",
+                (self.exploration.ref_bandwidth, self.exploration.noise_tau),
+            )  # fmt: skip
+
+
+def quadrotor_exploration(config: ExplorationConfig) -> ExplorationFactory:
+    """The quadrotor's exploration policy with `config`, as a `(chunk_params, seed, dt)`
+    factory for `generate_data` (the registry's entry flies `ExplorationConfig()`)."""
+
+    def make(chunk: Sequence[SystemParams], seed: int, dt: float) -> QuadrotorExplorationPolicy:
+        return QuadrotorExplorationPolicy(chunk, config, dt=dt, seed=seed)  # type: ignore[arg-type]
+
+    return make
 
 
 def run_training(args: TrainArgs) -> LearnedModel:
@@ -114,6 +142,9 @@ def run_training(args: TrainArgs) -> LearnedModel:
                 "train",
                 args.seed * 1000 + rank,
                 args.progress and rank == 0,
+                exploration=quadrotor_exploration(args.exploration)
+                if args.exploration != ExplorationConfig()
+                else None,
             )
             n_total = args.n_tasks
         first = tasks[0]
