@@ -229,26 +229,6 @@ def _run_chunk(
     return [ep for d in done for ep in d]
 
 
-def quadrotor_exploration_factory(
-    config: ExplorationConfig | None = None, dt: float = 0.02
-) -> PolicyFactory:
-    """Factory of batched quadrotor exploration policies (baseline + random refs + noise).
-
-    Args:
-        config: exploration settings (default `ExplorationConfig()`).
-        dt: control period, s.
-
-    Returns:
-        `(chunk_params, seed) -> QuadrotorExplorationPolicy` flying with the true parameters.
-    """
-    from metasym_control.exploration import QuadrotorExplorationPolicy
-
-    def make(chunk: Sequence[SystemParams], seed: int) -> BatchPolicy:
-        return QuadrotorExplorationPolicy(chunk, config, dt=dt, seed=seed)  # type: ignore[arg-type]
-
-    return make
-
-
 def collect_quadrotor_dataset(
     n_tasks: int,
     episodes_per_task: int,
@@ -286,7 +266,9 @@ def collect_quadrotor_dataset(
         `Trajectory` with N = n_tasks · episodes_per_task, states (N, steps+1, 13 or 17).
     """
     from metasym_control.envs.quadrotor import ENV_ID, sample_quadrotor_params
+    from metasym_control.exploration import quadrotor_exploration
 
+    explore = quadrotor_exploration(exploration)
     rng = np.random.default_rng(seed)
     if params is None:
         params = [
@@ -296,7 +278,7 @@ def collect_quadrotor_dataset(
     traj = collect_trajectories(
         ENV_ID,
         params,
-        quadrotor_exploration_factory(exploration),
+        lambda chunk, policy_seed: explore(chunk, policy_seed, 0.02),  # the env's period, s
         episodes_per_task,
         steps,
         num_envs=num_envs,

@@ -8,8 +8,9 @@ open-loop random forcing (both systems are stable without control).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from metasym_control.controllers.cascaded_pd import (
     geometric_control,
     yaw_of,
 )
+
+if TYPE_CHECKING:
+    from metasym_control.params import SystemParams
 
 # softer than the tracking defaults: robust to the motor lag and to held-out inertias under
 # excitation (one frozen instance, shared)
@@ -161,6 +165,28 @@ class QuadrotorExplorationPolicy:
         self._time += dt
         half_range = 0.5 * (phys.max_thrust - phys.min_thrust)  # (N,) N per unit of action
         return np.clip(action + d_thrust / half_range[:, None], -1.0, 1.0)
+
+
+def quadrotor_exploration(
+    config: ExplorationConfig | None = None,
+) -> Callable[[Sequence[SystemParams], int, float], QuadrotorExplorationPolicy]:
+    """The quadrotor's exploration policy as a `(chunk, seed, dt)` factory.
+
+    The one place a quadrotor exploration policy is built: the registry's entry (default
+    settings), `collect_quadrotor_dataset` and `train --exploration.*` all use it.
+
+    Args:
+        config: exploration settings (None: `ExplorationConfig()`).
+
+    Returns:
+        `make(chunk, seed, dt)`: `chunk` the slots' true parameters (one
+        `QuadrotorParams` each), `seed` of the goals and noise, `dt` the control period, s.
+    """
+
+    def make(chunk: Sequence[SystemParams], seed: int, dt: float) -> QuadrotorExplorationPolicy:
+        return QuadrotorExplorationPolicy(chunk, config, dt=dt, seed=seed)  # type: ignore[arg-type]
+
+    return make
 
 
 @dataclass(frozen=True)

@@ -149,9 +149,9 @@ def _quadrotor_entry() -> SystemEntry:
     from metasym_control.envs.quadrotor.tasks import FLIGHT_LOWER, FLIGHT_UPPER
 
     def explore(chunk: Sequence[SystemParams], seed: int, dt: float) -> BatchPolicy:
-        from metasym_control.exploration import QuadrotorExplorationPolicy
+        from metasym_control.exploration import quadrotor_exploration
 
-        return QuadrotorExplorationPolicy(chunk, dt=dt, seed=seed)  # type: ignore[arg-type]
+        return quadrotor_exploration()(chunk, seed, dt)
 
     def analytic(params: SystemParams, dt: float) -> DynamicsModel:
         from metasym_control.models.quadrotor_analytic import QuadrotorModel

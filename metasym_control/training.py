@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -12,9 +11,8 @@ from typing import Literal
 import torch
 
 from metasym_control.checkpoint import checkpoint_system, load_checkpoint, save_checkpoint
-from metasym_control.data import ExplorationFactory
 from metasym_control.dynamics import AdaptBudget
-from metasym_control.exploration import ExplorationConfig, QuadrotorExplorationPolicy
+from metasym_control.exploration import ExplorationConfig, quadrotor_exploration
 from metasym_control.generate import generate_tasks, split_by_task
 from metasym_control.meta_training import (
     MetaTrainConfig,
@@ -27,7 +25,6 @@ from metasym_control.meta_training import (
 from metasym_control.models.learned import LearnedModel
 from metasym_control.models.metasym import MetaSymConfig
 from metasym_control.models.registry import ModelKind
-from metasym_control.params import SystemParams
 from metasym_control.systems import get_system, model_for_data, system_of
 from metasym_control.trajectory import Trajectory
 from metasym_control.weights import DEFAULT_WEIGHTS
@@ -103,16 +100,6 @@ class TrainArgs:
                 "--exploration.ref-bandwidth / --exploration.noise-tau", "> 0",
                 (self.exploration.ref_bandwidth, self.exploration.noise_tau),
             )  # fmt: skip
-
-
-def quadrotor_exploration(config: ExplorationConfig) -> ExplorationFactory:
-    """The quadrotor's exploration policy with `config`, as a `(chunk_params, seed, dt)`
-    factory for `generate_data` (the registry's entry flies `ExplorationConfig()`)."""
-
-    def make(chunk: Sequence[SystemParams], seed: int, dt: float) -> QuadrotorExplorationPolicy:
-        return QuadrotorExplorationPolicy(chunk, config, dt=dt, seed=seed)  # type: ignore[arg-type]
-
-    return make
 
 
 def run_training(args: TrainArgs) -> LearnedModel:

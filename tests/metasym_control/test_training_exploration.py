@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metasym_control.exploration import ExplorationConfig
+from metasym_control.exploration import ExplorationConfig, quadrotor_exploration
 from metasym_control.generate import generate_tasks
-from metasym_control.training import TrainArgs, quadrotor_exploration
+from metasym_control.training import TrainArgs
 from metasym_control.usage import UsageError
 
 
